@@ -1,0 +1,3 @@
+//! Policy files: one per mail domain.
+pub mod dkim;
+pub mod dmarc;
