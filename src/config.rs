@@ -1,1 +1,271 @@
-//! todo
+//! The server configuration file: where to listen, which names to serve as NS and SOA,
+//! where upstream DNS is, and where the policy files live.
+//!
+//! Every struct denies unknown keys; relative paths are relative to the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+
+/// The configuration as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    policies: RawPolicies,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: Vec<SocketAddr>,
+    nameservers: Spanned<Vec<Spanned<String>>>,
+    hostmaster: Spanned<String>,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    nameservers: Option<Vec<SocketAddr>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicies {
+    #[serde(default)]
+    dir: Option<PathBuf>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], 53)),
+        SocketAddr::from(([0u16; 8], 53)),
+    ]
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    /// NS names served at every zone apex; the first is the SOA MNAME.
+    pub nameservers: Vec<Name>,
+    /// SOA RNAME, as a domain name (`hostmaster.example.net.`).
+    pub hostmaster: Name,
+    /// Where state that must survive a restart lives (zone serials, later the
+    /// last good upstream answers).
+    pub state_dir: PathBuf,
+    pub upstream: Upstream,
+    pub policy_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `None`: the system resolver configuration (/etc/resolv.conf).
+    pub nameservers: Option<Vec<SocketAddr>>,
+    pub timeout: Duration,
+}
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/spfd";
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Config {
+    /// Reads and validates a config file; every problem is reported with file:line:column.
+    pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+        let src = SourceFile::read(path).map_err(|d| vec![d])?;
+        Self::parse(&src)
+    }
+
+    pub fn parse(src: &SourceFile) -> Result<Config, Vec<Diagnostic>> {
+        let raw: RawConfig = toml::from_str(&src.text).map_err(|e| vec![src.toml_error(&e)])?;
+        let mut diags = Diagnostics::new(src);
+        let base = src.path.parent().unwrap_or(Path::new("."));
+        let nameservers = parse_nameservers(&raw.server.nameservers, &mut diags);
+        let hostmaster = parse_hostmaster(&raw.server.hostmaster, &mut diags);
+        let timeout = raw
+            .upstream
+            .timeout
+            .as_ref()
+            .map_or(Some(DEFAULT_UPSTREAM_TIMEOUT), |t| {
+                parse_duration(t, "upstream timeout", &mut diags)
+            });
+        if raw.server.listen.is_empty() {
+            diags.error(
+                0..0,
+                "server listen is empty: give at least one address, e.g. listen = [\"0.0.0.0:53\"]",
+            );
+        }
+        if diags.has_errors() {
+            return Err(diags.items);
+        }
+        Ok(Config {
+            path: src.path.clone(),
+            listen: raw.server.listen,
+            nameservers,
+            hostmaster: hostmaster.expect("checked above"),
+            state_dir: base.join(raw.server.state_dir.unwrap_or(DEFAULT_STATE_DIR.into())),
+            upstream: Upstream {
+                nameservers: raw.upstream.nameservers,
+                timeout: timeout.expect("checked above"),
+            },
+            policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
+        })
+    }
+}
+
+fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostics) -> Vec<Name> {
+    if raw.get_ref().is_empty() {
+        diags.error(
+            raw.span(),
+            "server nameservers is empty: list the NS names of spfd's servers, e.g. [\"ns1.example.net\"]",
+        );
+    }
+    raw.get_ref()
+        .iter()
+        .filter_map(|ns| parse_host_name(ns, "server nameservers entry", diags))
+        .collect()
+}
+
+/// SOA RNAME: accepts `hostmaster.example.net` or the mailbox form `hostmaster@example.net`.
+fn parse_hostmaster(raw: &Spanned<String>, diags: &mut Diagnostics) -> Option<Name> {
+    let text = raw.get_ref();
+    let as_name = match text.split_once('@') {
+        Some((local, domain)) => format!("{}.{domain}", local.replace('.', "\\.")),
+        None => text.clone(),
+    };
+    let spanned = Spanned::new(raw.span(), as_name);
+    parse_host_name(&spanned, "server hostmaster", diags)
+}
+
+/// A fully qualified domain name, returned absolute and lower-cased.
+pub(crate) fn parse_host_name(raw: &Spanned<String>, what: &str, diags: &mut Diagnostics) -> Option<Name> {
+    match parse_fqdn(raw.get_ref()) {
+        Ok(name) => Some(name),
+        Err(why) => {
+            diags.error(raw.span(), format!("{what} {:?} {why}", raw.get_ref()));
+            None
+        }
+    }
+}
+
+/// Parses a domain name as written in a config or policy file: absolute or not,
+/// with at least two labels, each a valid DNS label.
+pub fn parse_fqdn(text: &str) -> Result<Name, String> {
+    let trimmed = text.trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err("is empty: write a domain name like example.com".into());
+    }
+    if trimmed.len() > 253 {
+        return Err("is longer than 253 octets".into());
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() {
+            return Err("has an empty label (two dots in a row)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("has a label longer than 63 octets ({label:.20}...)"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_\\".contains(*c)))
+        {
+            return Err(format!(
+                "has the character {c:?}, which is not allowed in a domain name"
+            ));
+        }
+    }
+    let mut name = Name::from_ascii(trimmed).map_err(|e| format!("is not a domain name: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+pub(crate) fn parse_duration(raw: &Spanned<String>, what: &str, diags: &mut Diagnostics) -> Option<Duration> {
+    match humantime::parse_duration(raw.get_ref()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            diags.error(raw.span(), format!("{what} must be longer than zero"));
+            None
+        }
+        Err(e) => {
+            diags.error(
+                raw.span(),
+                format!(
+                    "{what} {:?} is not a duration ({e}): write e.g. \"2s\", \"30s\", \"1h\" or \"7d\"",
+                    raw.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
+        Config::parse(&SourceFile::new("/etc/spfd/spfd.toml", text))
+    }
+
+    const MINIMAL: &str =
+        "[server]\nnameservers = [\"ns1.example.net\"]\nhostmaster = \"hostmaster@example.net\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_relative_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.nameservers[0].to_string(), "ns1.example.net.");
+        assert_eq!(c.hostmaster.to_string(), "hostmaster.example.net.");
+        assert_eq!(c.policy_dir, PathBuf::from("/etc/spfd/policies"));
+        assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+        assert!(c.upstream.nameservers.is_none());
+        assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_position() {
+        let err = parse(&format!("{MINIMAL}colour = \"red\"\n")).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].line, 4, "{}", err[0]);
+        assert!(err[0].message.contains("unknown field `colour`"), "{}", err[0]);
+    }
+
+    #[test]
+    fn bad_values_name_line_and_column() {
+        let text = "[server]\nnameservers = [\"ns1..example.net\"]\nhostmaster = \"h@example.net\"\n[upstream]\ntimeout = \"soon\"\n";
+        let err = parse(text).unwrap_err();
+        let shown: Vec<String> = err.iter().map(|d| d.to_string()).collect();
+        assert_eq!(err.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("/etc/spfd/spfd.toml:2:16: error:"),
+            "{shown:?}"
+        );
+        assert!(shown[0].contains("empty label"), "{shown:?}");
+        assert!(
+            shown[1].starts_with("/etc/spfd/spfd.toml:5:11: error:"),
+            "{shown:?}"
+        );
+        assert!(shown[1].contains("not a duration"), "{shown:?}");
+    }
+
+    #[test]
+    fn listen_address_must_parse() {
+        let err = parse(&format!("{MINIMAL}listen = [\"localhost:53\"]\n")).unwrap_err();
+        assert_eq!(err[0].line, 4, "{}", err[0]);
+    }
+}

@@ -1,1 +1,320 @@
-//! todo
+//! The reload service: the one writer of the snapshot. It reads the policy directory,
+//! keeps the last good version of every file whose new version is invalid, builds a new
+//! snapshot and swaps it in. Triggers: a change in the policy directory (debounced) and
+//! SIGHUP.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::diag::{Diagnostic, Severity};
+use crate::policy::{self, ValidPolicy};
+use crate::snapshot::serials::SerialBook;
+use crate::snapshot::{Builder, ServerIdentity, Snapshot, SnapshotCell};
+
+/// How long file events are gathered before one reload: editors write a file in
+/// several steps (truncate, write, rename).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What one reload did.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// The generation in service after the reload.
+    pub generation: u64,
+    /// Whether a new snapshot was swapped in.
+    pub swapped: bool,
+    /// Problems in files that changed since the last reload (errors and warnings).
+    pub diagnostics: Vec<Diagnostic>,
+    pub zones: usize,
+}
+
+impl ReloadReport {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+    }
+}
+
+/// The state of one policy file as last read.
+struct FileState {
+    /// The text last read, to skip files that did not change.
+    text: String,
+    /// The version of this file in service, if any: the last valid one.
+    served: Option<Arc<ValidPolicy>>,
+}
+
+pub struct Reloader {
+    policy_dir: PathBuf,
+    state_dir: PathBuf,
+    servers: ServerIdentity,
+    cell: Arc<SnapshotCell>,
+    files: BTreeMap<PathBuf, FileState>,
+    serials: SerialBook,
+    /// False for `spfd check` and `spfd records`, which must not touch the state of a
+    /// running server.
+    persist: bool,
+}
+
+impl Reloader {
+    pub fn new(config: &Config, cell: Arc<SnapshotCell>) -> Self {
+        let serials = SerialBook::load(&config.state_dir).unwrap_or_else(|e| {
+            warn!(dir = %config.state_dir.display(), "cannot read zone serials, starting from the clock: {e}");
+            SerialBook::default()
+        });
+        Self {
+            policy_dir: config.policy_dir.clone(),
+            state_dir: config.state_dir.clone(),
+            servers: ServerIdentity {
+                nameservers: config.nameservers.clone(),
+                hostmaster: config.hostmaster.clone(),
+            },
+            cell,
+            files: BTreeMap::new(),
+            serials,
+            persist: true,
+        }
+    }
+
+    /// A reloader that reads state but never writes it: for the offline commands.
+    pub fn offline(config: &Config, cell: Arc<SnapshotCell>) -> Self {
+        Self {
+            persist: false,
+            ..Self::new(config, cell)
+        }
+    }
+
+    pub fn policy_dir(&self) -> &Path {
+        &self.policy_dir
+    }
+
+    /// Reads the policy directory and swaps in a new snapshot if anything served changed.
+    pub fn reload(&mut self) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let paths = match policy_files(&self.policy_dir) {
+            Ok(paths) => paths,
+            Err(d) => {
+                report.diagnostics.push(d);
+                report.generation = self.cell.load().generation;
+                return report;
+            }
+        };
+        self.files.retain(|path, _| paths.contains(path));
+        let changed = self.read_files(&paths, &mut report.diagnostics);
+        let builder = self.assemble(&changed, &mut report.diagnostics);
+        let current = self.cell.load_full();
+        let candidate = builder.finish(
+            current.generation + 1,
+            &self.servers,
+            &mut self.serials,
+            unix_now(),
+        );
+        report.zones = candidate.zone_count();
+        if same_content(&current, &candidate) {
+            report.generation = current.generation;
+            return report;
+        }
+        report.generation = candidate.generation;
+        report.swapped = true;
+        if self.persist {
+            log_zone_changes(&current, &candidate);
+        }
+        self.cell.store(Arc::new(candidate));
+        if !self.persist {
+            return report;
+        }
+        if let Err(e) = self.serials.save(&self.state_dir) {
+            warn!(dir = %self.state_dir.display(), "cannot save zone serials: {e}");
+        }
+        report
+    }
+
+    /// Re-reads every file; parses those whose text changed. Returns the paths whose new
+    /// version is valid and differs from the one served.
+    fn read_files(&mut self, paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+        let mut changed = Vec::new();
+        for path in paths {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    diags.push(file_error(path, format!("cannot read file: {e}")));
+                    continue;
+                }
+            };
+            if self.files.get(path).is_some_and(|f| f.text == text) {
+                continue;
+            }
+            let src = crate::diag::SourceFile::new(path.clone(), text.clone());
+            let served = self.files.get(path).and_then(|f| f.served.clone());
+            let served = match policy::parse(&src) {
+                Ok(loaded) => {
+                    diags.extend(loaded.warnings);
+                    changed.push(path.clone());
+                    Some(Arc::new(loaded.policy))
+                }
+                Err(problems) => {
+                    diags.extend(problems);
+                    served
+                }
+            };
+            self.files.insert(path.clone(), FileState { text, served });
+        }
+        changed
+    }
+
+    /// Adds the served policies to a builder: unchanged ones first, so that a changed
+    /// or new file that claims their names is the one refused. A refused changed file
+    /// falls back to its previous version.
+    fn assemble(&mut self, changed: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Builder {
+        let current = self.cell.load_full();
+        let previously: BTreeMap<&PathBuf, Arc<ValidPolicy>> = current
+            .zones
+            .values()
+            .map(|z| (&z.policy.path, z.policy.clone()))
+            .collect();
+        let mut builder = Builder::new();
+        let (fresh, steady): (Vec<PathBuf>, Vec<PathBuf>) =
+            self.files.keys().cloned().partition(|p| changed.contains(p));
+        for path in steady.into_iter().chain(fresh) {
+            let Some(policy) = self.files[&path].served.clone() else {
+                continue;
+            };
+            if let Err(conflict) = builder.add(policy) {
+                diags.push(file_error(&path, conflict.to_string()));
+                let fallback = previously.get(&path).cloned();
+                let kept = fallback.filter(|old| builder.add(old.clone()).is_ok());
+                self.files.get_mut(&path).expect("listed").served = kept;
+            }
+        }
+        builder
+    }
+}
+
+/// The `*.toml` files of the policy directory, sorted; hidden files (editor swap files)
+/// are skipped.
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| file_error(dir, format!("cannot read the policy directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+fn file_error(path: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Same zones with the same serials means the same answers.
+fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
+    a.zones.len() == b.zones.len()
+        && a.zones.iter().all(|(apex, za)| {
+            b.zones.get(apex).is_some_and(|zb| {
+                za.serial == zb.serial && za.content_hash == zb.content_hash && za.soa == zb.soa
+            })
+        })
+}
+
+fn log_zone_changes(old: &Snapshot, new: &Snapshot) {
+    for (apex, zone) in &new.zones {
+        match old.zones.get(apex) {
+            None => info!(zone = %apex, serial = zone.serial, "zone added"),
+            Some(o) if o.serial != zone.serial => {
+                info!(zone = %apex, serial = zone.serial, previous = o.serial, "zone changed")
+            }
+            Some(_) => {}
+        }
+    }
+    for apex in old.zones.keys().filter(|a| !new.zones.contains_key(*a)) {
+        info!(zone = %apex, "zone removed");
+    }
+    info!(
+        generation = new.generation,
+        zones = new.zones.len(),
+        "snapshot swapped"
+    );
+}
+
+/// Logs a reload's problems: errors as errors, warnings as warnings.
+pub fn log_report(report: &ReloadReport) {
+    for d in &report.diagnostics {
+        match d.severity {
+            Severity::Error => error!("{d}; the previous version stays served"),
+            Severity::Warning => warn!("{d}"),
+        }
+    }
+}
+
+/// What wakes the reload thread.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    FilesChanged,
+    Signal,
+    /// Ends the service.
+    Stop,
+}
+
+/// Runs the reload service on its own thread: waits for triggers, reloads, logs. It
+/// stops on [`Trigger::Stop`]. The returned sender is for SIGHUP (and tests).
+pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<Trigger>();
+    let files_tx = tx.clone();
+    let mut debouncer = new_debouncer(
+        DEBOUNCE,
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            if result.is_ok() {
+                let _ = files_tx.send(Trigger::FilesChanged);
+            }
+        },
+    )?;
+    debouncer.watch(reloader.policy_dir(), RecursiveMode::NonRecursive)?;
+    let handle = std::thread::Builder::new()
+        .name("spfd-reload".into())
+        .spawn(move || {
+            // The debouncer lives as long as the thread.
+            let _debouncer = debouncer;
+            while let Ok(trigger) = rx.recv() {
+                if matches!(trigger, Trigger::Stop) {
+                    break;
+                }
+                // Several events queued while reloading need one reload, not many.
+                while rx.try_recv().is_ok_and(|t| !matches!(t, Trigger::Stop)) {}
+                let report = reloader.reload();
+                log_report(&report);
+                tracing::debug!(
+                    ?trigger,
+                    generation = report.generation,
+                    swapped = report.swapped,
+                    "reloaded"
+                );
+            }
+        })
+        .expect("spawn the reload thread");
+    Ok((tx, handle))
+}

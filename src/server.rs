@@ -1,1 +1,111 @@
-//! todo
+//! `spfd serve`: binds the sockets, loads the policies, serves, and reloads on change
+//! or SIGHUP until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+use crate::config::Config;
+use crate::dns::handler::Handler;
+use crate::dns::listen;
+use crate::reload::{self, ReloadReport, Reloader, Trigger};
+use crate::snapshot::{Snapshot, SnapshotCell};
+
+/// A TCP connection that sends nothing for this long is closed (Knot's default idle
+/// timeout).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// A server that is up: its addresses, the snapshot cell, and the reload service.
+pub struct Running {
+    /// The bound addresses (with the real port when the config said port 0).
+    pub addrs: Vec<SocketAddr>,
+    pub snapshot: Arc<SnapshotCell>,
+    /// Sends reload triggers (SIGHUP does the same).
+    pub reload: Sender<Trigger>,
+    /// What the initial load found.
+    pub initial: ReloadReport,
+    server: Server<Handler>,
+    reload_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting queries and the reload service.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.reload.send(Trigger::Stop);
+        if let Some(t) = self.reload_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.server.shutdown_gracefully().await?;
+        Ok(())
+    }
+
+    /// Serves until the server's tasks end.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        self.server.block_until_done().await?;
+        Ok(())
+    }
+}
+
+/// Binds every `listen` address (UDP and TCP; one UDP socket per core with
+/// SO_REUSEPORT), loads the policies once, and starts serving and watching.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let mut server = Server::new(Handler::new(cell.clone()));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut addrs = Vec::new();
+    for addr in &config.listen {
+        let (udp, tcp) = listen::bind_pair(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = udp.local_addr()?;
+        server.register_socket(udp);
+        for _ in 1..workers {
+            server.register_socket(
+                listen::bind_udp(bound).with_context(|| format!("cannot listen on {bound}"))?,
+            );
+        }
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        addrs.push(bound);
+    }
+    let mut reloader = Reloader::new(config, cell.clone());
+    let initial = reloader.reload();
+    reload::log_report(&initial);
+    let (reload_tx, reload_thread) =
+        reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
+    info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
+    Ok(Running {
+        addrs,
+        snapshot: cell,
+        reload: reload_tx,
+        initial,
+        server,
+        reload_thread: Some(reload_thread),
+    })
+}
+
+/// `spfd serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the policies.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut running = start(&config).await?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading policies");
+                let _ = running.reload.send(Trigger::Signal);
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            result = running.wait() => return result,
+        }
+    }
+    info!("shutting down");
+    running.shutdown().await
+}

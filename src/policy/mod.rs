@@ -1,3 +1,285 @@
-//! Policy files: one per mail domain.
+//! Policy files: one TOML file per mail domain, read and validated into a
+//! [`ValidPolicy`], the only form the rest of spfd accepts.
+//!
+//! ```toml
+//! domain = "example.com"        # the mail domain
+//! zone = "_spf.example.com"     # default "_spf.<domain>"; may be the domain itself
+//! ttl = 300
+//! [spf]
+//! record = "v=spf1 mx include:_spf.google.com ~all"
+//! mode = "flatten"              # flatten (default) | macro | passthrough
+//! [dmarc]                       # see dmarc.rs
+//! [dkim.<selector>]             # see dkim.rs
+//! ```
+
 pub mod dkim;
 pub mod dmarc;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::parse_host_name;
+use crate::diag::{Diagnostic, Diagnostics, Severity, SourceFile};
+use crate::spf;
+use crate::txt;
+
+pub use dkim::DkimRecord;
+pub use dmarc::DmarcRecord;
+
+/// The TTL of published records when a policy does not say.
+pub const DEFAULT_TTL: u32 = 300;
+/// RFC 2181 8: TTLs are at most 2^31 - 1.
+const MAX_TTL: i64 = i32::MAX as i64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    domain: Spanned<String>,
+    zone: Option<Spanned<String>>,
+    ttl: Option<Spanned<i64>>,
+    spf: Option<Spanned<RawSpf>>,
+    dmarc: Option<Spanned<dmarc::DmarcSection>>,
+    dkim: Option<BTreeMap<Spanned<String>, Spanned<dkim::DkimSection>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpf {
+    record: Spanned<String>,
+    mode: Option<Spanned<String>>,
+}
+
+/// How the SPF record is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpfMode {
+    /// Expand includes and publish an equivalent record within the lookup limit.
+    Flatten,
+    /// One macro term; answers synthesised per client address.
+    Macro,
+    /// Published as written.
+    Passthrough,
+}
+
+impl SpfMode {
+    fn parse(text: &str) -> Option<SpfMode> {
+        match text.to_ascii_lowercase().as_str() {
+            "flatten" => Some(SpfMode::Flatten),
+            "macro" => Some(SpfMode::Macro),
+            "passthrough" => Some(SpfMode::Passthrough),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpfMode::Flatten => "flatten",
+            SpfMode::Macro => "macro",
+            SpfMode::Passthrough => "passthrough",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SpfPolicy {
+    pub record: spf::Record,
+    /// The mode the owner asked for.
+    pub mode: SpfMode,
+}
+
+impl SpfPolicy {
+    /// The record as published today (every mode publishes as passthrough until
+    /// flattening and macro answers exist), split between terms.
+    pub fn published_strings(&self) -> Vec<String> {
+        let mut words = vec!["v=spf1"];
+        words.extend(self.record.terms().iter().map(|t| t.text()));
+        txt::split_words(words)
+    }
+}
+
+/// A policy that passed every check. Built only by [`load`].
+#[derive(Debug, Clone)]
+pub struct ValidPolicy {
+    pub path: PathBuf,
+    /// The mail domain (lower case, absolute).
+    pub domain: Name,
+    /// The zone spfd is authoritative for (lower case, absolute).
+    pub zone: Name,
+    pub ttl: u32,
+    pub spf: Option<SpfPolicy>,
+    pub dmarc: Option<DmarcRecord>,
+    pub dkim: Vec<DkimRecord>,
+}
+
+impl ValidPolicy {
+    /// Lookups a receiver spends on the published SPF record itself: its own lookup
+    /// terms, plus the owner's `redirect=` to the zone when the zone is not the domain.
+    /// Lookups inside the targets of `include` and `redirect` are not counted here.
+    pub fn spf_direct_lookups(&self) -> Option<usize> {
+        let spf = self.spf.as_ref()?;
+        Some(spf.record.lookup_terms() + usize::from(self.zone != self.domain))
+    }
+}
+
+/// A policy and the warnings found while validating it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: ValidPolicy,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads and validates one policy file. On failure, every diagnostic (errors and
+/// warnings) is returned.
+pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    let src = SourceFile::read(path).map_err(|d| vec![d])?;
+    parse(&src)
+}
+
+pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
+    let raw: RawPolicy = toml::from_str(&src.text).map_err(|e| vec![src.toml_error(&e)])?;
+    let mut diags = Diagnostics::new(src);
+    let policy = validate(raw, &mut diags);
+    match policy {
+        Some(policy) if !diags.has_errors() => Ok(Loaded {
+            policy,
+            warnings: diags.items,
+        }),
+        _ => Err(diags.items),
+    }
+}
+
+fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
+    let src = diags.source();
+    let base_dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let domain = parse_host_name(&raw.domain, "domain", diags);
+    let zone = match (&raw.zone, &domain) {
+        (Some(zone), _) => parse_host_name(zone, "zone", diags),
+        (None, Some(domain)) => Some(crate::snapshot::prepend(domain, "_spf")),
+        (None, None) => None,
+    };
+    let ttl = raw
+        .ttl
+        .as_ref()
+        .map_or(Some(DEFAULT_TTL), |t| validate_ttl(t, diags));
+    let spf = raw.spf.map(|s| validate_spf(s, diags));
+    let domain_text = raw.domain.get_ref().trim_end_matches('.').to_ascii_lowercase();
+    let dmarc = raw.dmarc.map(|d| {
+        let span = d.span();
+        d.into_inner().validate(&domain_text, span, diags)
+    });
+    let dkim: Vec<Option<DkimRecord>> = raw
+        .dkim
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(selector, section)| {
+            let span = section.span();
+            section.into_inner().validate(&selector, span, &base_dir, diags)
+        })
+        .collect();
+    if spf.is_none() && dmarc.is_none() && dkim.is_empty() {
+        diags.warning(
+            0..0,
+            "the policy has no [spf], [dmarc] or [dkim.<selector>] section: the zone serves only SOA and NS",
+        );
+    }
+    Some(ValidPolicy {
+        path: src.path.clone(),
+        domain: domain?,
+        zone: zone?,
+        ttl: ttl?,
+        spf: spf.flatten(),
+        dmarc: dmarc.flatten(),
+        dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
+    })
+}
+
+fn validate_ttl(ttl: &Spanned<i64>, diags: &mut Diagnostics) -> Option<u32> {
+    let value = *ttl.get_ref();
+    if !(1..=MAX_TTL).contains(&value) {
+        diags.error(
+            ttl.span(),
+            format!("ttl must be between 1 and {MAX_TTL} seconds; got {value}"),
+        );
+        return None;
+    }
+    if value < 60 {
+        diags.warning(
+            ttl.span(),
+            format!(
+                "ttl {value} is very short: receivers will ask again for every message; 300 or more is usual"
+            ),
+        );
+    }
+    Some(value as u32)
+}
+
+fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPolicy> {
+    let raw = raw.into_inner();
+    let mode = match &raw.mode {
+        None => SpfMode::Flatten,
+        Some(m) => match SpfMode::parse(m.get_ref()) {
+            Some(mode) => mode,
+            None => {
+                diags.error(
+                    m.span(),
+                    format!(
+                        "spf mode must be one of flatten, macro, passthrough; got {:?}",
+                        m.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let text = raw.record.get_ref();
+    let record = match spf::Record::parse(text) {
+        Ok(record) => record,
+        Err(e) => {
+            let at = value_offset(diags.source(), &raw.record, e.offset);
+            diags.error(at..at, format!("spf record: {}", e.message));
+            return None;
+        }
+    };
+    for w in record.warnings() {
+        let at = value_offset(diags.source(), &raw.record, w.offset);
+        diags.warning(at..at, format!("spf record: {}", w.message));
+    }
+    if mode != SpfMode::Passthrough {
+        let span = raw.mode.as_ref().map_or(raw.record.span(), |m| m.span());
+        diags.warning(
+            span,
+            format!(
+                "spf mode {:?} is not implemented yet: the record is published as written (passthrough)",
+                mode.as_str()
+            ),
+        );
+    }
+    Some(SpfPolicy { record, mode })
+}
+
+/// The position in the file of byte `offset` of a string value: exact when the value
+/// is written without escapes, else the start of the value.
+fn value_offset(src: &SourceFile, value: &Spanned<String>, offset: usize) -> usize {
+    let span: Range<usize> = value.span();
+    let raw = src.text.get(span.clone()).unwrap_or("");
+    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else {
+        1
+    };
+    let inner = raw.get(quote..raw.len().saturating_sub(quote)).unwrap_or("");
+    if inner == value.get_ref() {
+        span.start + quote + offset
+    } else {
+        span.start
+    }
+}
+
+/// True when any diagnostic is an error.
+pub fn has_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(|d| d.severity == Severity::Error)
+}

@@ -1,1 +1,291 @@
-//! todo
+//! The snapshot: every zone and every answer a query can need, built once per change
+//! and never mutated. The DNS handler reads one snapshot per query; the reload service
+//! is the only writer and swaps whole snapshots (see [`SnapshotCell`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::rdata::{NS, SOA, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+pub mod build;
+pub mod serials;
+
+pub use build::{Builder, Conflict};
+
+use crate::policy::ValidPolicy;
+use crate::txt;
+
+/// SOA timers (RFC 1912 2.2 ranges, as NSD and Knot examples use).
+const SOA_REFRESH: i32 = 3600;
+const SOA_RETRY: i32 = 900;
+const SOA_EXPIRE: i32 = 1_209_600;
+
+/// The one cell the handler reads and the reload service writes.
+pub type SnapshotCell = ArcSwap<Snapshot>;
+
+/// Names and records of one name inside a zone.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Node {
+    pub txt: Vec<Record>,
+}
+
+impl Node {
+    pub fn records(&self, rtype: RecordType) -> &[Record] {
+        match rtype {
+            RecordType::TXT => &self.txt,
+            _ => &[],
+        }
+    }
+}
+
+/// One zone spfd is authoritative for, built from one policy.
+#[derive(Debug)]
+pub struct Zone {
+    pub apex: Name,
+    pub serial: u32,
+    /// The SOA record, also used in the authority section of negative answers.
+    pub soa: Record,
+    pub ns: Vec<Record>,
+    /// Every name of the zone that has records, the apex included.
+    pub nodes: HashMap<LowerName, Node>,
+    /// The policy this zone was built from, for reports and for `spfd records`.
+    pub policy: Arc<ValidPolicy>,
+    /// Fingerprint of the zone's content (not its serial): a change of it is what makes
+    /// the serial grow.
+    pub content_hash: u64,
+}
+
+impl Zone {
+    /// The records of `rtype` at `name`, the apex's SOA and NS included.
+    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Option<&[Record]> {
+        let node = self.nodes.get(name)?;
+        let apex = name.num_labels() == self.apex.num_labels();
+        Some(match rtype {
+            RecordType::SOA if apex => std::slice::from_ref(&self.soa),
+            RecordType::NS if apex => &self.ns,
+            _ => node.records(rtype),
+        })
+    }
+
+    /// Every RRset at a name, for ANY over TCP.
+    pub fn all_at(&self, name: &LowerName) -> Vec<&Record> {
+        let Some(node) = self.nodes.get(name) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&Record> = Vec::new();
+        if name.num_labels() == self.apex.num_labels() {
+            out.push(&self.soa);
+            out.extend(&self.ns);
+        }
+        out.extend(&node.txt);
+        out
+    }
+}
+
+/// Everything a query reads: immutable once built.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Grows by one with every swap; shown in logs so an operator sees which is served.
+    pub generation: u64,
+    pub zones: HashMap<LowerName, Arc<Zone>>,
+    /// The most labels of any apex: the zone search starts no deeper than this.
+    max_apex_labels: u8,
+}
+
+impl Snapshot {
+    pub fn new(generation: u64, zones: HashMap<LowerName, Arc<Zone>>) -> Self {
+        let max_apex_labels = zones.keys().map(|k| k.num_labels()).max().unwrap_or(0);
+        Self {
+            generation,
+            zones,
+            max_apex_labels,
+        }
+    }
+
+    /// The closest enclosing zone of a name (longest suffix match).
+    pub fn find_zone(&self, name: &LowerName) -> Option<&Arc<Zone>> {
+        let mut candidate = name.clone();
+        while candidate.num_labels() > self.max_apex_labels {
+            candidate = candidate.base_name();
+        }
+        loop {
+            if let Some(zone) = self.zones.get(&candidate) {
+                return Some(zone);
+            }
+            if candidate.is_root() {
+                return None;
+            }
+            candidate = candidate.base_name();
+        }
+    }
+
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
+    }
+}
+
+/// The records one policy publishes, before SOA and serial are added.
+#[derive(Debug)]
+pub struct ZoneContent {
+    pub apex: Name,
+    pub ttl: u32,
+    pub nodes: HashMap<LowerName, Node>,
+}
+
+impl ZoneContent {
+    /// Builds the TXT records of a policy: SPF at the apex, DMARC at `_dmarc`, DKIM at
+    /// `<selector>._domainkey`.
+    pub fn from_policy(policy: &ValidPolicy) -> ZoneContent {
+        let apex = policy.zone.clone();
+        let ttl = policy.ttl;
+        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+        nodes.insert(LowerName::new(&apex), Node::default());
+        let mut add = |name: Name, strings: Vec<String>| {
+            let record = Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(strings)));
+            nodes.entry(LowerName::new(&name)).or_default().txt.push(record);
+        };
+        if let Some(spf) = &policy.spf {
+            add(apex.clone(), spf.published_strings());
+        }
+        if let Some(dmarc) = &policy.dmarc {
+            add(prepend(&apex, "_dmarc"), txt::split_plain(&dmarc.txt()));
+        }
+        for dkim in &policy.dkim {
+            let name = prepend(&prepend(&apex, "_domainkey"), &dkim.selector);
+            add(name, txt::split_plain(&dkim.txt()));
+        }
+        add_empty_non_terminals(&apex, &mut nodes);
+        ZoneContent { apex, ttl, nodes }
+    }
+
+    /// Every name the zone publishes, apex included.
+    pub fn names(&self) -> impl Iterator<Item = &LowerName> {
+        self.nodes.keys()
+    }
+
+    /// A stable fingerprint of the content (FNV-1a over the sorted presentation form),
+    /// the same across restarts so that a persisted serial can be compared with it.
+    pub fn fingerprint(&self) -> u64 {
+        let mut lines: Vec<String> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.txt.iter())
+            .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
+            .collect();
+        lines.sort();
+        fnv1a(lines.join("\n").as_bytes())
+    }
+
+    /// The zone with SOA and NS, at the given serial.
+    pub fn into_zone(self, serial: u32, servers: &ServerIdentity, policy: Arc<ValidPolicy>) -> Zone {
+        let content_hash = self.fingerprint();
+        let soa = Record::from_rdata(
+            self.apex.clone(),
+            self.ttl,
+            RData::SOA(SOA::new(
+                servers.nameservers[0].clone(),
+                servers.hostmaster.clone(),
+                serial,
+                SOA_REFRESH,
+                SOA_RETRY,
+                SOA_EXPIRE,
+                self.ttl,
+            )),
+        );
+        let ns = servers
+            .nameservers
+            .iter()
+            .map(|n| Record::from_rdata(self.apex.clone(), self.ttl, RData::NS(NS(n.clone()))))
+            .collect();
+        Zone {
+            apex: self.apex,
+            serial,
+            soa,
+            ns,
+            nodes: self.nodes,
+            policy,
+            content_hash,
+        }
+    }
+}
+
+/// Names between the apex and a name with records exist without records of their own
+/// (`_domainkey.<zone>`): they get NODATA, not NXDOMAIN (RFC 8020).
+fn add_empty_non_terminals(apex: &Name, nodes: &mut HashMap<LowerName, Node>) {
+    let apex_labels = apex.num_labels();
+    let names: Vec<LowerName> = nodes.keys().cloned().collect();
+    for name in names {
+        let mut parent = name.base_name();
+        while parent.num_labels() > apex_labels {
+            nodes.entry(parent.clone()).or_default();
+            parent = parent.base_name();
+        }
+    }
+}
+
+/// What every zone's SOA and NS say about the servers.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    /// NS names; the first is the SOA MNAME. Never empty (the config requires one).
+    pub nameservers: Vec<Name>,
+    pub hostmaster: Name,
+}
+
+/// `label.name`, for names built from validated parts (labels are checked on load).
+pub fn prepend(name: &Name, label: &str) -> Name {
+    let mut out = Name::from_ascii(label).expect("validated label");
+    out = out.append_domain(name).expect("validated name length");
+    out
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The next serial for a changed zone: larger than the previous one (in serial
+/// arithmetic, RFC 1982) and, when the clock allows, the current Unix time, so that a
+/// restart without state still moves forward.
+pub fn next_serial(previous: Option<u32>, now_unix: u64) -> u32 {
+    let now = now_unix as u32;
+    match previous {
+        None => now,
+        Some(prev) => {
+            let ahead = now.wrapping_sub(prev);
+            if ahead > 0 && ahead < (1 << 31) {
+                now
+            } else {
+                prev.wrapping_add(1)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_follows_the_clock_and_always_grows() {
+        assert_eq!(next_serial(None, 1_700_000_000), 1_700_000_000);
+        assert_eq!(next_serial(Some(5), 1_700_000_000), 1_700_000_000);
+        // Two changes within one second: still grows.
+        assert_eq!(next_serial(Some(1_700_000_000), 1_700_000_000), 1_700_000_001);
+        // A serial ahead of the clock (from earlier fast changes) keeps counting up.
+        assert_eq!(next_serial(Some(1_700_000_050), 1_700_000_000), 1_700_000_051);
+        // Wraps per RFC 1982.
+        assert_eq!(next_serial(Some(u32::MAX), 0), 0);
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,99 @@
+//! What a query gets, decided from one snapshot: RFC 1034 4.3.2 for an authoritative
+//! server without delegations or wildcards, RFC 2308 for negative answers, RFC 8482 for
+//! ANY. Owner names are written in the case the query was asked in.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+
+use crate::snapshot::{Snapshot, Zone};
+
+/// The sections of a response, before EDNS and truncation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+}
+
+impl Answer {
+    pub fn refused() -> Self {
+        Self::code(ResponseCode::Refused)
+    }
+
+    pub fn code(rcode: ResponseCode) -> Self {
+        Answer {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+        }
+    }
+}
+
+/// Answers one question. `qname` is the name as asked (its case is echoed); `tcp`
+/// selects the full answer to ANY.
+pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSClass, tcp: bool) -> Answer {
+    if qclass != DNSClass::IN {
+        return Answer::refused();
+    }
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        // Zone transfer is a later feature; until then it is refused like NSD without
+        // provide-xfr.
+        return Answer::refused();
+    }
+    let lower = LowerName::new(qname);
+    let Some(zone) = snapshot.find_zone(&lower) else {
+        return Answer::refused();
+    };
+    let mut out = Answer {
+        rcode: ResponseCode::NoError,
+        authoritative: true,
+        answers: Vec::new(),
+        authority: Vec::new(),
+    };
+    if !zone.nodes.contains_key(&lower) {
+        out.rcode = ResponseCode::NXDomain;
+        out.authority.push(negative_soa(zone, qname));
+        return out;
+    }
+    let records: Vec<&Record> = match qtype {
+        RecordType::ANY if !tcp => {
+            out.answers.push(rfc8482_hinfo(qname, zone));
+            return out;
+        }
+        RecordType::ANY => zone.all_at(&lower),
+        _ => zone.lookup(&lower, qtype).unwrap_or_default().iter().collect(),
+    };
+    if records.is_empty() {
+        out.authority.push(negative_soa(zone, qname));
+    }
+    out.answers = records.into_iter().map(|r| renamed(r, qname.clone())).collect();
+    out
+}
+
+fn renamed(record: &Record, name: Name) -> Record {
+    let mut r = record.clone();
+    r.name = name;
+    r
+}
+
+/// The zone's SOA for the authority section of a negative answer: owner in the case
+/// the query used, TTL min(SOA TTL, MINIMUM) (RFC 2308 3).
+fn negative_soa(zone: &Zone, qname: &Name) -> Record {
+    let mut soa = renamed(&zone.soa, qname.trim_to(zone.apex.num_labels() as usize));
+    if let RData::SOA(data) = &soa.data {
+        soa.ttl = soa.ttl.min(data.minimum);
+    }
+    soa
+}
+
+/// RFC 8482 4.2: a synthesised HINFO instead of every RRset, for ANY over UDP.
+fn rfc8482_hinfo(qname: &Name, zone: &Zone) -> Record {
+    Record::from_rdata(
+        qname.clone(),
+        zone.soa.ttl,
+        RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+    )
+}

@@ -1,0 +1,150 @@
+//! The hickory-server request handler: one snapshot load per query, then the protocol
+//! rules around the answer: opcode (NOTIMP), question count (FORMERR), EDNS version
+//! (BADVERS), the response OPT with a payload of min(client's, 1232), and TC over UDP
+//! when the answer does not fit (the full answer goes over TCP).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hickory_net::runtime::Time;
+use hickory_net::xfer::Protocol;
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{RData, Record};
+use hickory_proto::serialize::binary::BinEncodable;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::{debug, warn};
+
+use super::answer::{Answer, answer};
+use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
+use crate::snapshot::SnapshotCell;
+
+/// Octets of a header, of an OPT record without options, and of a resource record's
+/// fixed part (type, class, TTL, length) behind a compressed owner name.
+const HEADER_LEN: usize = 12;
+const OPT_LEN: usize = 11;
+const RR_FIXED_LEN: usize = 2 + 10;
+
+#[derive(Clone)]
+pub struct Handler {
+    snapshot: Arc<SnapshotCell>,
+}
+
+impl Handler {
+    pub fn new(snapshot: Arc<SnapshotCell>) -> Self {
+        Self { snapshot }
+    }
+}
+
+#[async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let response_edns = request.edns.as_ref().map(response_edns);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &response_edns {
+            builder.edns(edns);
+        }
+        let (metadata, answer) = self.respond(request, response_edns.as_ref());
+        let response = builder.build(
+            metadata,
+            answer.answers.iter(),
+            answer.authority.iter(),
+            None,
+            None,
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                warn!(%error, "failed to send a response");
+                serve_failed(&request.metadata)
+            }
+        }
+    }
+}
+
+impl Handler {
+    /// The response header and sections for a request, truncation applied.
+    fn respond(&self, request: &Request, response_edns: Option<&Edns>) -> (Metadata, Answer) {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let answer = if request.metadata.op_code != OpCode::Query {
+            Answer::code(ResponseCode::NotImp)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Answer::code(ResponseCode::BADVERS)
+        } else {
+            match request.request_info() {
+                Err(_) => Answer::code(ResponseCode::FormErr),
+                Ok(info) => {
+                    let query = info.query.original();
+                    let tcp = info.protocol != Protocol::Udp;
+                    let snapshot = self.snapshot.load();
+                    let a = answer(
+                        &snapshot,
+                        query.name(),
+                        query.query_type(),
+                        query.query_class(),
+                        tcp,
+                    );
+                    debug!(name = %query.name(), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
+                    a
+                }
+            }
+        };
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.authoritative;
+        if request.protocol() == Protocol::Udp {
+            let limit = response_edns.map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload) as usize;
+            let question = request.queries.as_bytes().len();
+            if response_len(question, &answer, response_edns.is_some()) > limit {
+                metadata.truncation = true;
+                return (
+                    metadata,
+                    Answer {
+                        answers: Vec::new(),
+                        authority: Vec::new(),
+                        ..answer
+                    },
+                );
+            }
+        }
+        (metadata, answer)
+    }
+}
+
+/// Our OPT: payload min(client's, 1232) (a client offering less than 512 gets 512, RFC
+/// 6891 6.2.5), version 0, the DO bit copied (RFC 3225).
+fn response_edns(request: &Edns) -> Edns {
+    let mut edns = Edns::new();
+    let payload = request.max_payload().clamp(CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD);
+    edns.set_max_payload(payload);
+    edns.set_version(0);
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
+    edns
+}
+
+/// The encoded size of a response: owner names of answers are compressed to a pointer to
+/// the question, as the encoder does.
+fn response_len(question: usize, answer: &Answer, edns: bool) -> usize {
+    let records = answer.answers.iter().chain(&answer.authority);
+    HEADER_LEN + question + records.map(record_len).sum::<usize>() + if edns { OPT_LEN } else { 0 }
+}
+
+fn record_len(record: &Record) -> usize {
+    let rdata = match &record.data {
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| 1 + s.len()).sum(),
+        other => other.to_bytes().map_or(0, |b| b.len()),
+    };
+    RR_FIXED_LEN + rdata
+}
+
+fn serve_failed(request: &Metadata) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}

@@ -1,0 +1,95 @@
+//! Zone serials that survive restarts: the serial of each zone and the fingerprint of the
+//! content it was given for, kept in `<state_dir>/serials` and written atomically.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::{LowerName, Name};
+
+use super::next_serial;
+
+const FILE_NAME: &str = "serials";
+
+/// Serial and content fingerprint per zone apex.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SerialBook {
+    entries: BTreeMap<String, (u32, u64)>,
+}
+
+impl SerialBook {
+    /// Reads the book from the state directory; a missing file is an empty book.
+    pub fn load(state_dir: &Path) -> io::Result<SerialBook> {
+        let text = match fs::read_to_string(state_dir.join(FILE_NAME)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SerialBook::default()),
+            Err(e) => return Err(e),
+        };
+        let mut entries = BTreeMap::new();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            if let (Some(apex), Some(serial), Some(hash)) = (parts.next(), parts.next(), parts.next())
+                && let (Ok(serial), Ok(hash)) = (serial.parse(), u64::from_str_radix(hash, 16))
+            {
+                entries.insert(apex.to_string(), (serial, hash));
+            }
+        }
+        Ok(SerialBook { entries })
+    }
+
+    /// Writes the book: a temporary file, fsync, then rename over the old one, so that
+    /// a crash leaves either the old or the new book, never half of one.
+    pub fn save(&self, state_dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(FILE_NAME);
+        let tmp: PathBuf = state_dir.join(format!(".{FILE_NAME}.tmp"));
+        let mut file = fs::File::create(&tmp)?;
+        for (apex, (serial, hash)) in &self.entries {
+            writeln!(file, "{apex} {serial} {hash:016x}")?;
+        }
+        file.sync_all()?;
+        fs::rename(&tmp, &path)
+    }
+
+    /// The serial for a zone with this content: the same as before when the content is
+    /// unchanged, else a larger one.
+    pub fn serial_for(&mut self, apex: &Name, fingerprint: u64, now_unix: u64) -> u32 {
+        let key = apex.to_lowercase().to_string();
+        let previous = self.entries.get(&key).copied();
+        let serial = match previous {
+            Some((serial, hash)) if hash == fingerprint => serial,
+            other => next_serial(other.map(|(s, _)| s), now_unix),
+        };
+        self.entries.insert(key, (serial, fingerprint));
+        serial
+    }
+
+    /// Forgets zones that are no longer served. Their serial restarts from the clock if
+    /// they come back, which still moves forward.
+    pub fn retain<'a>(&mut self, apexes: impl Iterator<Item = &'a LowerName>) {
+        let keep: std::collections::HashSet<String> = apexes.map(|a| a.to_string()).collect();
+        self.entries.retain(|k, _| keep.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_grows_only_when_content_changes_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let apex = Name::from_ascii("_spf.example.com.").unwrap();
+        let mut book = SerialBook::default();
+        let s1 = book.serial_for(&apex, 1, 1_800_000_000);
+        assert_eq!(book.serial_for(&apex, 1, 1_800_000_500), s1);
+        let s2 = book.serial_for(&apex, 2, 1_800_000_000);
+        assert!(s2 > s1);
+        book.save(dir.path()).unwrap();
+        let mut reloaded = SerialBook::load(dir.path()).unwrap();
+        assert_eq!(reloaded, book);
+        assert_eq!(reloaded.serial_for(&apex, 2, 1_800_000_999), s2);
+        assert!(reloaded.serial_for(&apex, 3, 1_800_000_000) > s2);
+    }
+}
