@@ -123,11 +123,11 @@ fn summary(p: &ValidPolicy) -> String {
         p.zone
     );
     if let (Some(spf), Some(lookups)) = (&p.spf, p.spf_direct_lookups()) {
-        let _ = write!(
-            line,
-            "; SPF mode {} (published as passthrough), {lookups} DNS lookups before nested includes",
-            spf.mode.as_str()
-        );
+        let _ = write!(line, "; SPF mode {}", spf.mode.as_str());
+        if spf.mode != SpfMode::Passthrough {
+            line.push_str(" (published as passthrough until it is implemented)");
+        }
+        let _ = write!(line, ", {lookups} DNS lookups before those inside includes");
         if spf.mode == SpfMode::Macro {
             line.push_str("; note: a few receivers do not implement SPF macros");
         }

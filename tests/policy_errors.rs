@@ -1,0 +1,174 @@
+//! Policy files with mistakes: each error names file, line and column and says what is
+//! wrong; unknown keys are rejected.
+
+use spfd::diag::{Severity, SourceFile};
+use spfd::policy;
+
+const HEAD: &str = "domain = \"example.test\"\n[dmarc]\n";
+
+/// Parses a policy whose `[dmarc]` section is `body` (starting on line 3).
+fn dmarc_errors(body: &str) -> Vec<String> {
+    let src = SourceFile::new("/p/example.test.toml", format!("{HEAD}{body}\n"));
+    match policy::parse(&src) {
+        Ok(loaded) => panic!("{body:?} was accepted: {:?}", loaded.policy.dmarc),
+        Err(diags) => diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect(),
+    }
+}
+
+#[test]
+fn dmarc_tag_errors_are_named_with_their_position() {
+    // (section body, line:column of the value, a part of the message)
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "p = \"maybe\"",
+            "3:5",
+            "p must be one of none, quarantine, reject",
+        ),
+        (
+            "p = \"none\"\nsp = \"always\"",
+            "4:6",
+            "sp must be one of none, quarantine, reject",
+        ),
+        (
+            "p = \"none\"\nnp = \"yes\"",
+            "4:6",
+            "np must be one of none, quarantine, reject",
+        ),
+        (
+            "p = \"reject\"\npct = 101",
+            "4:7",
+            "pct must be between 0 and 100; got 101",
+        ),
+        (
+            "p = \"reject\"\npct = -1",
+            "4:7",
+            "pct must be between 0 and 100; got -1",
+        ),
+        ("p = \"none\"\nadkim = \"x\"", "4:9", "adkim"),
+        ("p = \"none\"\naspf = \"relaxed\"", "4:8", "aspf"),
+        (
+            "p = \"none\"\nrua = [\"dmarc-reports@example.test\"]",
+            "4:8",
+            "is not a URI: write mailto:dmarc-reports@example.test",
+        ),
+        ("p = \"none\"\nrua = [\"mailto:nobody\"]", "4:8", "mailto:nobody"),
+        (
+            "p = \"none\"\nruf = [\"mailto:a@example.test!10x\"]",
+            "4:8",
+            "size",
+        ),
+        ("p = \"none\"\nfo = \"2\"", "4:6", "fo"),
+        ("p = \"none\"\nfo = \"1:1\"", "4:6", "fo"),
+        ("p = \"none\"\nri = 0", "4:6", "ri"),
+        ("p = \"none\"\nt = \"maybe\"", "4:5", "t"),
+    ];
+    let mut failures = Vec::new();
+    for (body, at, message) in table {
+        let errors = dmarc_errors(body);
+        let want_at = format!("/p/example.test.toml:{at}: error:");
+        let ok = errors
+            .iter()
+            .any(|e| e.starts_with(&want_at) && e.contains(message));
+        if !ok {
+            failures.push(format!(
+                "{body:?}: want {want_at} ... {message:?}, got {errors:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unknown_keys_are_rejected_at_every_level() {
+    for (text, at) in [
+        ("domain = \"a.test\"\ncolour = \"red\"\n", "2:1"),
+        (
+            "domain = \"a.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nflatten = true\n",
+            "4:1",
+        ),
+        (
+            "domain = \"a.test\"\n[dmarc]\np = \"none\"\npolicy = \"reject\"\n",
+            "4:1",
+        ),
+        (
+            "domain = \"a.test\"\n[dkim.s1]\nrevoked = true\nkey = \"x\"\n",
+            "4:1",
+        ),
+    ] {
+        let src = SourceFile::new("/p/a.toml", text);
+        let errors = policy::parse(&src).unwrap_err();
+        let shown = errors[0].to_string();
+        assert!(
+            shown.starts_with(&format!("/p/a.toml:{at}: error: unknown field")),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn policy_level_errors() {
+    for (text, at, message) in [
+        ("domain = \"not a domain\"\n", "1:10", "domain \"not a domain\""),
+        (
+            "domain = \"a.test\"\nzone = \"x..a.test\"\n",
+            "2:8",
+            "empty label",
+        ),
+        (
+            "domain = \"a.test\"\nttl = 0\n",
+            "2:7",
+            "ttl must be between 1 and",
+        ),
+        (
+            "domain = \"a.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"fast\"\n",
+            "4:8",
+            "spf mode must be one of",
+        ),
+        (
+            "domain = \"a.test\"\n[spf]\nrecord = \"v=spf1 foo:bar -all\"\n",
+            "3:18",
+            "unknown mechanism",
+        ),
+        (
+            "domain = \"a.test\"\n[spf]\nrecord = \"spf1 -all\"\n",
+            "3:11",
+            "v=spf1",
+        ),
+    ] {
+        let src = SourceFile::new("/p/a.toml", text);
+        let errors = policy::parse(&src).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(|d| d.to_string()).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with(&format!("/p/a.toml:{at}: error:")) && e.contains(message)),
+            "{text:?}: {shown:?}"
+        );
+    }
+}
+
+#[test]
+fn a_valid_policy_reports_its_warnings_and_lookup_cost() {
+    let src = SourceFile::new(
+        "/p/a.toml",
+        "domain = \"a.test\"\n[spf]\nrecord = \"v=spf1 mx include:_spf.provider.test ptr ~all\"\nmode = \"passthrough\"\n[dmarc]\np = \"none\"\n",
+    );
+    let loaded = policy::parse(&src).unwrap();
+    // mx, include, ptr, plus the owner's redirect to _spf.a.test.
+    assert_eq!(loaded.policy.spf_direct_lookups(), Some(4));
+    let warnings: Vec<String> = loaded.warnings.iter().map(|d| d.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("/p/a.toml:3:") && w.contains("ptr")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("rua")),
+        "no rua is worth a warning: {warnings:?}"
+    );
+}
