@@ -1,0 +1,1 @@
+//! Upstream DNS (being written).
