@@ -42,6 +42,14 @@ struct RawUpstream {
     nameservers: Option<Vec<SocketAddr>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    refresh_min: Option<Spanned<String>>,
+    #[serde(default)]
+    refresh_max: Option<Spanned<String>>,
+    #[serde(default)]
+    max_stale: Option<Spanned<String>>,
+    #[serde(default)]
+    hold_down: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,10 +88,23 @@ pub struct Upstream {
     /// `None`: the system resolver configuration (/etc/resolv.conf).
     pub nameservers: Option<Vec<SocketAddr>>,
     pub timeout: Duration,
+    /// Third-party records are re-resolved at their TTL, but never more often than
+    /// this (a provider with TTL 5 would otherwise be asked every 5 seconds)...
+    pub refresh_min: Duration,
+    /// ...and never less often than this (a TTL of a week would hide a change).
+    pub refresh_max: Duration,
+    /// A last good result older than this is reported as an error (still served).
+    pub max_stale: Duration,
+    /// A range a provider drops stays authorised this long before it leaves the record.
+    pub hold_down: Duration,
 }
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/spfd";
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_REFRESH_MIN: Duration = Duration::from_secs(30);
+const DEFAULT_REFRESH_MAX: Duration = Duration::from_secs(3600);
+const DEFAULT_MAX_STALE: Duration = Duration::from_secs(7 * 86400);
+const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(48 * 3600);
 
 impl Config {
     /// Reads and validates a config file; every problem is reported with file:line:column.
@@ -98,13 +119,23 @@ impl Config {
         let base = src.path.parent().unwrap_or(Path::new("."));
         let nameservers = parse_nameservers(&raw.server.nameservers, &mut diags);
         let hostmaster = parse_hostmaster(&raw.server.hostmaster, &mut diags);
-        let timeout = raw
-            .upstream
-            .timeout
-            .as_ref()
-            .map_or(Some(DEFAULT_UPSTREAM_TIMEOUT), |t| {
-                parse_duration(t, "upstream timeout", &mut diags)
-            });
+        let up = &raw.upstream;
+        let mut duration = |value: &Option<Spanned<String>>, what: &str, default: Duration| {
+            value
+                .as_ref()
+                .map_or(Some(default), |t| parse_duration(t, what, &mut diags))
+        };
+        let timeout = duration(&up.timeout, "upstream timeout", DEFAULT_UPSTREAM_TIMEOUT);
+        let refresh_min = duration(&up.refresh_min, "upstream refresh_min", DEFAULT_REFRESH_MIN);
+        let refresh_max = duration(&up.refresh_max, "upstream refresh_max", DEFAULT_REFRESH_MAX);
+        let max_stale = duration(&up.max_stale, "upstream max_stale", DEFAULT_MAX_STALE);
+        let hold_down = duration(&up.hold_down, "upstream hold_down", DEFAULT_HOLD_DOWN);
+        if let (Some(min), Some(max)) = (refresh_min, refresh_max)
+            && min > max
+        {
+            let span = up.refresh_min.as_ref().map_or(0..0, |s| s.span());
+            diags.error(span, "upstream refresh_min is longer than refresh_max");
+        }
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -123,6 +154,10 @@ impl Config {
             upstream: Upstream {
                 nameservers: raw.upstream.nameservers,
                 timeout: timeout.expect("checked above"),
+                refresh_min: refresh_min.expect("checked above"),
+                refresh_max: refresh_max.expect("checked above"),
+                max_stale: max_stale.expect("checked above"),
+                hold_down: hold_down.expect("checked above"),
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
         })
@@ -234,6 +269,10 @@ mod tests {
         assert_eq!(c.policy_dir, PathBuf::from("/etc/spfd/policies"));
         assert_eq!(c.upstream.timeout, Duration::from_secs(2));
         assert!(c.upstream.nameservers.is_none());
+        assert_eq!(c.upstream.refresh_min, Duration::from_secs(30));
+        assert_eq!(c.upstream.refresh_max, Duration::from_secs(3600));
+        assert_eq!(c.upstream.max_stale, Duration::from_secs(7 * 86400));
+        assert_eq!(c.upstream.hold_down, Duration::from_secs(48 * 3600));
         assert_eq!(c.listen.len(), 2);
     }
 
@@ -261,6 +300,24 @@ mod tests {
             "{shown:?}"
         );
         assert!(shown[1].contains("not a duration"), "{shown:?}");
+    }
+
+    #[test]
+    fn upstream_durations_are_read_and_checked() {
+        let c = parse(&format!(
+            "{MINIMAL}[upstream]\nrefresh_min = \"5s\"\nrefresh_max = \"10m\"\nhold_down = \"1d\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.upstream.refresh_min, Duration::from_secs(5));
+        assert_eq!(c.upstream.refresh_max, Duration::from_secs(600));
+        assert_eq!(c.upstream.hold_down, Duration::from_secs(86400));
+        let err = parse(&format!("{MINIMAL}[upstream]\nrefresh_min = \"2h\"\n")).unwrap_err();
+        assert!(
+            err[0].message.contains("refresh_min is longer than refresh_max"),
+            "{}",
+            err[0]
+        );
+        assert_eq!(err[0].line, 5);
     }
 
     #[test]

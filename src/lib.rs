@@ -20,6 +20,7 @@
 //! - [`snapshot`]: the immutable set of zones and answers a query reads.
 //! - [`dns`]: the query path (answers from a snapshot) and the listening sockets.
 //! - [`reload`]: the background service that rebuilds and swaps the snapshot.
+//! - [`state`]: atomic files in `state_dir` that survive restarts.
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
 
@@ -29,9 +30,11 @@ pub mod diag;
 pub mod dns;
 pub mod flatten;
 pub mod policy;
+pub mod refresh;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod spf;
+pub mod state;
 pub mod txt;
 pub mod upstream;

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
 use crate::policy::{self, ValidPolicy};
+use crate::refresh::Published;
 use crate::snapshot::serials::SerialBook;
 use crate::snapshot::{Builder, ServerIdentity, Snapshot, SnapshotCell};
 
@@ -56,13 +57,17 @@ pub struct Reloader {
     cell: Arc<SnapshotCell>,
     files: BTreeMap<PathBuf, FileState>,
     serials: SerialBook,
+    /// Flattened SPF records, published in place of the records as written.
+    published: Arc<Published>,
+    /// The policies in service after each reload, for the flattening service.
+    served: tokio::sync::watch::Sender<Vec<Arc<ValidPolicy>>>,
     /// False for `spfd check` and `spfd records`, which must not touch the state of a
     /// running server.
     persist: bool,
 }
 
 impl Reloader {
-    pub fn new(config: &Config, cell: Arc<SnapshotCell>) -> Self {
+    pub fn new(config: &Config, cell: Arc<SnapshotCell>, published: Arc<Published>) -> Self {
         let serials = SerialBook::load(&config.state_dir).unwrap_or_else(|e| {
             warn!(dir = %config.state_dir.display(), "cannot read zone serials, starting from the clock: {e}");
             SerialBook::default()
@@ -77,6 +82,8 @@ impl Reloader {
             cell,
             files: BTreeMap::new(),
             serials,
+            published,
+            served: tokio::sync::watch::Sender::new(Vec::new()),
             persist: true,
         }
     }
@@ -85,8 +92,13 @@ impl Reloader {
     pub fn offline(config: &Config, cell: Arc<SnapshotCell>) -> Self {
         Self {
             persist: false,
-            ..Self::new(config, cell)
+            ..Self::new(config, cell, Arc::new(Published::default()))
         }
+    }
+
+    /// The policies in service, updated after every reload.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Vec<Arc<ValidPolicy>>> {
+        self.served.subscribe()
     }
 
     pub fn policy_dir(&self) -> &Path {
@@ -107,6 +119,7 @@ impl Reloader {
         self.files.retain(|path, _| paths.contains(path));
         let changed = self.read_files(&paths, &mut report.diagnostics);
         let builder = self.assemble(&changed, &mut report.diagnostics);
+        self.announce_served();
         let current = self.cell.load_full();
         let candidate = builder.finish(
             current.generation + 1,
@@ -184,14 +197,33 @@ impl Reloader {
             let Some(policy) = self.files[&path].served.clone() else {
                 continue;
             };
-            if let Err(conflict) = builder.add(policy) {
+            let spf = self.published.answer_for(&policy);
+            if let Err(conflict) = builder.add(policy, spf.as_ref()) {
                 diags.push(file_error(&path, conflict.to_string()));
                 let fallback = previously.get(&path).cloned();
-                let kept = fallback.filter(|old| builder.add(old.clone()).is_ok());
+                let kept = fallback.filter(|old| {
+                    let spf = self.published.answer_for(old);
+                    builder.add(old.clone(), spf.as_ref()).is_ok()
+                });
                 self.files.get_mut(&path).expect("listed").served = kept;
             }
         }
         builder
+    }
+}
+
+impl Reloader {
+    /// Tells the flattening service which policies are in service, when that changed.
+    fn announce_served(&self) {
+        let served: Vec<Arc<ValidPolicy>> = self.files.values().filter_map(|f| f.served.clone()).collect();
+        self.served.send_if_modified(|current| {
+            let same =
+                current.len() == served.len() && current.iter().zip(&served).all(|(a, b)| Arc::ptr_eq(a, b));
+            if !same {
+                *current = served;
+            }
+            !same
+        });
     }
 }
 
@@ -275,6 +307,8 @@ pub fn log_report(report: &ReloadReport) {
 pub enum Trigger {
     FilesChanged,
     Signal,
+    /// Flattening published new records.
+    Flattened,
     /// Ends the service.
     Stop,
 }

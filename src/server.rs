@@ -74,7 +74,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         addrs.push(bound);
     }
-    let mut reloader = Reloader::new(config, cell.clone());
+    let mut reloader = Reloader::new(
+        config,
+        cell.clone(),
+        Arc::new(crate::refresh::Published::default()),
+    );
     let initial = reloader.reload();
     reload::log_report(&initial);
     let (reload_tx, reload_thread) =

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hickory_proto::rr::{LowerName, Name};
 
 use super::serials::SerialBook;
-use super::{ServerIdentity, Snapshot, Zone, ZoneContent};
+use super::{ServerIdentity, Snapshot, SpfAnswer, Zone, ZoneContent};
 use crate::policy::ValidPolicy;
 
 /// Two policies claiming the same zone, domain or name.
@@ -35,14 +35,15 @@ impl Builder {
     }
 
     /// Adds a policy unless one already added claims its mail domain or one of its names.
-    pub fn add(&mut self, policy: Arc<ValidPolicy>) -> Result<(), Conflict> {
+    /// `spf` replaces the record as written (a flattened chain).
+    pub fn add(&mut self, policy: Arc<ValidPolicy>, spf: Option<&SpfAnswer>) -> Result<(), Conflict> {
         if let Some(other) = self.domains.get(&policy.domain) {
             return Err(Conflict {
                 what: format!("mail domain {}", policy.domain),
                 other: other.clone(),
             });
         }
-        let content = ZoneContent::from_policy(&policy);
+        let content = ZoneContent::from_policy(&policy, spf);
         if let Some((name, other)) = content.names().find_map(|n| self.names.get_key_value(n)) {
             return Err(Conflict {
                 what: format!("name {name}"),

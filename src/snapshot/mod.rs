@@ -126,6 +126,17 @@ impl Snapshot {
     }
 }
 
+/// The SPF records a zone publishes when they are not the policy's record as written:
+/// a flattened chain (head at the apex, parts at their own names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpfAnswer {
+    /// The character-strings of the record at the apex.
+    pub head: Vec<String>,
+    /// Other names of the zone with an SPF record: chained parts, including parts of an
+    /// earlier generation kept while receivers may still hold its head in cache.
+    pub parts: Vec<(Name, Vec<String>)>,
+}
+
 /// The records one policy publishes, before SOA and serial are added.
 #[derive(Debug)]
 pub struct ZoneContent {
@@ -135,9 +146,9 @@ pub struct ZoneContent {
 }
 
 impl ZoneContent {
-    /// Builds the TXT records of a policy: SPF at the apex, DMARC at `_dmarc`, DKIM at
-    /// `<selector>._domainkey`.
-    pub fn from_policy(policy: &ValidPolicy) -> ZoneContent {
+    /// Builds the TXT records of a policy: SPF at the apex (as written, or `spf` when
+    /// flattening produced it), DMARC at `_dmarc`, DKIM at `<selector>._domainkey`.
+    pub fn from_policy(policy: &ValidPolicy, spf_answer: Option<&SpfAnswer>) -> ZoneContent {
         let apex = policy.zone.clone();
         let ttl = policy.ttl;
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -146,8 +157,15 @@ impl ZoneContent {
             let record = Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(strings)));
             nodes.entry(LowerName::new(&name)).or_default().txt.push(record);
         };
-        if let Some(spf) = &policy.spf {
-            add(apex.clone(), spf.published_strings());
+        match (&policy.spf, spf_answer) {
+            (Some(_), Some(answer)) => {
+                add(apex.clone(), answer.head.clone());
+                for (name, strings) in &answer.parts {
+                    add(name.clone(), strings.clone());
+                }
+            }
+            (Some(spf), None) => add(apex.clone(), spf.published_strings()),
+            (None, _) => {}
         }
         if let Some(dmarc) = &policy.dmarc {
             add(prepend(&apex, "_dmarc"), txt::split_plain(&dmarc.txt()));

@@ -2,9 +2,8 @@
 //! content it was given for, kept in `<state_dir>/serials` and written atomically.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use hickory_proto::rr::{LowerName, Name};
 
@@ -21,10 +20,8 @@ pub struct SerialBook {
 impl SerialBook {
     /// Reads the book from the state directory; a missing file is an empty book.
     pub fn load(state_dir: &Path) -> io::Result<SerialBook> {
-        let text = match fs::read_to_string(state_dir.join(FILE_NAME)) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SerialBook::default()),
-            Err(e) => return Err(e),
+        let Some(text) = crate::state::read(state_dir, FILE_NAME)? else {
+            return Ok(SerialBook::default());
         };
         let mut entries = BTreeMap::new();
         for line in text.lines() {
@@ -38,18 +35,14 @@ impl SerialBook {
         Ok(SerialBook { entries })
     }
 
-    /// Writes the book: a temporary file, fsync, then rename over the old one, so that
-    /// a crash leaves either the old or the new book, never half of one.
+    /// Writes the book atomically.
     pub fn save(&self, state_dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(state_dir)?;
-        let path = state_dir.join(FILE_NAME);
-        let tmp: PathBuf = state_dir.join(format!(".{FILE_NAME}.tmp"));
-        let mut file = fs::File::create(&tmp)?;
-        for (apex, (serial, hash)) in &self.entries {
-            writeln!(file, "{apex} {serial} {hash:016x}")?;
-        }
-        file.sync_all()?;
-        fs::rename(&tmp, &path)
+        let text: String = self
+            .entries
+            .iter()
+            .map(|(apex, (serial, hash))| format!("{apex} {serial} {hash:016x}\n"))
+            .collect();
+        crate::state::write_atomic(state_dir, FILE_NAME, text.as_bytes())
     }
 
     /// The serial for a zone with this content: the same as before when the content is

@@ -38,11 +38,17 @@ pub struct Cached {
 
 impl Cached {
     pub fn records(records: Vec<RData>, ttl: u32) -> Self {
-        Cached { outcome: Ok(records), ttl }
+        Cached {
+            outcome: Ok(records),
+            ttl,
+        }
     }
 
     pub fn negative(kind: LookupError, ttl: u32) -> Self {
-        Cached { outcome: Err(kind), ttl }
+        Cached {
+            outcome: Err(kind),
+            ttl,
+        }
     }
 
     pub fn failed(why: String) -> Self {
@@ -107,7 +113,9 @@ impl Cache {
         if let Some(slot) = fresh {
             return slot.clone();
         }
-        let slot = Arc::new(Slot { cell: OnceCell::new() });
+        let slot = Arc::new(Slot {
+            cell: OnceCell::new(),
+        });
         slots.insert(key.clone(), slot.clone());
         slot
     }
@@ -147,7 +155,12 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn txt(ttl: u32) -> Cached {
-        Cached::records(vec![RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["v=spf1 -all".into()]))], ttl)
+        Cached::records(
+            vec![RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![
+                "v=spf1 -all".into(),
+            ]))],
+            ttl,
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -159,11 +172,14 @@ mod tests {
             let (cache, asked) = (cache.clone(), asked.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_fetch(CacheKey::new("_spf.Provider.test.", RecordType::TXT), || async move {
-                        asked.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        txt(300)
-                    })
+                    .get_or_fetch(
+                        CacheKey::new("_spf.Provider.test.", RecordType::TXT),
+                        || async move {
+                            asked.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            txt(300)
+                        },
+                    )
                     .await
             }));
         }
@@ -175,10 +191,13 @@ mod tests {
         // Within the TTL: no new query. After it: one more.
         let ask = || {
             let asked = asked.clone();
-            cache.get_or_fetch(CacheKey::new("_spf.provider.test", RecordType::TXT), move || async move {
-                asked.fetch_add(1, Ordering::SeqCst);
-                txt(300)
-            })
+            cache.get_or_fetch(
+                CacheKey::new("_spf.provider.test", RecordType::TXT),
+                move || async move {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    txt(300)
+                },
+            )
         };
         tokio::time::advance(Duration::from_secs(299)).await;
         ask().await;
@@ -192,11 +211,19 @@ mod tests {
     async fn failures_are_not_cached_but_negative_answers_are() {
         let cache = Cache::default();
         let key = || CacheKey::new("x.test", RecordType::TXT);
-        let first = cache.get_or_fetch(key(), || async { Cached::failed("timeout".into()) }).await;
+        let first = cache
+            .get_or_fetch(key(), || async { Cached::failed("timeout".into()) })
+            .await;
         assert!(first.is_failure());
-        let second = cache.get_or_fetch(key(), || async { Cached::negative(LookupError::NxDomain, 60) }).await;
+        let second = cache
+            .get_or_fetch(key(), || async { Cached::negative(LookupError::NxDomain, 60) })
+            .await;
         assert_eq!(second.outcome, Err(LookupError::NxDomain));
         let third = cache.get_or_fetch(key(), || async { txt(5) }).await;
-        assert_eq!(third.outcome, Err(LookupError::NxDomain), "NXDOMAIN is cached for its TTL");
+        assert_eq!(
+            third.outcome,
+            Err(LookupError::NxDomain),
+            "NXDOMAIN is cached for its TTL"
+        );
     }
 }

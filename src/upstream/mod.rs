@@ -28,11 +28,7 @@ const DEFAULT_NEGATIVE_TTL: u32 = 60;
 pub trait Source: Send + Sync + 'static {
     /// The records of `rtype` at `name` (CNAMEs followed) and their TTL, or why there
     /// are none (with the negative TTL for NXDOMAIN and NODATA).
-    fn query(
-        &self,
-        name: &str,
-        rtype: RecordType,
-    ) -> impl std::future::Future<Output = Cached> + Send;
+    fn query(&self, name: &str, rtype: RecordType) -> impl std::future::Future<Output = Cached> + Send;
 }
 
 /// hickory-resolver against the configured nameservers (or the system's).
@@ -51,7 +47,8 @@ impl ResolverSource {
         opts.ndots = 0;
         let builder = match &config.nameservers {
             Some(servers) => {
-                let resolver_config = ResolverConfig::from_parts(None, vec![], servers.iter().map(name_server).collect());
+                let resolver_config =
+                    ResolverConfig::from_parts(None, vec![], servers.iter().map(name_server).collect());
                 Resolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
             }
             None => Resolver::builder_tokio()?,
@@ -102,7 +99,11 @@ fn classify(e: &NetError) -> Cached {
     use hickory_resolver::net::DnsError;
     if let NetError::Dns(DnsError::NoRecordsFound(no)) = e {
         let ttl = no.negative_ttl.unwrap_or(DEFAULT_NEGATIVE_TTL);
-        let kind = if e.is_nx_domain() { LookupError::NxDomain } else { LookupError::NoData };
+        let kind = if e.is_nx_domain() {
+            LookupError::NxDomain
+        } else {
+            LookupError::NoData
+        };
         return Cached::negative(kind, ttl);
     }
     Cached::failed(e.to_string())
@@ -167,7 +168,10 @@ impl<S: Source> DnsLookup for Upstream<S> {
 
     async fn a(&self, name: &str) -> Result<Vec<Ipv4Addr>, LookupError> {
         let records = self.records(name, RecordType::A).await?;
-        Ok(records.iter().filter_map(|r| if let RData::A(a) = r { Some(a.0) } else { None }).collect())
+        Ok(records
+            .iter()
+            .filter_map(|r| if let RData::A(a) = r { Some(a.0) } else { None })
+            .collect())
     }
 
     async fn aaaa(&self, name: &str) -> Result<Vec<Ipv6Addr>, LookupError> {
@@ -188,7 +192,10 @@ impl<S: Source> DnsLookup for Upstream<S> {
             })
             .collect();
         mx.sort_by_key(|(pref, _)| *pref);
-        Ok(mx.into_iter().map(|(_, host)| host.trim_end_matches('.').to_string()).collect())
+        Ok(mx
+            .into_iter()
+            .map(|(_, host)| host.trim_end_matches('.').to_string())
+            .collect())
     }
 
     async fn ptr(&self, name: &str) -> Result<Vec<String>, LookupError> {
