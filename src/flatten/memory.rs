@@ -1,0 +1,251 @@
+//! What the flattener remembers between runs (and across restarts, as JSON): the
+//! last good result of every include, redirect, `a` and `mx` term, when it was
+//! fetched, and the ranges a provider dropped that are still held down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ipset::{Ip4Set, Ip6Set};
+use super::model::Body;
+
+/// Last good results by term key (`include:_spf.example.com`, `a:mail.example.com`).
+/// The caller keeps one per mail domain and persists it with `serde_json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    /// Seconds since the epoch when the result was fetched; for a result built on
+    /// other last good results, the oldest of them, so its age is never understated.
+    fetched_at: u64,
+    result: Remembered,
+    /// Ranges this include authorised before and no longer does, until their
+    /// hold-down ends. Only includes have them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    held: Vec<Held>,
+}
+
+/// Addresses first found missing at `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Held {
+    since: u64,
+    v4: Ip4Set,
+    v6: Ip6Set,
+}
+
+/// The part of a term's result needed to rebuild its contribution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum Remembered {
+    /// An include whose target is static: where the target passes. `live` is what
+    /// the target costs a receiver evaluating it, for an enclosing include kept live.
+    Include { v4: Ip4Set, v6: Ip6Set, live: usize },
+    /// An include published as `include:<target>`: its target's own lookups.
+    LiveInclude { live: usize },
+    /// A redirect's target, flattened.
+    Redirect { body: Body },
+    /// The A and AAAA addresses of an `a` name or of an `mx` name's hosts, before
+    /// the term's CIDR lengths are applied.
+    Addresses { v4: Ip4Set, v6: Ip6Set },
+}
+
+/// A result recalled or stored: with held ranges already merged into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Recalled {
+    pub result: Remembered,
+    pub fetched_at: u64,
+    pub held: (Ip4Set, Ip6Set),
+}
+
+impl Memory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The term keys remembered.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// When the last good result of `key` was fetched (seconds since the epoch).
+    pub fn fetched_at(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|e| e.fetched_at)
+    }
+
+    /// Keeps only the entries of `keys` (after an expansion that fetched everything
+    /// fresh, the terms it did not visit are gone from the record).
+    pub(super) fn retain(&mut self, keys: &BTreeSet<String>) {
+        self.entries.retain(|k, _| keys.contains(k));
+    }
+
+    /// Stores a fresh result of a term other than a static include.
+    pub(super) fn store(&mut self, key: &str, result: Remembered, fetched_at: u64) {
+        let entry = Entry {
+            fetched_at,
+            result,
+            held: Vec::new(),
+        };
+        self.entries.insert(key.to_string(), entry);
+    }
+
+    /// Stores a fresh include result and returns it with the ranges still held down:
+    /// those the previous result had and this one lacks start their hold-down now.
+    pub(super) fn store_include(
+        &mut self,
+        key: &str,
+        result: Remembered,
+        fetched_at: u64,
+        now: u64,
+        hold_down: Duration,
+    ) -> Recalled {
+        let mut held = Vec::new();
+        if let (Some(prev), Remembered::Include { v4, v6, .. }) = (self.entries.get(key), &result) {
+            held = live_held(&prev.held, now, hold_down)
+                .map(|h| Held {
+                    since: h.since,
+                    v4: h.v4.difference(v4),
+                    v6: h.v6.difference(v6),
+                })
+                .collect();
+            if let Remembered::Include {
+                v4: old4, v6: old6, ..
+            } = &prev.result
+            {
+                held.push(Held {
+                    since: now,
+                    v4: old4.difference(v4),
+                    v6: old6.difference(v6),
+                });
+            }
+            held.retain(|h| !(h.v4.is_empty() && h.v6.is_empty()));
+        }
+        let entry = Entry {
+            fetched_at,
+            result,
+            held,
+        };
+        self.entries.insert(key.to_string(), entry);
+        self.recall(key, now, hold_down).expect("just stored")
+    }
+
+    /// The last good result of `key`, held ranges whose hold-down ended dropped
+    /// first, the others merged into an include's sets.
+    pub(super) fn recall(&mut self, key: &str, now: u64, hold_down: Duration) -> Option<Recalled> {
+        let entry = self.entries.get_mut(key)?;
+        entry.held = live_held(&entry.held, now, hold_down).cloned().collect();
+        let mut held = (Ip4Set::new(), Ip6Set::new());
+        for h in &entry.held {
+            held = (held.0.union(&h.v4), held.1.union(&h.v6));
+        }
+        let result = match &entry.result {
+            Remembered::Include { v4, v6, live } => Remembered::Include {
+                v4: v4.union(&held.0),
+                v6: v6.union(&held.1),
+                live: *live,
+            },
+            other => other.clone(),
+        };
+        Some(Recalled {
+            result,
+            fetched_at: entry.fetched_at,
+            held,
+        })
+    }
+}
+
+/// The held ranges whose hold-down has not ended at `now`.
+fn live_held(held: &[Held], now: u64, hold_down: Duration) -> impl Iterator<Item = &Held> {
+    held.iter()
+        .filter(move |h| Duration::from_secs(now.saturating_sub(h.since)) < hold_down)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3600;
+    const HOLD: Duration = Duration::from_secs(48 * HOUR);
+
+    fn include(v4: &[&str]) -> Remembered {
+        let v4 = Ip4Set::from_nets(v4.iter().map(|n| n.parse().unwrap()));
+        Remembered::Include {
+            v4,
+            v6: Ip6Set::new(),
+            live: 1,
+        }
+    }
+
+    fn v4_of(r: &Recalled) -> Vec<String> {
+        match &r.result {
+            Remembered::Include { v4, .. } => v4.to_nets().iter().map(ToString::to_string).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dropped_ranges_are_held_down_then_released() {
+        let key = "include:_spf.provider.test";
+        let mut memory = Memory::new();
+        let both = ["192.0.2.0/24", "198.51.100.0/24"];
+        let first = memory.store_include(key, include(&both), 0, 0, HOLD);
+        assert_eq!(v4_of(&first), both);
+        // The provider drops 198.51.100.0/24 at hour 10.
+        let dropped = memory.store_include(key, include(&both[..1]), 10 * HOUR, 10 * HOUR, HOLD);
+        assert_eq!(v4_of(&dropped), both);
+        assert_eq!(dropped.held.0.to_nets().len(), 1);
+        // Still held just before the hold-down ends, counted from when it went missing.
+        let later = memory.store_include(key, include(&both[..1]), 57 * HOUR, 57 * HOUR, HOLD);
+        assert_eq!(v4_of(&later), both);
+        // Gone once it ends.
+        let gone = memory.store_include(key, include(&both[..1]), 58 * HOUR, 58 * HOUR, HOLD);
+        assert_eq!(v4_of(&gone), ["192.0.2.0/24"]);
+        assert!(gone.held.0.is_empty());
+    }
+
+    #[test]
+    fn a_range_that_returns_is_no_longer_held() {
+        let key = "include:p.test";
+        let mut memory = Memory::new();
+        let both = ["192.0.2.0/24", "198.51.100.0/24"];
+        memory.store_include(key, include(&both), 0, 0, HOLD);
+        memory.store_include(key, include(&both[..1]), HOUR, HOUR, HOLD);
+        let back = memory.store_include(key, include(&both), 2 * HOUR, 2 * HOUR, HOLD);
+        assert!(back.held.0.is_empty());
+        // Dropped again: the hold-down starts over.
+        memory.store_include(key, include(&both[..1]), 3 * HOUR, 3 * HOUR, HOLD);
+        let held = memory.recall(key, 50 * HOUR, HOLD).unwrap();
+        assert_eq!(v4_of(&held), both);
+        let released = memory.recall(key, 51 * HOUR, HOLD).unwrap();
+        assert_eq!(v4_of(&released), both[..1]);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_everything() {
+        let mut memory = Memory::new();
+        let both = ["192.0.2.0/24", "198.51.100.0/24"];
+        memory.store_include("include:p.test", include(&both), 0, 0, HOLD);
+        memory.store_include("include:p.test", include(&both[..1]), HOUR, HOUR, HOLD);
+        memory.store(
+            "a:mail.example.com",
+            Remembered::Addresses {
+                v4: Ip4Set::from_nets(["192.0.2.25/32".parse().unwrap()]),
+                v6: Ip6Set::new(),
+            },
+            HOUR,
+        );
+        let json = serde_json::to_string_pretty(&memory).unwrap();
+        assert!(json.contains("198.51.100.0/24"), "{json}");
+        let back: Memory = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, memory);
+        assert_eq!(back.fetched_at("a:mail.example.com"), Some(HOUR));
+        assert_eq!(back.keys().count(), 2);
+    }
+}
