@@ -10,13 +10,15 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::dns::handler::Handler;
 use crate::dns::listen;
+use crate::refresh::{Flattener, Published, Settings};
 use crate::reload::{self, ReloadReport, Reloader, Trigger};
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::upstream::Upstream;
 
 /// A TCP connection that sends nothing for this long is closed (Knot's default idle
 /// timeout).
@@ -33,6 +35,8 @@ pub struct Running {
     pub reload: Sender<Trigger>,
     /// What the initial load found.
     pub initial: ReloadReport,
+    /// The flattened SPF records in service.
+    pub published: Arc<Published>,
     server: Server<Handler>,
     reload_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -74,21 +78,29 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         addrs.push(bound);
     }
-    let mut reloader = Reloader::new(
-        config,
-        cell.clone(),
-        Arc::new(crate::refresh::Published::default()),
-    );
+    // Chains flattened before a restart are served at once, whatever upstream does.
+    let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
+        warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
+        Published::default()
+    }));
+    let mut reloader = Reloader::new(config, cell.clone(), published.clone());
     let initial = reloader.reload();
     reload::log_report(&initial);
+    let policies = reloader.subscribe();
     let (reload_tx, reload_thread) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
+    let upstream =
+        Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
+    let settings = Settings::new(&config.upstream, &config.state_dir);
+    let flattener = Flattener::new(upstream, published.clone(), settings, reload_tx.clone());
+    tokio::spawn(flattener.run(policies));
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
         snapshot: cell,
         reload: reload_tx,
         initial,
+        published,
         server,
         reload_thread: Some(reload_thread),
     })

@@ -1,19 +1,24 @@
-//! The command line: `serve`, `check` and `records`.
+//! The command line: `serve`, `check`, `records`, `flatten` and `explain`.
 
-use std::fmt::Write as _;
+mod check;
+mod explain;
+
+pub use check::{check, records};
+
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, parse_fqdn};
 use crate::diag::Diagnostic;
-use crate::policy::{SpfMode, ValidPolicy};
+use crate::policy::ValidPolicy;
 use crate::reload::{ReloadReport, Reloader};
-use crate::snapshot::{Snapshot, prepend};
+use crate::snapshot::Snapshot;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +50,26 @@ pub enum Command {
         /// Only this mail domain.
         domain: Option<String>,
     },
+    /// Resolve a domain's SPF includes now and print the chain spfd would publish.
+    Flatten {
+        #[arg(long, short)]
+        config: PathBuf,
+        domain: String,
+    },
+    /// Evaluate a domain's SPF record for one client address: the result, and which
+    /// term, through which includes, decides it.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        domain: String,
+        ip: IpAddr,
+        /// The MAIL FROM address (default: postmaster@DOMAIN).
+        #[arg(long)]
+        sender: Option<String>,
+        /// The HELO name (default: DOMAIN).
+        #[arg(long)]
+        helo: Option<String>,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -69,6 +94,53 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", records(&config, &snapshot, domain.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Flatten { config, domain } => {
+            let config = load_config(&config)?;
+            let policy = find_policy(&config, &domain)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let (text, ok) = runtime.block_on(explain::flatten(&config, &policy))?;
+            print!("{text}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Explain {
+            config,
+            domain,
+            ip,
+            sender,
+            helo,
+        } => {
+            let config = load_config(&config)?;
+            let policy = find_policy(&config, &domain)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let query = explain::query(&policy, ip, sender.as_deref(), helo.as_deref());
+            print!(
+                "{}",
+                runtime.block_on(explain::explain(&config, &policy, &query))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The valid policy of a mail domain, as the server would load it.
+fn find_policy(config: &Config, domain: &str) -> anyhow::Result<Arc<ValidPolicy>> {
+    let wanted = parse_fqdn(domain).map_err(|e| anyhow::anyhow!("DOMAIN {domain:?} {e}"))?;
+    let (snapshot, report) = load_offline(config);
+    let found = snapshot
+        .zones
+        .values()
+        .find(|z| z.policy.domain == wanted)
+        .map(|z| z.policy.clone());
+    match found {
+        Some(policy) => Ok(policy),
+        None => {
+            let errors: Vec<String> = report.errors().map(|d| d.to_string()).collect();
+            bail!(
+                "no valid policy for {wanted} in {}\n{}",
+                config.policy_dir.display(),
+                errors.join("\n")
+            )
+        }
     }
 }
 
@@ -86,131 +158,4 @@ fn load_offline(config: &Config) -> (Arc<Snapshot>, ReloadReport) {
     let mut reloader = Reloader::offline(config, cell.clone());
     let report = reloader.reload();
     (cell.load_full(), report)
-}
-
-/// `spfd check`: every diagnostic, then one summary line per policy. The bool is false
-/// when any error was found.
-pub fn check(config_path: &Path) -> (String, bool) {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(diags) => return (join_diagnostics(&diags) + "\n", false),
-    };
-    let (snapshot, report) = load_offline(&config);
-    let mut out = String::new();
-    for d in &report.diagnostics {
-        let _ = writeln!(out, "{d}");
-    }
-    let mut zones: Vec<_> = snapshot.zones.values().collect();
-    zones.sort_by(|a, b| a.policy.path.cmp(&b.policy.path));
-    for zone in zones {
-        let _ = writeln!(out, "{}", summary(&zone.policy));
-    }
-    let errors = report.errors().count();
-    let warnings = report.diagnostics.len() - errors;
-    let _ = writeln!(
-        out,
-        "{} policies valid, {errors} errors, {warnings} warnings",
-        snapshot.zone_count()
-    );
-    (out, errors == 0)
-}
-
-fn summary(p: &ValidPolicy) -> String {
-    let mut line = format!(
-        "{}: domain {} served in zone {}",
-        p.path.display(),
-        p.domain,
-        p.zone
-    );
-    if let (Some(spf), Some(lookups)) = (&p.spf, p.spf_direct_lookups()) {
-        let _ = write!(line, "; SPF mode {}", spf.mode.as_str());
-        if spf.mode != SpfMode::Passthrough {
-            line.push_str(" (published as passthrough until it is implemented)");
-        }
-        let _ = write!(line, ", {lookups} DNS lookups before those inside includes");
-        if spf.mode == SpfMode::Macro {
-            line.push_str("; note: a few receivers do not implement SPF macros");
-        }
-    }
-    if let Some(dmarc) = &p.dmarc {
-        let _ = write!(line, "; DMARC p={}", dmarc.policy());
-    }
-    if !p.dkim.is_empty() {
-        let selectors: Vec<&str> = p.dkim.iter().map(|k| k.selector.as_str()).collect();
-        let _ = write!(line, "; DKIM selectors {}", selectors.join(", "));
-    }
-    line
-}
-
-/// TTL of the records the owner adds at their provider: delegations change rarely.
-const OWNER_TTL: u32 = 3600;
-
-/// `spfd records`: zone-file lines the owner adds at their own DNS provider.
-pub fn records(config: &Config, snapshot: &Snapshot, only: Option<&str>) -> anyhow::Result<String> {
-    let only = only
-        .map(parse_fqdn)
-        .transpose()
-        .map_err(anyhow::Error::msg)
-        .context("DOMAIN")?;
-    let mut policies: Vec<&ValidPolicy> = snapshot.zones.values().map(|z| z.policy.as_ref()).collect();
-    policies.sort_by(|a, b| a.domain.cmp(&b.domain));
-    policies.retain(|p| only.as_ref().is_none_or(|d| &p.domain == d));
-    if policies.is_empty() {
-        match only {
-            Some(d) => bail!("no valid policy for {d}"),
-            None => bail!("no valid policy in {}", config.policy_dir.display()),
-        }
-    }
-    let mut out = String::new();
-    for p in policies {
-        owner_records(config, p, &mut out);
-    }
-    Ok(out)
-}
-
-fn owner_records(config: &Config, p: &ValidPolicy, out: &mut String) {
-    let _ = writeln!(out, "; {} ({})", p.domain, p.path.display());
-    if p.zone == p.domain {
-        let _ = writeln!(
-            out,
-            "; spfd serves the whole zone {}: set its NS records at the registrar to",
-            p.zone
-        );
-    } else {
-        let _ = writeln!(out, "; delegate {} to spfd, in the zone of its parent:", p.zone);
-    }
-    for ns in &config.nameservers {
-        let _ = writeln!(out, "{}\t{OWNER_TTL}\tIN\tNS\t{ns}", p.zone);
-    }
-    if p.zone == p.domain {
-        let _ = writeln!(out);
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "; at {}, in place of its own SPF, DMARC and DKIM records:",
-        p.domain
-    );
-    if p.spf.is_some() {
-        let zone = p.zone.to_string();
-        let _ = writeln!(
-            out,
-            "{}\t{OWNER_TTL}\tIN\tTXT\t\"v=spf1 redirect={}\"",
-            p.domain,
-            zone.trim_end_matches('.')
-        );
-    }
-    if p.dmarc.is_some() {
-        let _ = writeln!(
-            out,
-            "{}\t{OWNER_TTL}\tIN\tCNAME\t{}",
-            prepend(&p.domain, "_dmarc"),
-            prepend(&p.zone, "_dmarc")
-        );
-    }
-    for key in &p.dkim {
-        let at = |apex| prepend(&prepend(apex, "_domainkey"), &key.selector);
-        let _ = writeln!(out, "{}\t{OWNER_TTL}\tIN\tCNAME\t{}", at(&p.domain), at(&p.zone));
-    }
-    let _ = writeln!(out);
 }

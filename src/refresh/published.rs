@@ -49,7 +49,11 @@ impl Entry {
     }
 
     fn answer(&self) -> Option<SpfAnswer> {
-        let name = |n: &str| Name::from_ascii(n).ok();
+        let name = |n: &str| {
+            let mut name = Name::from_ascii(n).ok()?;
+            name.set_fqdn(true);
+            Some(name)
+        };
         let current = self.parts.iter();
         let retired = self.retired.iter().flat_map(|(_, parts)| parts.iter());
         let parts = current

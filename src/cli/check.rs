@@ -1,0 +1,139 @@
+//! `spfd check` and `spfd records`: what the server would load, and what the owner
+//! must publish at their own DNS provider.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use super::{join_diagnostics, load_offline};
+use crate::config::{Config, parse_fqdn};
+use crate::policy::{SpfMode, ValidPolicy};
+use crate::snapshot::{Snapshot, prepend};
+
+/// `spfd check`: every diagnostic, then one summary line per policy. The bool is false
+/// when any error was found.
+pub fn check(config_path: &Path) -> (String, bool) {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(diags) => return (join_diagnostics(&diags) + "\n", false),
+    };
+    let (snapshot, report) = load_offline(&config);
+    let mut out = String::new();
+    for d in &report.diagnostics {
+        let _ = writeln!(out, "{d}");
+    }
+    let mut zones: Vec<_> = snapshot.zones.values().collect();
+    zones.sort_by(|a, b| a.policy.path.cmp(&b.policy.path));
+    for zone in zones {
+        let _ = writeln!(out, "{}", summary(&zone.policy));
+    }
+    let errors = report.errors().count();
+    let warnings = report.diagnostics.len() - errors;
+    let _ = writeln!(
+        out,
+        "{} policies valid, {errors} errors, {warnings} warnings",
+        snapshot.zone_count()
+    );
+    (out, errors == 0)
+}
+
+fn summary(p: &ValidPolicy) -> String {
+    let mut line = format!(
+        "{}: domain {} served in zone {}",
+        p.path.display(),
+        p.domain,
+        p.zone
+    );
+    if let (Some(spf), Some(lookups)) = (&p.spf, p.spf_direct_lookups()) {
+        let _ = write!(line, "; SPF mode {}", spf.mode.as_str());
+        if spf.mode != SpfMode::Passthrough {
+            line.push_str(" (published as passthrough until it is implemented)");
+        }
+        let _ = write!(line, ", {lookups} DNS lookups before those inside includes");
+        if spf.mode == SpfMode::Macro {
+            line.push_str("; note: a few receivers do not implement SPF macros");
+        }
+    }
+    if let Some(dmarc) = &p.dmarc {
+        let _ = write!(line, "; DMARC p={}", dmarc.policy());
+    }
+    if !p.dkim.is_empty() {
+        let selectors: Vec<&str> = p.dkim.iter().map(|k| k.selector.as_str()).collect();
+        let _ = write!(line, "; DKIM selectors {}", selectors.join(", "));
+    }
+    line
+}
+
+/// TTL of the records the owner adds at their provider: delegations change rarely.
+const OWNER_TTL: u32 = 3600;
+
+/// `spfd records`: zone-file lines the owner adds at their own DNS provider.
+pub fn records(config: &Config, snapshot: &Snapshot, only: Option<&str>) -> anyhow::Result<String> {
+    let only = only
+        .map(parse_fqdn)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+        .context("DOMAIN")?;
+    let mut policies: Vec<&ValidPolicy> = snapshot.zones.values().map(|z| z.policy.as_ref()).collect();
+    policies.sort_by(|a, b| a.domain.cmp(&b.domain));
+    policies.retain(|p| only.as_ref().is_none_or(|d| &p.domain == d));
+    if policies.is_empty() {
+        match only {
+            Some(d) => bail!("no valid policy for {d}"),
+            None => bail!("no valid policy in {}", config.policy_dir.display()),
+        }
+    }
+    let mut out = String::new();
+    for p in policies {
+        owner_records(config, p, &mut out);
+    }
+    Ok(out)
+}
+
+fn owner_records(config: &Config, p: &ValidPolicy, out: &mut String) {
+    let _ = writeln!(out, "; {} ({})", p.domain, p.path.display());
+    if p.zone == p.domain {
+        let _ = writeln!(
+            out,
+            "; spfd serves the whole zone {}: set its NS records at the registrar to",
+            p.zone
+        );
+    } else {
+        let _ = writeln!(out, "; delegate {} to spfd, in the zone of its parent:", p.zone);
+    }
+    for ns in &config.nameservers {
+        let _ = writeln!(out, "{}\t{OWNER_TTL}\tIN\tNS\t{ns}", p.zone);
+    }
+    if p.zone == p.domain {
+        let _ = writeln!(out);
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "; at {}, in place of its own SPF, DMARC and DKIM records:",
+        p.domain
+    );
+    if p.spf.is_some() {
+        let zone = p.zone.to_string();
+        let _ = writeln!(
+            out,
+            "{}\t{OWNER_TTL}\tIN\tTXT\t\"v=spf1 redirect={}\"",
+            p.domain,
+            zone.trim_end_matches('.')
+        );
+    }
+    if p.dmarc.is_some() {
+        let _ = writeln!(
+            out,
+            "{}\t{OWNER_TTL}\tIN\tCNAME\t{}",
+            prepend(&p.domain, "_dmarc"),
+            prepend(&p.zone, "_dmarc")
+        );
+    }
+    for key in &p.dkim {
+        let at = |apex| prepend(&prepend(apex, "_domainkey"), &key.selector);
+        let _ = writeln!(out, "{}\t{OWNER_TTL}\tIN\tCNAME\t{}", at(&p.domain), at(&p.zone));
+    }
+    let _ = writeln!(out);
+}

@@ -1,0 +1,342 @@
+//! The flattening service: keeps every flatten-mode policy's published chain current.
+//!
+//! It learns the policies in service from the reload service, expands each one through
+//! the shared [`Upstream`], packs the result, and hands changed chains to the reload
+//! service (the one writer of the snapshot). Each policy is refreshed when the upstream
+//! answers it depends on expire, within `[refresh_min, refresh_max]`, jittered. A failed
+//! expansion never replaces a published chain.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::published::{Entry, Published};
+use crate::config::Upstream as UpstreamConfig;
+use crate::flatten::{self, Memory};
+use crate::policy::{SpfMode, ValidPolicy};
+use crate::reload::Trigger;
+use crate::upstream::{Source, Upstream};
+
+const MEMORY_FILE: &str = "flatten-memory.json";
+
+/// The settings of the service, from `[upstream]` and `[server] state_dir`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    pub max_stale: Duration,
+    pub hold_down: Duration,
+    pub state_dir: std::path::PathBuf,
+}
+
+impl Settings {
+    pub fn new(upstream: &UpstreamConfig, state_dir: &std::path::Path) -> Self {
+        Settings {
+            refresh_min: upstream.refresh_min,
+            refresh_max: upstream.refresh_max,
+            max_stale: upstream.max_stale,
+            hold_down: upstream.hold_down,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+}
+
+/// How the last expansion of a policy went, for logs and (later) the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Published {
+        lookups: usize,
+    },
+    /// Published, but built on a last good result older than `max_stale`.
+    Stale(String),
+    /// The last good chain stays published (or the record as written, when none).
+    Failed(String),
+}
+
+/// Unix time that follows tokio's clock, so tests that pause and advance tokio time
+/// control hold-down and staleness too.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_unix: u64,
+    base: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        let base_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Clock {
+            base_unix,
+            base: Instant::now(),
+        }
+    }
+
+    pub fn unix_now(&self) -> u64 {
+        self.base_unix + self.base.elapsed().as_secs()
+    }
+}
+
+struct Scheduled {
+    policy: Arc<ValidPolicy>,
+    due: Instant,
+}
+
+pub struct Flattener<S: Source> {
+    upstream: Arc<Upstream<S>>,
+    published: Arc<Published>,
+    memory: Memory,
+    settings: Settings,
+    clock: Clock,
+    schedule: BTreeMap<String, Scheduled>,
+    status: HashMap<String, Status>,
+    /// The address sets of each expanded term at the last success, per domain, so that
+    /// every change is logged as a diff.
+    last_details: HashMap<String, BTreeMap<String, String>>,
+    /// Wakes the reload service when a chain changed.
+    notify: Sender<Trigger>,
+    /// Cheap deterministic jitter source.
+    jitter_state: u64,
+}
+
+impl<S: Source> Flattener<S> {
+    pub fn new(
+        upstream: Arc<Upstream<S>>,
+        published: Arc<Published>,
+        settings: Settings,
+        notify: Sender<Trigger>,
+    ) -> Self {
+        let memory = match crate::state::load_json::<Memory>(&settings.state_dir, MEMORY_FILE) {
+            Ok(m) => m.unwrap_or_default(),
+            Err(e) => {
+                warn!(dir = %settings.state_dir.display(), "cannot read the last good upstream results, starting empty: {e}");
+                Memory::default()
+            }
+        };
+        Flattener {
+            upstream,
+            published,
+            memory,
+            settings,
+            clock: Clock::start(),
+            schedule: BTreeMap::new(),
+            status: HashMap::new(),
+            last_details: HashMap::new(),
+            notify,
+            jitter_state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    pub fn status(&self, domain: &str) -> Option<&Status> {
+        self.status.get(domain)
+    }
+
+    /// Runs until the policy channel closes.
+    pub async fn run(mut self, mut policies: watch::Receiver<Vec<Arc<ValidPolicy>>>) {
+        loop {
+            let current = policies.borrow_and_update().clone();
+            self.sync(&current);
+            self.refresh_due().await;
+            let next = self.schedule.values().map(|s| s.due).min();
+            tokio::select! {
+                changed = policies.changed() => if changed.is_err() { break },
+                _ = sleep_until(next) => {}
+            }
+        }
+    }
+
+    /// Follows the policies in service: new or changed flatten-mode policies are due
+    /// now; others leave the schedule.
+    pub fn sync(&mut self, policies: &[Arc<ValidPolicy>]) {
+        let now = Instant::now();
+        let mut wanted: BTreeMap<String, Arc<ValidPolicy>> = BTreeMap::new();
+        for p in policies {
+            if p.spf.as_ref().is_some_and(|s| s.mode == SpfMode::Flatten) {
+                wanted.insert(p.domain.to_string(), p.clone());
+            }
+        }
+        self.schedule.retain(|domain, _| wanted.contains_key(domain));
+        for (domain, policy) in wanted {
+            match self.schedule.get_mut(&domain) {
+                Some(s) if Arc::ptr_eq(&s.policy, &policy) => {}
+                Some(s) if same_source(&s.policy, &policy) => s.policy = policy,
+                _ => {
+                    self.schedule.insert(domain, Scheduled { policy, due: now });
+                }
+            }
+        }
+        let schedule = &self.schedule;
+        self.published.retain(|d| schedule.contains_key(d));
+    }
+
+    /// Expands every policy that is due; publishes and persists what changed.
+    pub async fn refresh_due(&mut self) -> usize {
+        let now = Instant::now();
+        let due: Vec<Arc<ValidPolicy>> = self
+            .schedule
+            .values()
+            .filter(|s| s.due <= now)
+            .map(|s| s.policy.clone())
+            .collect();
+        let mut changed = 0;
+        for policy in due {
+            let (published, next) = self.refresh_one(&policy).await;
+            changed += usize::from(published);
+            if let Some(s) = self.schedule.get_mut(&policy.domain.to_string()) {
+                s.due = Instant::now() + next;
+            }
+        }
+        if changed > 0 {
+            self.persist();
+            let _ = self.notify.send(Trigger::Flattened);
+        }
+        changed
+    }
+
+    /// One policy: returns whether its published chain changed, and when to look again.
+    async fn refresh_one(&mut self, policy: &ValidPolicy) -> (bool, Duration) {
+        let domain = policy.domain.to_string();
+        let spf = policy.spf.as_ref().expect("flatten policies have [spf]");
+        let opts = flatten::ExpandOptions {
+            now: self.clock.unix_now(),
+            hold_down: self.settings.hold_down,
+            max_stale: self.settings.max_stale,
+        };
+        let owner_redirect = policy.zone != policy.domain;
+        let result = flatten::flatten(
+            &*self.upstream,
+            &domain,
+            &spf.record,
+            &policy.zone,
+            owner_redirect,
+            &mut self.memory,
+            &opts,
+        )
+        .await;
+        match result {
+            Ok((expansion, chain)) => {
+                let mut stale = None;
+                for w in &expansion.warnings {
+                    match w.level {
+                        flatten::Level::Error => {
+                            error!(domain = %domain, "{}: {}", w.key, w.message);
+                            stale = Some(format!("{}: {}", w.key, w.message));
+                        }
+                        flatten::Level::Warning => warn!(domain = %domain, "{}: {}", w.key, w.message),
+                    }
+                }
+                self.log_diff(&domain, &expansion);
+                let entry = Entry {
+                    zone: policy.zone.to_string(),
+                    record: spf.record.to_string(),
+                    head: chain.head.clone(),
+                    parts: chain.parts.clone(),
+                    lookups: chain.lookups,
+                    generation: chain.generation.clone(),
+                    retired: Vec::new(),
+                    updated_at: self.clock.unix_now(),
+                };
+                let keep = u64::from(policy.ttl) * 2;
+                let changed = self.published.set(&domain, entry, self.clock.unix_now(), keep);
+                if changed {
+                    info!(domain = %domain, lookups = chain.lookups, parts = chain.parts.len(), "flattened SPF published");
+                }
+                let status = stale.map_or(
+                    Status::Published {
+                        lookups: chain.lookups,
+                    },
+                    Status::Stale,
+                );
+                self.status.insert(domain, status);
+                (changed, self.next_refresh(&expansion))
+            }
+            Err(e) => {
+                error!(domain = %domain, "flattening failed, the last good record stays published: {e}");
+                self.status.insert(domain, Status::Failed(e.to_string()));
+                (false, self.settings.refresh_min)
+            }
+        }
+    }
+
+    /// The earliest expiry of the upstream answers the expansion used, clamped and
+    /// jittered by up to a tenth so that many policies do not refresh in step.
+    fn next_refresh(&mut self, expansion: &flatten::Expansion) -> Duration {
+        let now = Instant::now();
+        let earliest = expansion
+            .queried
+            .iter()
+            .filter_map(|(name, rtype)| self.upstream.expires_at(name, *rtype))
+            .min()
+            .map_or(self.settings.refresh_max, |e| e.saturating_duration_since(now));
+        let base = earliest.clamp(self.settings.refresh_min, self.settings.refresh_max);
+        self.jitter_state ^= self.jitter_state << 13;
+        self.jitter_state ^= self.jitter_state >> 7;
+        self.jitter_state ^= self.jitter_state << 17;
+        let tenth = base.as_millis() as u64 / 10;
+        base + Duration::from_millis(if tenth == 0 { 0 } else { self.jitter_state % tenth })
+    }
+
+    /// Logs, per expanded term, the addresses added and removed since the last success.
+    fn log_diff(&mut self, domain: &str, expansion: &flatten::Expansion) {
+        let now: BTreeMap<String, String> = expansion
+            .details
+            .iter()
+            .map(|d| {
+                let nets: Vec<String> =
+                    d.v4.to_nets()
+                        .iter()
+                        .map(|n| format!("ip4:{n}"))
+                        .chain(d.v6.to_nets().iter().map(|n| format!("ip6:{n}")))
+                        .collect();
+                (d.key.clone(), nets.join(" "))
+            })
+            .collect();
+        if let Some(before) = self.last_details.get(domain) {
+            for (key, line) in &now {
+                let old = before.get(key).map_or("", String::as_str);
+                if old != line {
+                    let (added, removed) = word_diff(old, line);
+                    info!(domain, term = %key, added = %added, removed = %removed, "upstream change");
+                }
+            }
+        }
+        self.last_details.insert(domain.to_string(), now);
+    }
+
+    fn persist(&self) {
+        let dir = &self.settings.state_dir;
+        if let Err(e) = self.published.save(dir) {
+            warn!(dir = %dir.display(), "cannot save published records: {e}");
+        }
+        if let Err(e) = crate::state::save_json(dir, MEMORY_FILE, &self.memory) {
+            warn!(dir = %dir.display(), "cannot save the last good upstream results: {e}");
+        }
+    }
+}
+
+/// Words of `new` missing from `old`, and of `old` missing from `new`.
+fn word_diff(old: &str, new: &str) -> (String, String) {
+    let old: std::collections::BTreeSet<&str> = old.split_whitespace().collect();
+    let new: std::collections::BTreeSet<&str> = new.split_whitespace().collect();
+    let added: Vec<&str> = new.difference(&old).copied().collect();
+    let removed: Vec<&str> = old.difference(&new).copied().collect();
+    (added.join(" "), removed.join(" "))
+}
+
+fn same_source(a: &ValidPolicy, b: &ValidPolicy) -> bool {
+    a.zone == b.zone
+        && a.ttl == b.ttl
+        && a.spf.as_ref().map(|s| s.record.to_string()) == b.spf.as_ref().map(|s| s.record.to_string())
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,190 @@
+//! The flattening service with controlled time (tokio's paused clock) and an in-memory
+//! upstream: TTL-driven refresh shared by many policies, a provider growing and
+//! shrinking under hold-down, an outage with last good results growing stale, and a
+//! restart during an outage.
+
+#[path = "common/world.rs"]
+mod world;
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use spfd::diag::SourceFile;
+use spfd::policy::{self, ValidPolicy};
+use spfd::refresh::{Flattener, Published, Settings, Status};
+use spfd::upstream::Upstream;
+use world::{World, WorldSource};
+
+const PROVIDER: &str = "_spf.prov.test";
+
+fn policy(domain: &str, record: &str) -> Arc<ValidPolicy> {
+    let text = format!("domain = \"{domain}\"\n[spf]\nrecord = \"{record}\"\nmode = \"flatten\"\n");
+    Arc::new(
+        policy::parse(&SourceFile::new(format!("/p/{domain}.toml"), text))
+            .unwrap()
+            .policy,
+    )
+}
+
+struct Bench {
+    published: Arc<Published>,
+    flattener: Flattener<WorldSource>,
+    _notified: mpsc::Receiver<spfd::reload::Trigger>,
+    state: tempfile::TempDir,
+}
+
+fn settings(state: &std::path::Path) -> Settings {
+    Settings {
+        refresh_min: Duration::from_secs(30),
+        refresh_max: Duration::from_secs(3600),
+        max_stale: Duration::from_secs(6 * 3600),
+        hold_down: Duration::from_secs(48 * 3600),
+        state_dir: state.to_path_buf(),
+    }
+}
+
+impl Bench {
+    fn new(world: Arc<World>, state: tempfile::TempDir) -> Bench {
+        let published = Arc::new(Published::load(state.path()).unwrap());
+        let upstream = Arc::new(Upstream::new(WorldSource(world.clone())));
+        let (tx, rx) = mpsc::channel();
+        let flattener = Flattener::new(upstream, published.clone(), settings(state.path()), tx);
+        Bench {
+            published,
+            flattener,
+            _notified: rx,
+            state,
+        }
+    }
+
+    fn head(&self, domain: &str) -> String {
+        self.published
+            .get(&format!("{domain}."))
+            .map(|e| e.head.concat())
+            .unwrap_or_default()
+    }
+
+    /// Lets `secs` of (paused) time pass, refreshing whatever falls due on the way.
+    async fn run_for(&mut self, secs: u64) {
+        let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while tokio::time::Instant::now() < end {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            self.flattener.refresh_due().await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_policies_share_one_upstream_query_per_ttl() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/24 -all", 300);
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let policies: Vec<Arc<ValidPolicy>> = (0..300)
+        .map(|i| {
+            policy(
+                &format!("d{i}.test"),
+                &format!("v=spf1 include:{PROVIDER} ip4:203.0.113.{} -all", i % 250),
+            )
+        })
+        .collect();
+    bench.flattener.sync(&policies);
+    assert_eq!(bench.flattener.refresh_due().await, 300);
+    assert_eq!(
+        world.asked(PROVIDER, RecordType::TXT),
+        1,
+        "one query for 300 policies"
+    );
+    assert!(
+        bench.head("d7.test").contains("ip4:192.0.2.0/24"),
+        "{}",
+        bench.head("d7.test")
+    );
+
+    // Within the TTL nothing is asked again; after it, once more for all of them.
+    bench.run_for(280).await;
+    assert_eq!(world.asked(PROVIDER, RecordType::TXT), 1);
+    bench.run_for(120).await;
+    assert_eq!(world.asked(PROVIDER, RecordType::TXT), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_grows_at_once_and_shrinks_only_after_the_hold_down() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/25 -all", 60);
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let p = policy("grow.test", &format!("v=spf1 include:{PROVIDER} -all"));
+    bench.flattener.sync(std::slice::from_ref(&p));
+    bench.flattener.refresh_due().await;
+    assert_eq!(bench.head("grow.test"), "v=spf1 ip4:192.0.2.0/25 -all");
+
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/25 ip4:198.51.100.0/24 -all", 60);
+    bench.run_for(120).await;
+    assert_eq!(
+        bench.head("grow.test"),
+        "v=spf1 ip4:192.0.2.0/25 ip4:198.51.100.0/24 -all"
+    );
+
+    // The provider drops a range: it stays authorised for the hold-down (48 h).
+    world.txt(PROVIDER, "v=spf1 ip4:198.51.100.0/24 -all", 60);
+    bench.run_for(47 * 3600).await;
+    assert!(
+        bench.head("grow.test").contains("ip4:192.0.2.0/25"),
+        "{}",
+        bench.head("grow.test")
+    );
+    bench.run_for(2 * 3600).await;
+    assert_eq!(bench.head("grow.test"), "v=spf1 ip4:198.51.100.0/24 -all");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_keeps_the_last_good_result_and_says_when_it_is_stale() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all", 60);
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let p = policy("out.test", &format!("v=spf1 include:{PROVIDER} ~all"));
+    bench.flattener.sync(std::slice::from_ref(&p));
+    bench.flattener.refresh_due().await;
+    let good = bench.head("out.test");
+    assert!(
+        good.contains("ip4:192.0.2.0/24") && good.contains("ip6:2001:db8::/32"),
+        "{good}"
+    );
+
+    world.fail("prov.test");
+    bench.run_for(3600).await;
+    assert_eq!(bench.head("out.test"), good, "a timeout never shrinks the record");
+    assert!(matches!(
+        bench.flattener.status("out.test."),
+        Some(Status::Published { .. })
+    ));
+
+    // Past max_stale (6 h here) the record is still served, and the status says why.
+    bench.run_for(6 * 3600).await;
+    assert_eq!(bench.head("out.test"), good);
+    match bench.flattener.status("out.test.") {
+        Some(Status::Stale(why)) => assert!(why.contains(PROVIDER), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A restart during the outage: the same record at once, and after a refresh too.
+    let state = std::mem::replace(&mut bench.state, tempfile::tempdir().unwrap());
+    drop(bench);
+    let mut again = Bench::new(world.clone(), state);
+    assert_eq!(
+        again.head("out.test"),
+        good,
+        "served from state before any lookup"
+    );
+    again.flattener.sync(std::slice::from_ref(&p));
+    again.flattener.refresh_due().await;
+    assert_eq!(again.head("out.test"), good);
+
+    world.heal();
+    again.run_for(120).await;
+    assert!(matches!(
+        again.flattener.status("out.test."),
+        Some(Status::Published { .. })
+    ));
+}
