@@ -279,3 +279,66 @@ async fn an_include_that_cannot_be_flattened_is_an_error_and_nothing_is_publishe
     }
     running.shutdown().await.unwrap();
 }
+
+fn spfd_cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spfd"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatten_and_explain_commands_show_the_chain_and_the_deciding_path() {
+    let stage = Stage::new().await;
+    let config = stage.setup.config_path();
+    let config = config.to_str().unwrap().to_string();
+    let (code, out) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || spfd_cli(&["flatten", "--config", &config, "customer.test"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("2 DNS lookups for a receiver: 1 for the domain's redirect"),
+        "{out}"
+    );
+    let head = out
+        .lines()
+        .find(|l| l.starts_with("_spf.customer.test. 300 IN TXT \"v=spf1 "))
+        .unwrap_or_else(|| panic!("no head line in\n{out}"));
+    assert!(!head.contains("include:"), "the head is flattened: {head}");
+    assert!(
+        out.lines().any(|l| l.starts_with("_1-")),
+        "a continued chain: {out}"
+    );
+
+    // 203.0.113.5 is authorised three includes deep: _spf -> _netblocks -> _netblocks-legacy.
+    let (code, out) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || spfd_cli(&["explain", "--config", &config, "customer.test", "203.0.113.5"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("pass for 203.0.113.5"), "{out}");
+    assert!(
+        out.contains(
+            "customer.test -> include:_spf.provider-a.test -> include:_netblocks.provider-a.test -> \
+             include:_netblocks-legacy.provider-a.test -> ip4:203.0.113.0/28"
+        ),
+        "{out}"
+    );
+
+    // Shadowed by provider-b's -IP4 inside its include: the include does not match, and
+    // the domain's own ~all decides.
+    let (_, out) = tokio::task::spawn_blocking(move || {
+        spfd_cli(&["explain", "--config", &config, "customer.test", "198.51.100.66"])
+    })
+    .await
+    .unwrap();
+    assert!(out.starts_with("softfail for 198.51.100.66"), "{out}");
+    assert!(out.contains("decided by: customer.test -> ~all"), "{out}");
+}

@@ -47,7 +47,7 @@ fn summary(p: &ValidPolicy) -> String {
     );
     if let (Some(spf), Some(lookups)) = (&p.spf, p.spf_direct_lookups()) {
         let _ = write!(line, "; SPF mode {}", spf.mode.as_str());
-        if spf.mode != SpfMode::Passthrough {
+        if spf.mode == SpfMode::Macro {
             line.push_str(" (published as passthrough until it is implemented)");
         }
         let _ = write!(line, ", {lookups} DNS lookups before those inside includes");

@@ -92,8 +92,8 @@ pub struct SpfPolicy {
 }
 
 impl SpfPolicy {
-    /// The record as published today (every mode publishes as passthrough until
-    /// flattening and macro answers exist), split between terms.
+    /// The record as written, split between terms: what passthrough mode publishes,
+    /// and what flatten mode publishes until its first expansion succeeds.
     pub fn published_strings(&self) -> Vec<String> {
         let mut words = vec!["v=spf1"];
         words.extend(self.record.terms().iter().map(|t| t.text()));
@@ -248,7 +248,7 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
         let at = value_offset(diags.source(), &raw.record, w.offset);
         diags.warning(at..at, format!("spf record: {}", w.message));
     }
-    if mode != SpfMode::Passthrough {
+    if mode == SpfMode::Macro {
         let span = raw.mode.as_ref().map_or(raw.record.span(), |m| m.span());
         diags.warning(
             span,
