@@ -6,6 +6,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
+use crate::snapshot::macro_table::{V4_LABEL, V6_LABEL};
 use crate::snapshot::{Snapshot, Zone};
 
 /// The sections of a response, before EDNS and truncation.
@@ -53,24 +54,44 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
         answers: Vec::new(),
         authority: Vec::new(),
     };
-    if !zone.nodes.contains_key(&lower) {
+    let synthesised = macro_record(zone, qname);
+    if synthesised.is_none() && !zone.nodes.contains_key(&lower) {
         out.rcode = ResponseCode::NXDomain;
         out.authority.push(negative_soa(zone, qname));
         return out;
     }
-    let records: Vec<&Record> = match qtype {
-        RecordType::ANY if !tcp => {
-            out.answers.push(rfc8482_hinfo(qname, zone));
-            return out;
-        }
-        RecordType::ANY => zone.all_at(&lower),
-        _ => zone.lookup(&lower, qtype).unwrap_or_default().iter().collect(),
+    if qtype == RecordType::ANY && !tcp {
+        out.answers.push(rfc8482_hinfo(qname, zone));
+        return out;
+    }
+    let records: Vec<&Record> = match (synthesised, qtype) {
+        (Some(record), RecordType::TXT | RecordType::ANY) => vec![record],
+        (Some(_), _) => Vec::new(),
+        (None, RecordType::ANY) => zone.all_at(&lower),
+        (None, _) => zone.lookup(&lower, qtype).unwrap_or_default().iter().collect(),
     };
     if records.is_empty() {
         out.authority.push(negative_soa(zone, qname));
     }
     out.answers = records.into_iter().map(|r| renamed(r, qname.clone())).collect();
     out
+}
+
+/// Macro mode: every name under `in-addr.<zone>` and `ip6.<zone>` has a TXT record,
+/// the answer for the address it spells (or one that authorises nothing).
+fn macro_record<'z>(zone: &'z Zone, qname: &Name) -> Option<&'z Record> {
+    let macros = zone.macros.as_ref()?;
+    let below = usize::from(qname.num_labels()).checked_sub(usize::from(zone.apex.num_labels()) + 1)?;
+    let family = qname.iter().nth(below)?;
+    let v6 = if family.eq_ignore_ascii_case(V6_LABEL) {
+        true
+    } else if family.eq_ignore_ascii_case(V4_LABEL) {
+        false
+    } else {
+        return None;
+    };
+    let index = macros.table.answer_for_labels(v6, qname.iter().take(below));
+    macros.records.get(usize::from(index))
 }
 
 fn renamed(record: &Record, name: Name) -> Record {

@@ -211,7 +211,7 @@ mod qualifier_char {
 }
 
 /// The prefix a term is written with: nothing for pass, the character otherwise.
-pub(super) fn prefix(q: Qualifier) -> &'static str {
+pub fn prefix(q: Qualifier) -> &'static str {
     match q {
         Qualifier::Pass => "",
         Qualifier::Fail => "-",

@@ -10,9 +10,11 @@ use hickory_proto::rr::rdata::{NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 pub mod build;
+pub mod macro_table;
 pub mod serials;
 
 pub use build::{Builder, Conflict};
+pub use macro_table::MacroTable;
 
 use crate::policy::ValidPolicy;
 use crate::txt;
@@ -50,6 +52,8 @@ pub struct Zone {
     pub ns: Vec<Record>,
     /// Every name of the zone that has records, the apex included.
     pub nodes: HashMap<LowerName, Node>,
+    /// Macro mode: answers synthesised for every name under `in-addr.` and `ip6.`.
+    pub macros: Option<MacroAnswers>,
     /// The policy this zone was built from, for reports and for `spfd records`.
     pub policy: Arc<ValidPolicy>,
     /// Fingerprint of the zone's content (not its serial): a change of it is what makes
@@ -135,6 +139,27 @@ pub struct SpfAnswer {
     /// Other names of the zone with an SPF record: chained parts, including parts of an
     /// earlier generation kept while receivers may still hold its head in cache.
     pub parts: Vec<(Name, Vec<String>)>,
+    /// Macro mode: the per-address answers under `in-addr.<zone>` and `ip6.<zone>`.
+    pub macro_table: Option<Arc<MacroTable>>,
+}
+
+/// Macro answers as served: the table and one prebuilt record per distinct answer
+/// (the owner name is replaced by the query name).
+#[derive(Debug)]
+pub struct MacroAnswers {
+    pub table: Arc<MacroTable>,
+    pub records: Vec<Record>,
+}
+
+impl MacroAnswers {
+    fn new(table: Arc<MacroTable>, apex: &Name, ttl: u32) -> Self {
+        let records = table
+            .answers()
+            .iter()
+            .map(|strings| Record::from_rdata(apex.clone(), ttl, RData::TXT(TXT::new(strings.clone()))))
+            .collect();
+        MacroAnswers { table, records }
+    }
 }
 
 /// The records one policy publishes, before SOA and serial are added.
@@ -143,6 +168,7 @@ pub struct ZoneContent {
     pub apex: Name,
     pub ttl: u32,
     pub nodes: HashMap<LowerName, Node>,
+    pub macro_table: Option<Arc<MacroTable>>,
 }
 
 impl ZoneContent {
@@ -175,7 +201,13 @@ impl ZoneContent {
             add(name, txt::split_plain(&dkim.txt()));
         }
         add_empty_non_terminals(&apex, &mut nodes);
-        ZoneContent { apex, ttl, nodes }
+        let macro_table = spf_answer.and_then(|a| a.macro_table.clone());
+        ZoneContent {
+            apex,
+            ttl,
+            nodes,
+            macro_table,
+        }
     }
 
     /// Every name the zone publishes, apex included.
@@ -193,6 +225,9 @@ impl ZoneContent {
             .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
             .collect();
         lines.sort();
+        if let Some(table) = &self.macro_table {
+            lines.push(format!("{table:?}"));
+        }
         fnv1a(lines.join("\n").as_bytes())
     }
 
@@ -217,12 +252,16 @@ impl ZoneContent {
             .iter()
             .map(|n| Record::from_rdata(self.apex.clone(), self.ttl, RData::NS(NS(n.clone()))))
             .collect();
+        let macros = self
+            .macro_table
+            .map(|t| MacroAnswers::new(t, &self.apex, self.ttl));
         Zone {
             apex: self.apex,
             serial,
             soa,
             ns,
             nodes: self.nodes,
+            macros,
             policy,
             content_hash,
         }

@@ -1,0 +1,305 @@
+//! Macro mode's per-address answers (RFC 7208 7): the zone apex says
+//! `v=spf1 redirect=%{ir}.%{v}.<zone>`, so a receiver checking client 192.0.2.5 asks
+//! `5.2.0.192.in-addr.<zone>` (an IPv6 client: 32 reversed nibbles under `ip6.<zone>`)
+//! and gets a record whose result is exactly the source record's for that address.
+//!
+//! The table is built off the query path from a flattened expansion: the first static
+//! rule containing an address decides it, after the terms that must be evaluated live
+//! (`exists`, `ptr`, ...) that come before that rule. Rules' address sets are made
+//! disjoint in rule order, so the longest-prefix match of an address is a binary search
+//! over sorted, disjoint ranges. Answers are few (one per rule at most) and prebuilt.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::flatten::ipset::{Ip4Set, Ip6Set};
+use crate::flatten::{Rule, Terminal, prefix};
+use crate::txt;
+
+/// The label under the zone for IPv4 (`%{v}` of an IPv4 client) and IPv6 clients.
+pub const V4_LABEL: &[u8] = b"in-addr";
+pub const V6_LABEL: &[u8] = b"ip6";
+
+/// What a name under the macro suffix gets when it is not an address: a record that
+/// authorises nothing and gives neutral, never NXDOMAIN (which would be a void lookup
+/// and make the receiver's redirect permerror).
+const NOT_AN_ADDRESS: &str = "v=spf1 ?all";
+
+/// The published head of a macro-mode zone.
+pub fn head(zone: &str) -> String {
+    format!("v=spf1 redirect=%{{ir}}.%{{v}}.{}", zone.trim_end_matches('.'))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacroTable {
+    v4: Vec<(u32, u32, u16)>,
+    v6: Vec<(u128, u128, u16)>,
+    /// The answer for addresses no static rule contains.
+    default: u16,
+    /// The answer for names that are not addresses.
+    invalid: u16,
+    /// Each distinct answer's character-strings.
+    answers: Vec<Vec<String>>,
+}
+
+impl MacroTable {
+    pub fn build(rules: &[Rule], terminal: &Terminal, exp: Option<&str>) -> MacroTable {
+        let mut answers = Answers::default();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        let (mut seen4, mut seen6) = (Ip4Set::new(), Ip6Set::new());
+        let mut live: Vec<&str> = Vec::new();
+        for rule in rules {
+            match rule {
+                Rule::Dynamic { text, .. } => live.push(text),
+                Rule::Static {
+                    qualifier,
+                    v4: s4,
+                    v6: s6,
+                } => {
+                    let all = decided_by(*qualifier);
+                    let index = answers.index(&live, Some(&all), exp);
+                    let new4 = s4.difference(&seen4);
+                    let new6 = s6.difference(&seen6);
+                    v4.extend(new4.ranges().map(|(a, b)| (u32::from(a), u32::from(b), index)));
+                    v6.extend(new6.ranges().map(|(a, b)| (u128::from(a), u128::from(b), index)));
+                    seen4 = seen4.union(s4);
+                    seen6 = seen6.union(s6);
+                }
+            }
+        }
+        let last = match terminal {
+            Terminal::All(q) => Some(decided_by(*q)),
+            Terminal::Absent => None,
+            Terminal::Redirect { text, .. } => Some(text.clone()),
+        };
+        let default = answers.index(&live, last.as_deref(), exp);
+        let invalid = answers.raw(NOT_AN_ADDRESS);
+        v4.sort_unstable();
+        v6.sort_unstable();
+        MacroTable {
+            v4,
+            v6,
+            default,
+            invalid,
+            answers: answers.list,
+        }
+    }
+
+    /// The answer for a client address (IPv4-mapped IPv6 as IPv4).
+    pub fn answer_for(&self, ip: IpAddr) -> u16 {
+        match ip {
+            IpAddr::V4(a) => find(&self.v4, u32::from(a)).unwrap_or(self.default),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => self.answer_for(IpAddr::V4(v4)),
+                None => find(&self.v6, u128::from(a)).unwrap_or(self.default),
+            },
+        }
+    }
+
+    /// The answer for the labels left of `in-addr`/`ip6` (in query order), or the
+    /// "not an address" answer.
+    pub fn answer_for_labels<'a>(&self, v6: bool, labels: impl Iterator<Item = &'a [u8]>) -> u16 {
+        let ip = if v6 {
+            parse_v6(labels).map(IpAddr::V6)
+        } else {
+            parse_v4(labels).map(IpAddr::V4)
+        };
+        ip.map_or(self.invalid, |ip| self.answer_for(ip))
+    }
+
+    /// The answer strings for an index.
+    pub fn strings(&self, index: u16) -> &[String] {
+        &self.answers[usize::from(index)]
+    }
+
+    /// Every answer, in index order (to prebuild records).
+    pub fn answers(&self) -> &[Vec<String>] {
+        &self.answers
+    }
+}
+
+/// The `all` that gives a rule's result; pass is written `+all` so a reader of the
+/// answer sees it.
+fn decided_by(q: crate::spf::Qualifier) -> String {
+    match q {
+        crate::spf::Qualifier::Pass => "+all".to_string(),
+        other => format!("{}all", prefix(other)),
+    }
+}
+
+fn find<T: Ord + Copy>(ranges: &[(T, T, u16)], addr: T) -> Option<u16> {
+    let i = ranges.partition_point(|(start, _, _)| *start <= addr);
+    let (_, end, index) = *ranges.get(i.checked_sub(1)?)?;
+    (addr <= end).then_some(index)
+}
+
+/// The distinct answer records, deduplicated by text.
+#[derive(Default)]
+struct Answers {
+    list: Vec<Vec<String>>,
+    by_text: HashMap<String, u16>,
+}
+
+impl Answers {
+    fn index(&mut self, live: &[&str], last: Option<&str>, exp: Option<&str>) -> u16 {
+        let mut words = vec!["v=spf1"];
+        words.extend(live.iter().copied());
+        words.extend(last);
+        words.extend(exp);
+        self.raw(&words.join(" "))
+    }
+
+    fn raw(&mut self, text: &str) -> u16 {
+        if let Some(i) = self.by_text.get(text) {
+            return *i;
+        }
+        let i = u16::try_from(self.list.len()).expect("at most one answer per rule");
+        self.list.push(txt::split_words(text.split(' ')));
+        self.by_text.insert(text.to_string(), i);
+        i
+    }
+}
+
+/// `5.2.0.192` → 192.0.2.5: exactly four labels of canonical decimal (no leading zero).
+fn parse_v4<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut count = 0;
+    for label in labels {
+        if count == 4 || label.is_empty() || label.len() > 3 || (label.len() > 1 && label[0] == b'0') {
+            return None;
+        }
+        let mut value: u16 = 0;
+        for b in label {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + u16::from(b - b'0');
+        }
+        octets[3 - count] = u8::try_from(value).ok()?;
+        count += 1;
+    }
+    (count == 4).then(|| Ipv4Addr::from(octets))
+}
+
+/// 32 single hex nibbles, least significant first.
+fn parse_v6<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Option<Ipv6Addr> {
+    let mut value: u128 = 0;
+    let mut count = 0;
+    for label in labels {
+        let [c] = label else { return None };
+        let nibble = (*c as char).to_digit(16)?;
+        if count == 32 {
+            return None;
+        }
+        value |= u128::from(nibble) << (4 * count);
+        count += 1;
+    }
+    (count == 32).then(|| Ipv6Addr::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spf::Qualifier;
+
+    fn set4(nets: &[&str]) -> Ip4Set {
+        Ip4Set::from_nets(nets.iter().map(|n| n.parse().unwrap()))
+    }
+
+    fn set6(nets: &[&str]) -> Ip6Set {
+        Ip6Set::from_nets(nets.iter().map(|n| n.parse().unwrap()))
+    }
+
+    fn table() -> MacroTable {
+        let rules = vec![
+            Rule::Static {
+                qualifier: Qualifier::Fail,
+                v4: set4(&["192.0.2.66/32"]),
+                v6: Ip6Set::new(),
+            },
+            Rule::Static {
+                qualifier: Qualifier::Pass,
+                v4: set4(&["192.0.2.0/24", "198.51.100.0/24"]),
+                v6: set6(&["2001:db8::/32"]),
+            },
+            Rule::Dynamic {
+                qualifier: Qualifier::Pass,
+                text: "exists:%{i}._spf.example.com".into(),
+                lookups: 1,
+            },
+            Rule::Static {
+                qualifier: Qualifier::Neutral,
+                v4: set4(&["203.0.113.0/24"]),
+                v6: Ip6Set::new(),
+            },
+        ];
+        MacroTable::build(&rules, &Terminal::All(Qualifier::SoftFail), None)
+    }
+
+    fn text(t: &MacroTable, ip: &str) -> String {
+        t.strings(t.answer_for(ip.parse().unwrap())).concat()
+    }
+
+    #[test]
+    fn first_static_rule_decides_after_the_live_terms_before_it() {
+        let t = table();
+        assert_eq!(text(&t, "192.0.2.66"), "v=spf1 -all");
+        assert_eq!(text(&t, "192.0.2.65"), "v=spf1 +all");
+        assert_eq!(text(&t, "192.0.2.67"), "v=spf1 +all");
+        assert_eq!(text(&t, "198.51.100.255"), "v=spf1 +all");
+        assert_eq!(text(&t, "2001:db8:ffff::1"), "v=spf1 +all");
+        assert_eq!(
+            text(&t, "203.0.113.9"),
+            "v=spf1 exists:%{i}._spf.example.com ?all"
+        );
+        assert_eq!(
+            text(&t, "203.0.112.255"),
+            "v=spf1 exists:%{i}._spf.example.com ~all"
+        );
+        assert_eq!(text(&t, "2001:db9::"), "v=spf1 exists:%{i}._spf.example.com ~all");
+        assert_eq!(
+            text(&t, "::ffff:192.0.2.66"),
+            "v=spf1 -all",
+            "IPv4-mapped is IPv4"
+        );
+    }
+
+    #[test]
+    fn names_are_parsed_strictly() {
+        let t = table();
+        let labels = |s: &'static str| s.split('.').map(str::as_bytes).collect::<Vec<_>>();
+        let ask = |v6, s| t.strings(t.answer_for_labels(v6, labels(s).into_iter())).concat();
+        assert_eq!(ask(false, "66.2.0.192"), "v=spf1 -all");
+        for bad in [
+            "66.2.0",
+            "66.2.0.192.1",
+            "066.2.0.192",
+            "256.2.0.192",
+            "a.2.0.192",
+            "",
+            "-1.2.0.192",
+        ] {
+            assert_eq!(ask(false, bad), NOT_AN_ADDRESS, "{bad:?}");
+        }
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2";
+        assert_eq!(ask(true, v6), "v=spf1 +all", "upper-case nibbles");
+        let mapped = "2.4.2.0.0.0.0.c.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0";
+        assert_eq!(ask(true, mapped), "v=spf1 -all", "::ffff:192.0.2.66 in nibbles");
+        for bad in [
+            "1.0.0",
+            "10.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2",
+            "g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2",
+        ] {
+            assert_eq!(ask(true, bad), NOT_AN_ADDRESS, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn head_names_the_zone_without_its_dot() {
+        assert_eq!(
+            head("_spf.example.com."),
+            "v=spf1 redirect=%{ir}.%{v}._spf.example.com"
+        );
+    }
+}
