@@ -62,7 +62,7 @@ impl Bench {
     fn head(&self, domain: &str) -> String {
         self.published
             .get(&format!("{domain}."))
-            .map(|e| e.head.concat())
+            .and_then(|e| e.head())
             .unwrap_or_default()
     }
 

@@ -47,9 +47,6 @@ fn summary(p: &ValidPolicy) -> String {
     );
     if let (Some(spf), Some(lookups)) = (&p.spf, p.spf_direct_lookups()) {
         let _ = write!(line, "; SPF mode {}", spf.mode.as_str());
-        if spf.mode == SpfMode::Macro {
-            line.push_str(" (published as passthrough until it is implemented)");
-        }
         let _ = write!(line, ", {lookups} DNS lookups before those inside includes");
         if spf.mode == SpfMode::Macro {
             line.push_str("; note: a few receivers do not implement SPF macros");

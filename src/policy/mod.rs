@@ -252,10 +252,8 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
         let span = raw.mode.as_ref().map_or(raw.record.span(), |m| m.span());
         diags.warning(
             span,
-            format!(
-                "spf mode {:?} is not implemented yet: the record is published as written (passthrough)",
-                mode.as_str()
-            ),
+            "spf mode \"macro\": a few receivers do not implement SPF macros (RFC 7208 7) and will not \
+             find your senders; mode = \"flatten\" works with every receiver while it fits 10 lookups",
         );
     }
     Some(SpfPolicy { record, mode })

@@ -1,86 +1,157 @@
 //! The SPF records flattening produced, per mail domain: what the snapshot builder
 //! publishes instead of the record as written. Kept in `state_dir` so that a restart
 //! while upstream is down serves the same records at once.
+//!
+//! An entry keeps both forms of one expansion: the packed chain (flatten mode) and the
+//! rules macro answers are built from (macro mode), so switching a policy between the
+//! two modes is one snapshot swap, with no lookup in between.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
+use crate::flatten::{Rule, Terminal};
 use crate::policy::{SpfMode, ValidPolicy};
 use crate::snapshot::SpfAnswer;
+use crate::snapshot::macro_table::{self, MacroTable};
 
 const FILE_NAME: &str = "published.json";
 
 /// One TXT record: its owner name and character-strings.
 pub type NamedStrings = (String, Vec<String>);
 
-/// The flattened SPF of one policy.
+/// A packed chain: the head at the zone apex and its parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The policy version this was computed for: a changed zone or record makes the
-    /// entry unusable (until it is computed again).
-    pub zone: String,
-    pub record: String,
+pub struct Chain {
     pub head: Vec<String>,
     pub parts: Vec<NamedStrings>,
     /// DNS lookups a receiver spends on the whole chain.
     pub lookups: usize,
     /// Content hash carried in the part names.
     pub generation: String,
-    /// Parts of earlier generations, served until a receiver can no longer hold their
-    /// head in cache (Unix time).
+}
+
+/// The expansion of one policy's SPF record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The policy version this was computed for: a changed zone or record makes the
+    /// entry unusable (until it is computed again).
+    pub zone: String,
+    pub record: String,
+    pub rules: Vec<Rule>,
+    pub terminal: Terminal,
+    pub exp: Option<String>,
+    /// `None` when the rules do not fit a chain within 10 lookups.
+    pub chain: Option<Chain>,
+    /// Parts of earlier chains, served until a receiver can no longer hold their head
+    /// in cache (Unix time).
     #[serde(default)]
     pub retired: Vec<(u64, Vec<NamedStrings>)>,
     /// When this was computed (Unix time).
     pub updated_at: u64,
+    /// Macro answers, built on first use, never persisted.
+    #[serde(skip)]
+    table: OnceLock<Arc<MacroTable>>,
 }
 
 impl Entry {
-    fn matches(&self, policy: &ValidPolicy) -> bool {
-        policy.spf.as_ref().is_some_and(|spf| {
-            spf.mode == SpfMode::Flatten
-                && self.zone == policy.zone.to_string()
-                && self.record == spf.record.to_string()
-        })
+    pub fn new(
+        zone: String,
+        record: String,
+        expansion: &crate::flatten::Expansion,
+        chain: Option<Chain>,
+        now: u64,
+    ) -> Self {
+        Entry {
+            zone,
+            record,
+            rules: expansion.rules.clone(),
+            terminal: expansion.terminal.clone(),
+            exp: expansion.exp.clone(),
+            chain,
+            retired: Vec::new(),
+            updated_at: now,
+            table: OnceLock::new(),
+        }
     }
 
-    fn answer(&self) -> Option<SpfAnswer> {
+    /// The head as served in flatten mode, when there is a chain.
+    pub fn head(&self) -> Option<String> {
+        self.chain.as_ref().map(|c| c.head.concat())
+    }
+
+    fn matches(&self, policy: &ValidPolicy) -> bool {
+        policy
+            .spf
+            .as_ref()
+            .is_some_and(|spf| self.zone == policy.zone.to_string() && self.record == spf.record.to_string())
+    }
+
+    fn same_content(&self, other: &Entry) -> bool {
+        self.rules == other.rules
+            && self.terminal == other.terminal
+            && self.exp == other.exp
+            && self.chain == other.chain
+            && self.retired == other.retired
+    }
+
+    fn macro_table(&self) -> Arc<MacroTable> {
+        self.table
+            .get_or_init(|| {
+                Arc::new(MacroTable::build(
+                    &self.rules,
+                    &self.terminal,
+                    self.exp.as_deref(),
+                ))
+            })
+            .clone()
+    }
+
+    fn answer(&self, mode: SpfMode) -> Option<SpfAnswer> {
         let name = |n: &str| {
             let mut name = Name::from_ascii(n).ok()?;
             name.set_fqdn(true);
             Some(name)
         };
-        let current = self.parts.iter();
+        let current = self.chain.iter().flat_map(|c| c.parts.iter());
         let retired = self.retired.iter().flat_map(|(_, parts)| parts.iter());
         let parts = current
             .chain(retired)
             .map(|(n, strings)| Some((name(n)?, strings.clone())))
             .collect::<Option<Vec<_>>>()?;
+        let (head, macro_table) = match mode {
+            SpfMode::Flatten => (self.chain.as_ref()?.head.clone(), None),
+            SpfMode::Macro => (vec![macro_table::head(&self.zone)], Some(self.macro_table())),
+            SpfMode::Passthrough => return None,
+        };
         Some(SpfAnswer {
-            head: self.head.clone(),
+            head,
             parts,
+            macro_table,
         })
     }
 }
 
-/// Every flattened record, by mail domain (lower case, absolute).
+/// Every expansion, by mail domain (lower case, absolute).
 #[derive(Debug, Default)]
 pub struct Published {
     entries: Mutex<BTreeMap<String, Entry>>,
 }
 
 impl Published {
-    /// What to publish for a policy: its flattened chain when one was computed for this
-    /// very version of it; `None` means "as written".
+    /// What to publish for a policy: its chain (flatten mode) or macro answers (macro
+    /// mode) when they were computed for this very version of it; `None` means "as
+    /// written".
     pub fn answer_for(&self, policy: &ValidPolicy) -> Option<SpfAnswer> {
+        let mode = policy.spf.as_ref()?.mode;
         let entries = self.entries.lock().expect("published lock");
         let entry = entries.get(&policy.domain.to_string())?;
         if entry.matches(policy) {
-            entry.answer()
+            entry.answer(mode)
         } else {
             None
         }
@@ -90,8 +161,8 @@ impl Published {
         self.entries.lock().expect("published lock").get(domain).cloned()
     }
 
-    /// Records a new result. The parts of a replaced generation stay served until
-    /// `now + keep` (the TTL receivers may cache the old head for); expired ones go.
+    /// Records a new result. The parts of a replaced chain stay served until
+    /// `now + keep` (the time receivers may cache the old head for); expired ones go.
     /// Returns whether anything served changes.
     pub fn set(&self, domain: &str, mut entry: Entry, now: u64, keep: u64) -> bool {
         let mut entries = self.entries.lock().expect("published lock");
@@ -102,13 +173,17 @@ impl Published {
                 .filter(|(until, _)| *until > now)
                 .cloned()
                 .collect();
-            if old.generation != entry.generation && !old.parts.is_empty() {
-                entry.retired.push((now + keep, old.parts.clone()));
+            let old_parts = old
+                .chain
+                .as_ref()
+                .filter(|c| Some(&c.generation) != entry.chain.as_ref().map(|n| &n.generation));
+            if let Some(old_chain) = old_parts.filter(|c| !c.parts.is_empty()) {
+                entry.retired.push((now + keep, old_chain.parts.clone()));
             }
-            let same = old.head == entry.head && old.parts == entry.parts && old.retired == entry.retired;
-            if same {
-                // Keep the original time: the content is what it was.
+            if old.same_content(&entry) {
+                // Keep the original time (and the built table): the content is what it was.
                 entry.updated_at = old.updated_at;
+                entry.table = old.table.clone();
                 entries.insert(domain.to_string(), entry);
                 return false;
             }
@@ -117,7 +192,7 @@ impl Published {
         true
     }
 
-    /// Forgets domains no longer served in flatten mode.
+    /// Forgets domains no longer expanded.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.entries
             .lock()

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::published::{Entry, Published};
+use super::published::{Chain, Entry, Published};
 use crate::config::Upstream as UpstreamConfig;
 use crate::flatten::{self, Memory};
 use crate::policy::{SpfMode, ValidPolicy};
@@ -150,13 +150,13 @@ impl<S: Source> Flattener<S> {
         }
     }
 
-    /// Follows the policies in service: new or changed flatten-mode policies are due
-    /// now; others leave the schedule.
+    /// Follows the policies in service: new or changed flatten-mode and macro-mode
+    /// policies are due now; others leave the schedule.
     pub fn sync(&mut self, policies: &[Arc<ValidPolicy>]) {
         let now = Instant::now();
         let mut wanted: BTreeMap<String, Arc<ValidPolicy>> = BTreeMap::new();
         for p in policies {
-            if p.spf.as_ref().is_some_and(|s| s.mode == SpfMode::Flatten) {
+            if p.spf.as_ref().is_some_and(|s| s.mode != SpfMode::Passthrough) {
                 wanted.insert(p.domain.to_string(), p.clone());
             }
         }
@@ -208,59 +208,65 @@ impl<S: Source> Flattener<S> {
             max_stale: self.settings.max_stale,
         };
         let owner_redirect = policy.zone != policy.domain;
-        let result = flatten::flatten(
-            &*self.upstream,
-            &domain,
-            &spf.record,
-            &policy.zone,
-            owner_redirect,
-            &mut self.memory,
-            &opts,
-        )
-        .await;
-        match result {
-            Ok((expansion, chain)) => {
-                let mut stale = None;
-                for w in &expansion.warnings {
-                    match w.level {
-                        flatten::Level::Error => {
-                            error!(domain = %domain, "{}: {}", w.key, w.message);
-                            stale = Some(format!("{}: {}", w.key, w.message));
-                        }
-                        flatten::Level::Warning => warn!(domain = %domain, "{}: {}", w.key, w.message),
-                    }
-                }
-                self.log_diff(&domain, &expansion);
-                let entry = Entry {
-                    zone: policy.zone.to_string(),
-                    record: spf.record.to_string(),
-                    head: chain.head.clone(),
-                    parts: chain.parts.clone(),
-                    lookups: chain.lookups,
-                    generation: chain.generation.clone(),
-                    retired: Vec::new(),
-                    updated_at: self.clock.unix_now(),
-                };
-                let keep = u64::from(policy.ttl) * 2;
-                let changed = self.published.set(&domain, entry, self.clock.unix_now(), keep);
-                if changed {
-                    info!(domain = %domain, lookups = chain.lookups, parts = chain.parts.len(), "flattened SPF published");
-                }
-                let status = stale.map_or(
-                    Status::Published {
-                        lookups: chain.lookups,
-                    },
-                    Status::Stale,
-                );
-                self.status.insert(domain, status);
-                (changed, self.next_refresh(&expansion))
+        let expansion =
+            match flatten::expand(&*self.upstream, &domain, &spf.record, &mut self.memory, &opts).await {
+                Ok(expansion) => expansion,
+                Err(e) => return self.failed(domain, format!("cannot expand the SPF record: {e}")),
+            };
+        let chain = flatten::pack(&expansion, &policy.zone.to_ascii(), owner_redirect);
+        let lookups = match (&chain, spf.mode) {
+            (Ok(chain), SpfMode::Flatten) => chain.lookups,
+            (Err(e), SpfMode::Flatten) => {
+                return self.failed(domain, format!("cannot publish the flattened SPF record: {e}"));
             }
-            Err(e) => {
-                error!(domain = %domain, "flattening failed, the last good record stays published: {e}");
-                self.status.insert(domain, Status::Failed(e.to_string()));
-                (false, self.settings.refresh_min)
+            // The apex's redirect to the per-address name, plus the owner's to the zone.
+            _ => 1 + usize::from(owner_redirect),
+        };
+        let stale = self.report(&domain, &expansion);
+        let chain = chain.ok().map(|c| Chain {
+            head: c.head,
+            parts: c.parts,
+            lookups: c.lookups,
+            generation: c.generation,
+        });
+        let now = self.clock.unix_now();
+        let entry = Entry::new(
+            policy.zone.to_string(),
+            spf.record.to_string(),
+            &expansion,
+            chain,
+            now,
+        );
+        let changed = self.published.set(&domain, entry, now, u64::from(policy.ttl) * 2);
+        if changed {
+            info!(domain = %domain, mode = spf.mode.as_str(), lookups, "SPF expansion published");
+        }
+        let status = stale.map_or(Status::Published { lookups }, Status::Stale);
+        self.status.insert(domain, status);
+        (changed, self.next_refresh(&expansion))
+    }
+
+    /// Logs an expansion's warnings and changes; returns the staleness error, if any.
+    fn report(&mut self, domain: &str, expansion: &flatten::Expansion) -> Option<String> {
+        let mut stale = None;
+        for w in &expansion.warnings {
+            match w.level {
+                flatten::Level::Error => {
+                    error!(domain = %domain, "{}: {}", w.key, w.message);
+                    stale = Some(format!("{}: {}", w.key, w.message));
+                }
+                flatten::Level::Warning => warn!(domain = %domain, "{}: {}", w.key, w.message),
             }
         }
+        self.log_diff(domain, expansion);
+        stale
+    }
+
+    /// A failed expansion: the published records stay; try again at `refresh_min`.
+    fn failed(&mut self, domain: String, why: String) -> (bool, Duration) {
+        error!(domain = %domain, "{why}; the last good record stays published");
+        self.status.insert(domain, Status::Failed(why));
+        (false, self.settings.refresh_min)
     }
 
     /// The earliest expiry of the upstream answers the expansion used, clamped and
