@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::dns::handler::Handler;
 use crate::dns::listen;
+use crate::dns::udp::UdpWorkers;
 use crate::refresh::{Flattener, Published, Settings};
 use crate::reload::{self, ReloadReport, Reloader, Trigger};
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -38,6 +39,7 @@ pub struct Running {
     /// The flattened SPF records in service.
     pub published: Arc<Published>,
     server: Server<Handler>,
+    udp: Option<UdpWorkers>,
     reload_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -47,6 +49,9 @@ impl Running {
         let _ = self.reload.send(Trigger::Stop);
         if let Some(t) = self.reload_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some(udp) = self.udp.take() {
+            let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
         }
         self.server.shutdown_gracefully().await?;
         Ok(())
@@ -63,21 +68,19 @@ impl Running {
 /// SO_REUSEPORT), loads the policies once, and starts serving and watching.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    // TCP goes through hickory-server; UDP through spfd's own workers (the fast path).
     let mut server = Server::new(Handler::new(cell.clone()));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut addrs = Vec::new();
+    let mut udp_sockets = Vec::new();
     for addr in &config.listen {
-        let (udp, tcp) = listen::bind_pair(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-        let bound = udp.local_addr()?;
-        server.register_socket(udp);
-        for _ in 1..workers {
-            server.register_socket(
-                listen::bind_udp(bound).with_context(|| format!("cannot listen on {bound}"))?,
-            );
-        }
+        let (udp, tcp) =
+            listen::bind_all(*addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
+        addrs.push(udp[0].local_addr()?);
+        udp_sockets.extend(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        addrs.push(bound);
     }
+    let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
     // Chains flattened before a restart are served at once, whatever upstream does.
     let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
@@ -102,6 +105,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         initial,
         published,
         server,
+        udp: Some(udp),
         reload_thread: Some(reload_thread),
     })
 }

@@ -3,21 +3,22 @@
 //! (BADVERS), the response OPT with a payload of min(client's, 1232), and TC over UDP
 //! when the answer does not fit (the full answer goes over TCP).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::{debug, warn};
 
 use super::answer::{Answer, answer};
 use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// Octets of a header, of an OPT record without options, and of a resource record's
 /// fixed part (type, class, TTL, length) behind a compressed owner name.
@@ -43,12 +44,11 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let response_edns = request.edns.as_ref().map(response_edns);
+        let (metadata, answer, edns) = plan(&self.snapshot.load(), request);
         let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &response_edns {
+        if let Some(edns) = &edns {
             builder.edns(edns);
         }
-        let (metadata, answer) = self.respond(request, response_edns.as_ref());
         let response = builder.build(
             metadata,
             answer.answers.iter(),
@@ -66,52 +66,92 @@ impl RequestHandler for Handler {
     }
 }
 
-impl Handler {
-    /// The response header and sections for a request, truncation applied.
-    fn respond(&self, request: &Request, response_edns: Option<&Edns>) -> (Metadata, Answer) {
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        let answer = if request.metadata.op_code != OpCode::Query {
-            Answer::code(ResponseCode::NotImp)
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            Answer::code(ResponseCode::BADVERS)
-        } else {
-            match request.request_info() {
-                Err(_) => Answer::code(ResponseCode::FormErr),
-                Ok(info) => {
-                    let query = info.query.original();
-                    let tcp = info.protocol != Protocol::Udp;
-                    let snapshot = self.snapshot.load();
-                    let a = answer(
-                        &snapshot,
-                        query.name(),
-                        query.query_type(),
-                        query.query_class(),
-                        tcp,
-                    );
-                    debug!(name = %query.name(), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
-                    a
-                }
-            }
-        };
-        metadata.response_code = answer.rcode;
-        metadata.authoritative = answer.authoritative;
-        if request.protocol() == Protocol::Udp {
-            let limit = response_edns.map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload) as usize;
-            let question = request.queries.as_bytes().len();
-            if response_len(question, &answer, response_edns.is_some()) > limit {
-                metadata.truncation = true;
-                return (
-                    metadata,
-                    Answer {
-                        answers: Vec::new(),
-                        authority: Vec::new(),
-                        ..answer
-                    },
+/// The response to a request: header, sections (truncation applied for UDP) and our OPT.
+pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option<Edns>) {
+    let response_edns = request.edns.as_ref().map(response_edns);
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    let answer = if request.metadata.op_code != OpCode::Query {
+        Answer::code(ResponseCode::NotImp)
+    } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        Answer::code(ResponseCode::BADVERS)
+    } else {
+        match request.request_info() {
+            Err(_) => Answer::code(ResponseCode::FormErr),
+            Ok(info) => {
+                let query = info.query.original();
+                let tcp = info.protocol != Protocol::Udp;
+                let a = answer(
+                    snapshot,
+                    query.name(),
+                    query.query_type(),
+                    query.query_class(),
+                    tcp,
                 );
+                debug!(name = %query.name(), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
+                a
             }
         }
-        (metadata, answer)
+    };
+    metadata.response_code = answer.rcode;
+    metadata.authoritative = answer.authoritative;
+    if request.protocol() == Protocol::Udp {
+        let limit = response_edns
+            .as_ref()
+            .map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload) as usize;
+        let question = request.queries.as_bytes().len();
+        if response_len(question, &answer, response_edns.is_some()) > limit {
+            metadata.truncation = true;
+            let empty = Answer {
+                answers: Vec::new(),
+                authority: Vec::new(),
+                ..answer
+            };
+            return (metadata, empty, response_edns);
+        }
     }
+    (metadata, answer, response_edns)
+}
+
+/// The general path for a UDP datagram the fast path passed on: hickory's parser and
+/// encoder around [`plan`]. `None` when nothing must be sent (a response, a runt).
+pub fn respond_general(snapshot: &Snapshot, bytes: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
+        Ok(request) => request,
+        Err(_) => return formerr(bytes),
+    };
+    if request.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let (metadata, answer, edns) = plan(snapshot, &request);
+    let mut builder = MessageResponseBuilder::from_message_request(&request);
+    if let Some(edns) = &edns {
+        builder.edns(edns);
+    }
+    let response = builder.build(
+        metadata,
+        answer.answers.iter(),
+        answer.authority.iter(),
+        None,
+        None,
+    );
+    let mut out = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut out);
+    encoder.set_max_size(edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload));
+    response.destructive_emit(&mut encoder).ok()?;
+    Some(out)
+}
+
+/// FORMERR for a message whose header is readable but the rest is not (as hickory's
+/// server does): id, opcode and RD copied, no sections.
+fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = vec![0u8; 12];
+    out[..2].copy_from_slice(&bytes[..2]);
+    out[2] = 0x80 | (bytes[2] & 0x78) | (bytes[2] & 0x01);
+    out[3] = ResponseCode::FormErr.low();
+    Some(out)
 }
 
 /// Our OPT: payload min(client's, 1232) (a client offering less than 512 gets 512, RFC

@@ -5,19 +5,23 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
-/// Binds a UDP socket with SO_REUSEPORT, so that several sockets (one per worker) can
-/// share an address and the kernel spreads queries across them.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Receive buffer asked for each UDP socket: bursts wait in the kernel instead of being
+/// dropped (the kernel caps it at net.core.rmem_max).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Binds a blocking UDP socket with SO_REUSEPORT, so that several sockets (one per
+/// worker thread) can share an address and the kernel spreads queries across them.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -32,11 +36,16 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Binds UDP and TCP on one address. With port 0, TCP takes the port UDP was given, so
-/// both protocols share it as on a real server.
-pub fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
-    let udp = bind_udp(addr)?;
-    let bound = udp.local_addr()?;
+/// Binds `count` UDP sockets and one TCP listener on one address. With port 0, the
+/// first socket's port is used by the others, so both protocols share it as on a real
+/// server.
+pub fn bind_all(addr: SocketAddr, count: usize) -> io::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
+    let first = bind_udp(addr)?;
+    let bound = first.local_addr()?;
+    let mut udp = vec![first];
+    for _ in 1..count {
+        udp.push(bind_udp(bound)?);
+    }
     let tcp = bind_tcp(bound)?;
     Ok((udp, tcp))
 }

@@ -1,10 +1,14 @@
 //! The query path: [`answer`] decides what a query gets from one snapshot (pure, no
-//! I/O); [`handler`] adapts it to hickory-server (EDNS, truncation, response codes);
-//! [`listen`] binds the sockets.
+//! I/O); [`handler`] adapts it to hickory-server (EDNS, truncation, response codes) for
+//! TCP and for unusual UDP queries; [`wire`] answers common UDP queries from the
+//! snapshot's precompiled bytes; [`udp`] runs one worker thread per socket; [`listen`]
+//! binds the sockets.
 
 pub mod answer;
 pub mod handler;
 pub mod listen;
+pub mod udp;
+pub mod wire;
 
 /// The largest UDP payload spfd sends, whatever the client offers (DNS Flag Day 2020,
 /// the default of NSD and Knot).

@@ -70,8 +70,8 @@ pub use expand::expand;
 pub use ipset::{Ip4Set, Ip6Set};
 pub use memory::Memory;
 pub use model::{
-    DEFAULT_HOLD_DOWN, DEFAULT_MAX_STALE, ExpandError, ExpandOptions, Expansion, Level, Rule, TermDetail, prefix,
-    Terminal, Warning,
+    DEFAULT_HOLD_DOWN, DEFAULT_MAX_STALE, ExpandError, ExpandOptions, Expansion, Level, Rule, TermDetail,
+    Terminal, Warning, prefix,
 };
 pub use pack::{Chain, MAX_LOOKUPS, MAX_RECORD, PackError, pack};
 

@@ -10,6 +10,7 @@ use hickory_proto::rr::rdata::{NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 pub mod build;
+pub mod compiled;
 pub mod macro_table;
 pub mod serials;
 
@@ -96,15 +97,19 @@ pub struct Snapshot {
     pub zones: HashMap<LowerName, Arc<Zone>>,
     /// The most labels of any apex: the zone search starts no deeper than this.
     max_apex_labels: u8,
+    /// The same answers as wire bytes, for the UDP fast path.
+    pub compiled: compiled::Compiled,
 }
 
 impl Snapshot {
     pub fn new(generation: u64, zones: HashMap<LowerName, Arc<Zone>>) -> Self {
         let max_apex_labels = zones.keys().map(|k| k.num_labels()).max().unwrap_or(0);
+        let compiled = compiled::Compiled::build(zones.values().map(|z| z.as_ref()));
         Self {
             generation,
             zones,
             max_apex_labels,
+            compiled,
         }
     }
 

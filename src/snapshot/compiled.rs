@@ -1,0 +1,205 @@
+//! The snapshot compiled for the wire: every name's answers as ready-made bytes, keyed
+//! by the name in lower-case wire format, so that the common query costs one hash
+//! lookup and a few copies. Owner names are compression pointers to the question
+//! (offset 12), which also echoes the name in the case it was asked.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use rustc_hash::FxHasher;
+
+use super::{MacroTable, Zone};
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A pointer to the question name: every answer's owner.
+const TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
+
+/// The records of one type at one name, encoded for the answer section.
+#[derive(Debug, Clone, Default)]
+pub struct WireSet {
+    pub count: u16,
+    pub bytes: Box<[u8]>,
+}
+
+/// A name: its zone and its RRsets by type.
+#[derive(Debug)]
+pub struct WireName {
+    pub zone: u32,
+    pub sets: Box<[(u16, WireSet)]>,
+}
+
+impl WireName {
+    pub fn set(&self, rtype: u16) -> Option<&WireSet> {
+        self.sets.iter().find(|(t, _)| *t == rtype).map(|(_, s)| s)
+    }
+}
+
+/// What a zone adds to negative answers and to macro answers.
+#[derive(Debug)]
+pub struct WireZone {
+    pub apex_labels: u8,
+    /// The SOA for the authority section, everything after its owner name (the owner is
+    /// a pointer to where the apex starts in the question), TTL min(TTL, MINIMUM).
+    pub soa_tail: Box<[u8]>,
+    pub macros: Option<WireMacros>,
+}
+
+#[derive(Debug)]
+pub struct WireMacros {
+    pub table: Arc<MacroTable>,
+    /// One answer per table index, owner pointing at the question.
+    pub answers: Box<[WireSet]>,
+}
+
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub names: FxMap<Box<[u8]>, WireName>,
+    pub zones: Vec<WireZone>,
+}
+
+impl Compiled {
+    pub fn build<'a>(zones: impl Iterator<Item = &'a Zone>) -> Compiled {
+        let mut out = Compiled::default();
+        for zone in zones {
+            let index = u32::try_from(out.zones.len()).expect("fewer than 2^32 zones");
+            out.zones.push(WireZone {
+                apex_labels: zone.apex.num_labels(),
+                soa_tail: soa_tail(&zone.soa),
+                macros: zone.macros.as_ref().map(|m| WireMacros {
+                    table: m.table.clone(),
+                    answers: m
+                        .records
+                        .iter()
+                        .map(|r| encode_set(std::slice::from_ref(r)))
+                        .collect(),
+                }),
+            });
+            for (name, node) in &zone.nodes {
+                let mut sets: Vec<(u16, WireSet)> = Vec::new();
+                if !node.txt.is_empty() {
+                    sets.push((u16::from(RecordType::TXT), encode_set(&node.txt)));
+                }
+                if name.num_labels() == zone.apex.num_labels() {
+                    sets.push((
+                        u16::from(RecordType::SOA),
+                        encode_set(std::slice::from_ref(&zone.soa)),
+                    ));
+                    sets.push((u16::from(RecordType::NS), encode_set(&zone.ns)));
+                }
+                let key = wire_name(&Name::from(name.clone())).into_boxed_slice();
+                out.names.insert(
+                    key,
+                    WireName {
+                        zone: index,
+                        sets: sets.into_boxed_slice(),
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Records of one RRset as answer-section bytes with the owner pointing at the question.
+fn encode_set(records: &[Record]) -> WireSet {
+    let mut bytes = Vec::new();
+    for r in records {
+        bytes.extend_from_slice(&TO_QUESTION);
+        push_tail(&mut bytes, r.record_type(), r.ttl, &rdata(&r.data));
+    }
+    WireSet {
+        count: u16::try_from(records.len()).expect("small RRsets"),
+        bytes: bytes.into_boxed_slice(),
+    }
+}
+
+fn soa_tail(soa: &Record) -> Box<[u8]> {
+    let ttl = match &soa.data {
+        RData::SOA(data) => soa.ttl.min(data.minimum),
+        _ => soa.ttl,
+    };
+    let mut bytes = Vec::new();
+    push_tail(&mut bytes, RecordType::SOA, ttl, &rdata(&soa.data));
+    bytes.into_boxed_slice()
+}
+
+/// Type, class IN, TTL, length and data of a record.
+fn push_tail(out: &mut Vec<u8>, rtype: RecordType, ttl: u32, rdata: &[u8]) {
+    out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+    out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(
+        &u16::try_from(rdata.len())
+            .expect("rdata fits 64 KiB")
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(rdata);
+}
+
+/// Record data without name compression (names inside it are written whole, so the
+/// bytes can be copied into any message).
+fn rdata(data: &RData) -> Vec<u8> {
+    let mut out = Vec::new();
+    match data {
+        RData::TXT(txt) => {
+            for s in txt.txt_data.iter() {
+                out.push(u8::try_from(s.len()).expect("strings are split at 255"));
+                out.extend_from_slice(s);
+            }
+        }
+        RData::NS(ns) => out.extend(wire_name(&ns.0)),
+        RData::SOA(soa) => {
+            out.extend(wire_name(&soa.mname));
+            out.extend(wire_name(&soa.rname));
+            for v in [
+                soa.serial,
+                soa.refresh as u32,
+                soa.retry as u32,
+                soa.expire as u32,
+                soa.minimum,
+            ] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        other => unreachable!("spfd publishes TXT, SOA and NS only, not {}", other.record_type()),
+    }
+    out
+}
+
+/// A name in wire format, lower case, ending with the root label.
+pub fn wire_name(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::TXT;
+
+    #[test]
+    fn txt_sets_point_at_the_question_and_carry_every_string() {
+        let name = Name::from_ascii("_spf.example.test.").unwrap();
+        let r = Record::from_rdata(name, 300, RData::TXT(TXT::new(vec!["ab".into(), "c".into()])));
+        let set = encode_set(&[r]);
+        assert_eq!(set.count, 1);
+        assert_eq!(
+            &*set.bytes,
+            &[0xc0, 0x0c, 0, 16, 0, 1, 0, 0, 1, 44, 0, 5, 2, b'a', b'b', 1, b'c']
+        );
+    }
+
+    #[test]
+    fn wire_names_are_lower_case() {
+        let name = Name::from_ascii("Ab.C.").unwrap();
+        assert_eq!(wire_name(&name), vec![2, b'a', b'b', 1, b'c', 0]);
+    }
+}
