@@ -33,6 +33,10 @@ struct RawServer {
     hostmaster: Spanned<String>,
     #[serde(default)]
     state_dir: Option<PathBuf>,
+    #[serde(default)]
+    tcp_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    tcp_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +85,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub upstream: Upstream,
     pub policy_dir: PathBuf,
+    pub tcp: crate::dns::tcp::TcpLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +141,7 @@ impl Config {
             let span = up.refresh_min.as_ref().map_or(0..0, |s| s.span());
             diags.error(span, "upstream refresh_min is longer than refresh_max");
         }
+        let tcp = parse_tcp(&raw.server, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -160,8 +166,32 @@ impl Config {
                 hold_down: hold_down.expect("checked above"),
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
+            tcp,
         })
     }
+}
+
+/// `tcp_connections` (at least 1) and `tcp_idle_timeout`.
+fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::TcpLimits {
+    let mut limits = crate::dns::tcp::TcpLimits::default();
+    if let Some(count) = &server.tcp_connections {
+        match usize::try_from(*count.get_ref()) {
+            Ok(n) if n > 0 => limits.max_connections = n,
+            _ => diags.error(
+                count.span(),
+                format!(
+                    "server tcp_connections must be at least 1; got {}",
+                    count.get_ref()
+                ),
+            ),
+        }
+    }
+    if let Some(idle) = &server.tcp_idle_timeout
+        && let Some(d) = parse_duration(idle, "server tcp_idle_timeout", diags)
+    {
+        limits.idle_timeout = d;
+    }
+    limits
 }
 
 fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostics) -> Vec<Name> {

@@ -4,28 +4,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::dns::handler::Handler;
-use crate::dns::listen;
 use crate::dns::udp::UdpWorkers;
+use crate::dns::{self, listen};
 use crate::refresh::{Flattener, Published, Settings};
 use crate::reload::{self, ReloadReport, Reloader, Trigger};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::Upstream;
-
-/// A TCP connection that sends nothing for this long is closed (Knot's default idle
-/// timeout).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-const TCP_RESPONSE_BUFFER: usize = 32;
 
 /// A server that is up: its addresses, the snapshot cell, and the reload service.
 pub struct Running {
@@ -38,7 +31,9 @@ pub struct Running {
     pub initial: ReloadReport,
     /// The flattened SPF records in service.
     pub published: Arc<Published>,
-    server: Server<Handler>,
+    /// Stops the TCP servers.
+    stop: CancellationToken,
+    tcp: JoinSet<()>,
     udp: Option<UdpWorkers>,
     reload_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -53,13 +48,8 @@ impl Running {
         if let Some(udp) = self.udp.take() {
             let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
         }
-        self.server.shutdown_gracefully().await?;
-        Ok(())
-    }
-
-    /// Serves until the server's tasks end.
-    pub async fn wait(&mut self) -> anyhow::Result<()> {
-        self.server.block_until_done().await?;
+        self.stop.cancel();
+        while self.tcp.join_next().await.is_some() {}
         Ok(())
     }
 }
@@ -68,17 +58,17 @@ impl Running {
 /// SO_REUSEPORT), loads the policies once, and starts serving and watching.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    // TCP goes through hickory-server; UDP through spfd's own workers (the fast path).
-    let mut server = Server::new(Handler::new(cell.clone()));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stop = CancellationToken::new();
+    let mut tcp = JoinSet::new();
     let mut addrs = Vec::new();
     let mut udp_sockets = Vec::new();
     for addr in &config.listen {
-        let (udp, tcp) =
+        let (udp, listener) =
             listen::bind_all(*addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
         addrs.push(udp[0].local_addr()?);
         udp_sockets.extend(udp);
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        tcp.spawn(dns::tcp::serve(listener, cell.clone(), config.tcp, stop.clone()));
     }
     let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
     // Chains flattened before a restart are served at once, whatever upstream does.
@@ -104,7 +94,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reload: reload_tx,
         initial,
         published,
-        server,
+        stop,
+        tcp,
         udp: Some(udp),
         reload_thread: Some(reload_thread),
     })
@@ -112,7 +103,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
 /// `spfd serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the policies.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let mut running = start(&config).await?;
+    let running = start(&config).await?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     loop {
@@ -123,7 +114,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            result = running.wait() => return result,
         }
     }
     info!("shutting down");

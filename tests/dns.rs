@@ -317,3 +317,49 @@ async fn zone_transfer_and_other_classes_are_refused() {
     chaos.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
     assert_eq!(s.udp(&chaos).await.metadata.response_code, ResponseCode::Refused);
 }
+
+#[tokio::test]
+async fn tcp_connections_are_capped_and_idle_ones_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::new(&[("big.test.toml", &big_policy())]);
+    let config = config_text().replace(
+        "state_dir = \"state\"\n",
+        "state_dir = \"state\"\ntcp_connections = 2\ntcp_idle_timeout = \"1s\"\n",
+    );
+    std::fs::write(setup.config_path(), config).unwrap();
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let addr = running.addrs[0];
+    let q = query("big.test.", RecordType::TXT).to_vec().unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+
+    // Two connections, each answering several queries in order (RFC 7766 pipelining).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(&[framed.clone(), framed.clone()].concat())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).await.unwrap();
+            let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut body).await.unwrap();
+            assert_eq!(
+                txt_joined(&Message::from_vec(&body).unwrap()),
+                vec![long_spf_record()]
+            );
+        }
+        held.push(c);
+    }
+    // A third is closed at once.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(&framed).await;
+    let mut buf = [0u8; 2];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    // An idle connection is closed after the idle timeout.
+    let idle = tokio::time::timeout(std::time::Duration::from_secs(5), held[0].read(&mut buf)).await;
+    assert!(matches!(idle, Ok(Ok(0)) | Ok(Err(_))), "{idle:?}");
+    running.shutdown().await.unwrap();
+}

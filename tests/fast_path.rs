@@ -135,7 +135,8 @@ fn fast_answers_equal_general_answers() {
                     Outcome::Answered,
                     "{name} {rtype}"
                 );
-                let general = respond_general(&snapshot, &request, src).unwrap();
+                let general =
+                    respond_general(&snapshot, &request, src, hickory_net::xfer::Protocol::Udp).unwrap();
                 let (f, g) = (
                     Message::from_vec(&fast).unwrap(),
                     Message::from_vec(&general).unwrap(),

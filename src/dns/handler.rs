@@ -1,70 +1,28 @@
-//! The hickory-server request handler: one snapshot load per query, then the protocol
-//! rules around the answer: opcode (NOTIMP), question count (FORMERR), EDNS version
-//! (BADVERS), the response OPT with a payload of min(client's, 1232), and TC over UDP
-//! when the answer does not fit (the full answer goes over TCP).
+//! The general query path: hickory's parser and encoder around the protocol rules:
+//! opcode (NOTIMP), question count (FORMERR), EDNS version (BADVERS), the response OPT
+//! with a payload of min(client's, 1232), and TC over UDP when the answer does not fit
+//! (the full answer goes over TCP). Used for every TCP query and for the UDP queries
+//! the fast path ([`super::wire`]) passes on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::Request;
 use hickory_server::zone_handler::MessageResponseBuilder;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::answer::{Answer, answer};
 use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::Snapshot;
 
 /// Octets of a header, of an OPT record without options, and of a resource record's
 /// fixed part (type, class, TTL, length) behind a compressed owner name.
 const HEADER_LEN: usize = 12;
 const OPT_LEN: usize = 11;
 const RR_FIXED_LEN: usize = 2 + 10;
-
-#[derive(Clone)]
-pub struct Handler {
-    snapshot: Arc<SnapshotCell>,
-}
-
-impl Handler {
-    pub fn new(snapshot: Arc<SnapshotCell>) -> Self {
-        Self { snapshot }
-    }
-}
-
-#[async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let (metadata, answer, edns) = plan(&self.snapshot.load(), request);
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
-            metadata,
-            answer.answers.iter(),
-            answer.authority.iter(),
-            None,
-            None,
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                warn!(%error, "failed to send a response");
-                serve_failed(&request.metadata)
-            }
-        }
-    }
-}
 
 /// The response to a request: header, sections (truncation applied for UDP) and our OPT.
 pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option<Edns>) {
@@ -112,10 +70,16 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
     (metadata, answer, response_edns)
 }
 
-/// The general path for a UDP datagram the fast path passed on: hickory's parser and
-/// encoder around [`plan`]. `None` when nothing must be sent (a response, a runt).
-pub fn respond_general(snapshot: &Snapshot, bytes: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-    let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
+/// The general path: hickory's parser and encoder around [`plan`], for TCP and for the
+/// UDP datagrams the fast path passed on. `None` when nothing must be sent (a response,
+/// a runt).
+pub fn respond_general(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Vec<u8>> {
+    let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
         Ok(request) => request,
         Err(_) => return formerr(bytes),
     };
@@ -136,7 +100,10 @@ pub fn respond_general(snapshot: &Snapshot, bytes: &[u8], src: SocketAddr) -> Op
     );
     let mut out = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut out);
-    encoder.set_max_size(edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload));
+    encoder.set_max_size(match protocol {
+        Protocol::Udp => edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload),
+        _ => u16::MAX,
+    });
     response.destructive_emit(&mut encoder).ok()?;
     Some(out)
 }
@@ -178,13 +145,4 @@ fn record_len(record: &Record) -> usize {
         other => other.to_bytes().map_or(0, |b| b.len()),
     };
     RR_FIXED_LEN + rdata
-}
-
-fn serve_failed(request: &Metadata) -> ResponseInfo {
-    let mut metadata = Metadata::response_from_request(request);
-    metadata.response_code = ResponseCode::ServFail;
-    ResponseInfo::from(Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    })
 }

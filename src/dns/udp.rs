@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use hickory_net::xfer::Protocol;
 use tracing::warn;
 
 use super::handler::respond_general;
@@ -73,7 +74,7 @@ fn answer(socket: &UdpSocket, cell: &SnapshotCell, request: &[u8], src: SocketAd
     let sent = match wire::respond(&snapshot, request, out) {
         Outcome::Answered => socket.send_to(out, src),
         Outcome::Drop => return,
-        Outcome::General => match respond_general(&snapshot, request, src) {
+        Outcome::General => match respond_general(&snapshot, request, src, Protocol::Udp) {
             Some(response) => socket.send_to(&response, src),
             None => return,
         },
