@@ -3,12 +3,13 @@
 //! snapshot and swaps it in. Triggers: a change in the policy directory (debounced) and
 //! SIGHUP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hickory_proto::rr::LowerName;
 use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 use tracing::{error, info, warn};
@@ -34,6 +35,8 @@ pub struct ReloadReport {
     /// Problems in files that changed since the last reload (errors and warnings).
     pub diagnostics: Vec<Diagnostic>,
     pub zones: usize,
+    /// From reading the files to the swap.
+    pub build_time: std::time::Duration,
 }
 
 impl ReloadReport {
@@ -64,6 +67,9 @@ pub struct Reloader {
     /// False for `spfd check` and `spfd records`, which must not touch the state of a
     /// running server.
     persist: bool,
+    /// The snapshot replaced by the last swap, held until the next one, so that it is
+    /// freed here and not by a query thread that happened to hold it last.
+    retired: Option<Arc<Snapshot>>,
 }
 
 impl Reloader {
@@ -73,7 +79,10 @@ impl Reloader {
             SerialBook::default()
         });
         Self {
-            policy_dir: config.policy_dir.clone(),
+            // Canonical, so that paths from file events and from listing the directory
+            // name a file the same way.
+            policy_dir: std::fs::canonicalize(&config.policy_dir)
+                .unwrap_or_else(|_| config.policy_dir.clone()),
             state_dir: config.state_dir.clone(),
             servers: ServerIdentity {
                 nameservers: config.nameservers.clone(),
@@ -85,6 +94,7 @@ impl Reloader {
             published,
             served: tokio::sync::watch::Sender::new(Vec::new()),
             persist: true,
+            retired: None,
         }
     }
 
@@ -105,19 +115,44 @@ impl Reloader {
         &self.policy_dir
     }
 
-    /// Reads the policy directory and swaps in a new snapshot if anything served changed.
+    /// Reads the whole policy directory and swaps in a new snapshot if anything served
+    /// changed.
     pub fn reload(&mut self) -> ReloadReport {
+        self.reload_scope(Scope::All)
+    }
+
+    /// Reads what `scope` says (every file, some files, or none: only the flattened
+    /// records changed) and swaps in a new snapshot if anything served changed.
+    pub fn reload_scope(&mut self, scope: Scope) -> ReloadReport {
         let mut report = ReloadReport::default();
-        let paths = match policy_files(&self.policy_dir) {
-            Ok(paths) => paths,
-            Err(d) => {
-                report.diagnostics.push(d);
-                report.generation = self.cell.load().generation;
-                return report;
+        let started = std::time::Instant::now();
+        let changed = match scope {
+            Scope::All => match policy_files(&self.policy_dir) {
+                Ok(paths) => {
+                    let listed: HashSet<&PathBuf> = paths.iter().collect();
+                    self.files.retain(|path, _| listed.contains(path));
+                    self.read_files(&paths, &mut report.diagnostics)
+                }
+                Err(d) => {
+                    report.diagnostics.push(d);
+                    report.generation = self.cell.load().generation;
+                    return report;
+                }
+            },
+            Scope::Paths(paths) => {
+                let mut present = Vec::new();
+                let ours: Vec<PathBuf> = paths.into_iter().filter(|p| self.is_policy_file(p)).collect();
+                for path in ours {
+                    if path.is_file() {
+                        present.push(path);
+                    } else {
+                        self.files.remove(&path);
+                    }
+                }
+                self.read_files(&present, &mut report.diagnostics)
             }
+            Scope::Nothing => HashSet::new(),
         };
-        self.files.retain(|path, _| paths.contains(path));
-        let changed = self.read_files(&paths, &mut report.diagnostics);
         let builder = self.assemble(&changed, &mut report.diagnostics);
         self.announce_served();
         let current = self.cell.load_full();
@@ -134,10 +169,13 @@ impl Reloader {
         }
         report.generation = candidate.generation;
         report.swapped = true;
+        let candidate = Arc::new(candidate);
+        self.cell.store(candidate.clone());
+        self.retired = Some(current.clone());
+        report.build_time = started.elapsed();
         if self.persist {
-            log_zone_changes(&current, &candidate);
+            log_zone_changes(&current, &candidate, report.build_time);
         }
-        self.cell.store(Arc::new(candidate));
         if !self.persist {
             return report;
         }
@@ -147,10 +185,15 @@ impl Reloader {
         report
     }
 
+    /// A `*.toml` file directly in the policy directory, not hidden.
+    fn is_policy_file(&self, path: &Path) -> bool {
+        path.parent() == Some(self.policy_dir.as_path()) && is_policy_name(path)
+    }
+
     /// Re-reads every file; parses those whose text changed. Returns the paths whose new
     /// version is valid and differs from the one served.
-    fn read_files(&mut self, paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
-        let mut changed = Vec::new();
+    fn read_files(&mut self, paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> HashSet<PathBuf> {
+        let mut changed = HashSet::new();
         for path in paths {
             let text = match std::fs::read_to_string(path) {
                 Ok(text) => text,
@@ -167,7 +210,7 @@ impl Reloader {
             let served = match policy::parse(&src) {
                 Ok(loaded) => {
                     diags.extend(loaded.warnings);
-                    changed.push(path.clone());
+                    changed.insert(path.clone());
                     Some(Arc::new(loaded.policy))
                 }
                 Err(problems) => {
@@ -183,14 +226,16 @@ impl Reloader {
     /// Adds the served policies to a builder: unchanged ones first, so that a changed
     /// or new file that claims their names is the one refused. A refused changed file
     /// falls back to its previous version.
-    fn assemble(&mut self, changed: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Builder {
+    fn assemble(&mut self, changed: &HashSet<PathBuf>, diags: &mut Vec<Diagnostic>) -> Builder {
         let current = self.cell.load_full();
-        let previously: BTreeMap<&PathBuf, Arc<ValidPolicy>> = current
-            .zones
-            .values()
-            .map(|z| (&z.policy.path, z.policy.clone()))
-            .collect();
-        let mut builder = Builder::new();
+        let previously = |path: &PathBuf| {
+            current
+                .zones
+                .values()
+                .find(|z| &z.policy.path == path)
+                .map(|z| z.policy.clone())
+        };
+        let mut builder = Builder::reusing(current.clone());
         let (fresh, steady): (Vec<PathBuf>, Vec<PathBuf>) =
             self.files.keys().cloned().partition(|p| changed.contains(p));
         for path in steady.into_iter().chain(fresh) {
@@ -200,7 +245,7 @@ impl Reloader {
             let spf = self.published.answer_for(&policy);
             if let Err(conflict) = builder.add(policy, spf.as_ref()) {
                 diags.push(file_error(&path, conflict.to_string()));
-                let fallback = previously.get(&path).cloned();
+                let fallback = previously(&path);
                 let kept = fallback.filter(|old| {
                     let spf = self.published.answer_for(old);
                     builder.add(old.clone(), spf.as_ref()).is_ok()
@@ -246,6 +291,14 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(paths)
 }
 
+/// `*.toml`, not hidden (editors' swap and temporary files are).
+fn is_policy_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "toml")
+        && !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
 fn file_error(path: &Path, message: String) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,
@@ -272,22 +325,39 @@ fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
         })
 }
 
-fn log_zone_changes(old: &Snapshot, new: &Snapshot) {
-    for (apex, zone) in &new.zones {
-        match old.zones.get(apex) {
-            None => info!(zone = %apex, serial = zone.serial, "zone added"),
-            Some(o) if o.serial != zone.serial => {
-                info!(zone = %apex, serial = zone.serial, previous = o.serial, "zone changed")
-            }
-            Some(_) => {}
+/// Logs what a swap changed: each zone when few changed, counts when many did.
+fn log_zone_changes(old: &Snapshot, new: &Snapshot, build_time: std::time::Duration) {
+    const DETAIL: usize = 20;
+    let added: Vec<&LowerName> = new.zones.keys().filter(|a| !old.zones.contains_key(*a)).collect();
+    let removed: Vec<&LowerName> = old.zones.keys().filter(|a| !new.zones.contains_key(*a)).collect();
+    let changed: Vec<(&LowerName, u32)> = new
+        .zones
+        .iter()
+        .filter_map(|(apex, z)| {
+            old.zones
+                .get(apex)
+                .filter(|o| o.serial != z.serial)
+                .map(|_| (apex, z.serial))
+        })
+        .collect();
+    if added.len() + removed.len() + changed.len() <= DETAIL {
+        for apex in &added {
+            info!(zone = %apex, serial = new.zones[*apex].serial, "zone added");
         }
-    }
-    for apex in old.zones.keys().filter(|a| !new.zones.contains_key(*a)) {
-        info!(zone = %apex, "zone removed");
+        for (apex, serial) in &changed {
+            info!(zone = %apex, serial, "zone changed");
+        }
+        for apex in &removed {
+            info!(zone = %apex, "zone removed");
+        }
     }
     info!(
         generation = new.generation,
         zones = new.zones.len(),
+        added = added.len(),
+        changed = changed.len(),
+        removed = removed.len(),
+        build_ms = build_time.as_millis() as u64,
         "snapshot swapped"
     );
 }
@@ -302,10 +372,37 @@ pub fn log_report(report: &ReloadReport) {
     }
 }
 
+/// What a reload reads.
+#[derive(Debug)]
+pub enum Scope {
+    /// Every file of the policy directory.
+    All,
+    /// These paths only (changed, added or removed).
+    Paths(HashSet<PathBuf>),
+    /// No file: only the flattened records changed.
+    Nothing,
+}
+
+impl Scope {
+    fn widen(self, trigger: Trigger) -> Scope {
+        match (self, trigger) {
+            (Scope::All, _) | (_, Trigger::Signal) => Scope::All,
+            (Scope::Paths(mut p), Trigger::FilesChanged(more)) => {
+                p.extend(more);
+                Scope::Paths(p)
+            }
+            (Scope::Nothing, Trigger::FilesChanged(more)) => Scope::Paths(more.into_iter().collect()),
+            (scope, Trigger::Flattened | Trigger::Stop) => scope,
+        }
+    }
+}
+
 /// What wakes the reload thread.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Trigger {
-    FilesChanged,
+    /// These paths changed in the policy directory.
+    FilesChanged(Vec<PathBuf>),
+    /// SIGHUP: read every file.
     Signal,
     /// Flattening published new records.
     Flattened,
@@ -322,9 +419,12 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
         DEBOUNCE,
         None,
         move |result: notify_debouncer_full::DebounceEventResult| {
-            if result.is_ok() {
-                let _ = files_tx.send(Trigger::FilesChanged);
-            }
+            let trigger = match result {
+                Ok(events) => Trigger::FilesChanged(events.into_iter().flat_map(|e| e.event.paths).collect()),
+                // The watcher lost track (overflow, error): read everything.
+                Err(_) => Trigger::Signal,
+            };
+            let _ = files_tx.send(trigger);
         },
     )?;
     debouncer.watch(reloader.policy_dir(), RecursiveMode::NonRecursive)?;
@@ -333,16 +433,18 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
         .spawn(move || {
             // The debouncer lives as long as the thread.
             let _debouncer = debouncer;
-            while let Ok(trigger) = rx.recv() {
-                if matches!(trigger, Trigger::Stop) {
-                    break;
+            while let Ok(first) = rx.recv() {
+                // Several triggers queued while reloading need one reload, not many.
+                let mut scope = Scope::Nothing;
+                for trigger in std::iter::once(first).chain(rx.try_iter()) {
+                    match trigger {
+                        Trigger::Stop => return,
+                        other => scope = scope.widen(other),
+                    }
                 }
-                // Several events queued while reloading need one reload, not many.
-                while rx.try_recv().is_ok_and(|t| !matches!(t, Trigger::Stop)) {}
-                let report = reloader.reload();
+                let report = reloader.reload_scope(scope);
                 log_report(&report);
                 tracing::debug!(
-                    ?trigger,
                     generation = report.generation,
                     swapped = report.swapped,
                     "reloaded"

@@ -184,12 +184,26 @@ impl<S: Source> Flattener<S> {
             .map(|s| s.policy.clone())
             .collect();
         let mut changed = 0;
-        for policy in due {
-            let (published, next) = self.refresh_one(&policy).await;
+        let started = std::time::Instant::now();
+        for policy in &due {
+            let (published, next) = self.refresh_one(policy).await;
             changed += usize::from(published);
             if let Some(s) = self.schedule.get_mut(&policy.domain.to_string()) {
                 s.due = Instant::now() + next;
             }
+        }
+        let failed = due
+            .iter()
+            .filter(|p| matches!(self.status.get(&p.domain.to_string()), Some(Status::Failed(_))))
+            .count();
+        if changed > 0 || failed > 0 {
+            info!(
+                refreshed = due.len(),
+                changed,
+                failed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "expansion round"
+            );
         }
         if changed > 0 {
             self.persist();
@@ -239,7 +253,7 @@ impl<S: Source> Flattener<S> {
         );
         let changed = self.published.set(&domain, entry, now, u64::from(policy.ttl) * 2);
         if changed {
-            info!(domain = %domain, mode = spf.mode.as_str(), lookups, "SPF expansion published");
+            tracing::debug!(domain = %domain, mode = spf.mode.as_str(), lookups, "SPF expansion published");
         }
         let status = stale.map_or(Status::Published { lookups }, Status::Stale);
         self.status.insert(domain, status);

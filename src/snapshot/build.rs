@@ -20,13 +20,24 @@ pub struct Conflict {
     pub other: PathBuf,
 }
 
+/// A zone waiting for [`Builder::finish`]: built anew, or taken as it is from the
+/// snapshot in service.
+enum Pending {
+    New(ZoneContent, Arc<ValidPolicy>),
+    Kept(Arc<Zone>),
+}
+
 /// Collects policies, refusing any that claims a name another one has.
 #[derive(Default)]
 pub struct Builder {
-    zones: Vec<(ZoneContent, Arc<ValidPolicy>)>,
-    /// Every owner name of every accepted zone (apexes and empty non-terminals too).
-    names: HashMap<LowerName, PathBuf>,
-    domains: HashMap<Name, PathBuf>,
+    zones: Vec<Pending>,
+    /// Every owner name of every accepted zone (apexes and empty non-terminals too),
+    /// and the policy that has it.
+    names: HashMap<LowerName, Arc<ValidPolicy>>,
+    domains: HashMap<Name, Arc<ValidPolicy>>,
+    /// The snapshot in service: a zone whose policy and SPF answer are unchanged is
+    /// kept as it is (same serial, same wire data), so a swap costs little per zone.
+    previous: Option<Arc<Snapshot>>,
 }
 
 impl Builder {
@@ -34,28 +45,42 @@ impl Builder {
         Self::default()
     }
 
+    /// A builder that keeps the unchanged zones of `previous`.
+    pub fn reusing(previous: Arc<Snapshot>) -> Self {
+        Builder {
+            previous: Some(previous),
+            ..Self::default()
+        }
+    }
+
     /// Adds a policy unless one already added claims its mail domain or one of its names.
-    /// `spf` replaces the record as written (a flattened chain).
+    /// `spf` replaces the record as written (a flattened chain, or macro answers).
     pub fn add(&mut self, policy: Arc<ValidPolicy>, spf: Option<&SpfAnswer>) -> Result<(), Conflict> {
         if let Some(other) = self.domains.get(&policy.domain) {
-            return Err(Conflict {
-                what: format!("mail domain {}", policy.domain),
-                other: other.clone(),
-            });
+            return Err(conflict(format!("mail domain {}", policy.domain), other));
         }
-        let content = ZoneContent::from_policy(&policy, spf);
-        if let Some((name, other)) = content.names().find_map(|n| self.names.get_key_value(n)) {
-            return Err(Conflict {
-                what: format!("name {name}"),
-                other: other.clone(),
-            });
+        let pending = match self.unchanged(&policy, spf) {
+            Some(zone) => Pending::Kept(zone),
+            None => Pending::New(ZoneContent::from_policy(&policy, spf), policy.clone()),
+        };
+        let names: Vec<&LowerName> = match &pending {
+            Pending::New(content, _) => content.names().collect(),
+            Pending::Kept(zone) => zone.nodes.keys().collect(),
+        };
+        if let Some((name, other)) = names.iter().find_map(|n| self.names.get_key_value(*n)) {
+            return Err(conflict(format!("name {name}"), other));
         }
-        for name in content.names() {
-            self.names.insert(name.clone(), policy.path.clone());
+        for name in names {
+            self.names.insert(name.clone(), policy.clone());
         }
-        self.domains.insert(policy.domain.clone(), policy.path.clone());
-        self.zones.push((content, policy));
+        self.domains.insert(policy.domain.clone(), policy);
+        self.zones.push(pending);
         Ok(())
+    }
+
+    fn unchanged(&self, policy: &Arc<ValidPolicy>, spf: Option<&SpfAnswer>) -> Option<Arc<Zone>> {
+        let zone = self.previous.as_ref()?.zones.get(&LowerName::new(&policy.zone))?;
+        (Arc::ptr_eq(&zone.policy, policy) && zone.spf_answer.as_ref() == spf).then(|| zone.clone())
     }
 
     /// The snapshot, with serials from `book` (which learns the new ones).
@@ -69,13 +94,25 @@ impl Builder {
         let zones = self
             .zones
             .into_iter()
-            .map(|(content, policy)| {
-                let serial = book.serial_for(&content.apex, content.fingerprint(), now_unix);
-                let zone = content.into_zone(serial, servers, policy);
-                (LowerName::new(&zone.apex), Arc::new(zone))
+            .map(|pending| {
+                let zone = match pending {
+                    Pending::Kept(zone) => zone,
+                    Pending::New(content, policy) => {
+                        let serial = book.serial_for(&content.apex, content.fingerprint(), now_unix);
+                        Arc::new(content.into_zone(serial, servers, policy))
+                    }
+                };
+                (LowerName::new(&zone.apex), zone)
             })
             .collect::<HashMap<_, Arc<Zone>>>();
         book.retain(zones.keys());
         Snapshot::new(generation, zones)
+    }
+}
+
+fn conflict(what: String, other: &ValidPolicy) -> Conflict {
+    Conflict {
+        what,
+        other: other.path.clone(),
     }
 }

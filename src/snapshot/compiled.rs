@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use rustc_hash::FxHasher;
 
-use super::{MacroTable, Zone};
+use super::{MacroAnswers, MacroTable, Node, Zone};
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
@@ -24,11 +24,14 @@ pub struct WireSet {
     pub bytes: Box<[u8]>,
 }
 
+/// The RRsets at one name, by type.
+pub type WireSets = Arc<[(u16, WireSet)]>;
+
 /// A name: its zone and its RRsets by type.
 #[derive(Debug)]
 pub struct WireName {
     pub zone: u32,
-    pub sets: Box<[(u16, WireSet)]>,
+    pub sets: WireSets,
 }
 
 impl WireName {
@@ -54,47 +57,75 @@ pub struct WireMacros {
     pub answers: Box<[WireSet]>,
 }
 
-#[derive(Debug, Default)]
-pub struct Compiled {
-    pub names: FxMap<Box<[u8]>, WireName>,
-    pub zones: Vec<WireZone>,
+/// One zone in wire format, built with the zone and shared by every snapshot that
+/// keeps the zone.
+#[derive(Debug, Clone)]
+pub struct ZoneWire {
+    pub names: Vec<(Arc<[u8]>, WireSets)>,
+    pub zone: Arc<WireZone>,
 }
 
-impl Compiled {
-    pub fn build<'a>(zones: impl Iterator<Item = &'a Zone>) -> Compiled {
-        let mut out = Compiled::default();
-        for zone in zones {
-            let index = u32::try_from(out.zones.len()).expect("fewer than 2^32 zones");
-            out.zones.push(WireZone {
-                apex_labels: zone.apex.num_labels(),
-                soa_tail: soa_tail(&zone.soa),
-                macros: zone.macros.as_ref().map(|m| WireMacros {
-                    table: m.table.clone(),
-                    answers: m
-                        .records
-                        .iter()
-                        .map(|r| encode_set(std::slice::from_ref(r)))
-                        .collect(),
-                }),
-            });
-            for (name, node) in &zone.nodes {
+impl ZoneWire {
+    pub fn build(
+        apex: &Name,
+        soa: &Record,
+        ns: &[Record],
+        nodes: &HashMap<LowerName, Node>,
+        macros: Option<&MacroAnswers>,
+    ) -> ZoneWire {
+        let zone = Arc::new(WireZone {
+            apex_labels: apex.num_labels(),
+            soa_tail: soa_tail(soa),
+            macros: macros.map(|m| WireMacros {
+                table: m.table.clone(),
+                answers: m
+                    .records
+                    .iter()
+                    .map(|r| encode_set(std::slice::from_ref(r)))
+                    .collect(),
+            }),
+        });
+        let names = nodes
+            .iter()
+            .map(|(name, node)| {
                 let mut sets: Vec<(u16, WireSet)> = Vec::new();
                 if !node.txt.is_empty() {
                     sets.push((u16::from(RecordType::TXT), encode_set(&node.txt)));
                 }
-                if name.num_labels() == zone.apex.num_labels() {
-                    sets.push((
-                        u16::from(RecordType::SOA),
-                        encode_set(std::slice::from_ref(&zone.soa)),
-                    ));
-                    sets.push((u16::from(RecordType::NS), encode_set(&zone.ns)));
+                if name.num_labels() == apex.num_labels() {
+                    sets.push((u16::from(RecordType::SOA), encode_set(std::slice::from_ref(soa))));
+                    sets.push((u16::from(RecordType::NS), encode_set(ns)));
                 }
-                let key = wire_name(&Name::from(name.clone())).into_boxed_slice();
+                (Arc::from(wire_name(&Name::from(name.clone()))), Arc::from(sets))
+            })
+            .collect();
+        ZoneWire { names, zone }
+    }
+}
+
+/// Every zone's wire data, indexed by name: rebuilt per swap from the zones' own
+/// (shared) wire data, so a swap costs a map insert per name, not an encoding.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub names: FxMap<Arc<[u8]>, WireName>,
+    pub zones: Vec<Arc<WireZone>>,
+}
+
+impl Compiled {
+    pub fn build<'a>(zones: impl ExactSizeIterator<Item = &'a Zone>) -> Compiled {
+        let mut out = Compiled {
+            names: FxMap::with_capacity_and_hasher(zones.len() * 4, Default::default()),
+            zones: Vec::with_capacity(zones.len()),
+        };
+        for zone in zones {
+            let index = u32::try_from(out.zones.len()).expect("fewer than 2^32 zones");
+            out.zones.push(zone.wire.zone.clone());
+            for (key, sets) in &zone.wire.names {
                 out.names.insert(
-                    key,
+                    key.clone(),
                     WireName {
                         zone: index,
-                        sets: sets.into_boxed_slice(),
+                        sets: sets.clone(),
                     },
                 );
             }

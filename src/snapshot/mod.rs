@@ -60,6 +60,11 @@ pub struct Zone {
     /// Fingerprint of the zone's content (not its serial): a change of it is what makes
     /// the serial grow.
     pub content_hash: u64,
+    /// What replaced the SPF record as written, to tell whether the next build can reuse
+    /// this zone as it is.
+    pub spf_answer: Option<SpfAnswer>,
+    /// The zone in wire format, for the fast path (built once per zone, not per swap).
+    pub wire: compiled::ZoneWire,
 }
 
 impl Zone {
@@ -173,7 +178,7 @@ pub struct ZoneContent {
     pub apex: Name,
     pub ttl: u32,
     pub nodes: HashMap<LowerName, Node>,
-    pub macro_table: Option<Arc<MacroTable>>,
+    pub spf_answer: Option<SpfAnswer>,
 }
 
 impl ZoneContent {
@@ -206,12 +211,11 @@ impl ZoneContent {
             add(name, txt::split_plain(&dkim.txt()));
         }
         add_empty_non_terminals(&apex, &mut nodes);
-        let macro_table = spf_answer.and_then(|a| a.macro_table.clone());
         ZoneContent {
             apex,
             ttl,
             nodes,
-            macro_table,
+            spf_answer: spf_answer.cloned(),
         }
     }
 
@@ -230,7 +234,7 @@ impl ZoneContent {
             .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
             .collect();
         lines.sort();
-        if let Some(table) = &self.macro_table {
+        if let Some(table) = self.spf_answer.as_ref().and_then(|a| a.macro_table.as_ref()) {
             lines.push(format!("{table:?}"));
         }
         fnv1a(lines.join("\n").as_bytes())
@@ -252,14 +256,17 @@ impl ZoneContent {
                 self.ttl,
             )),
         );
-        let ns = servers
+        let ns: Vec<Record> = servers
             .nameservers
             .iter()
             .map(|n| Record::from_rdata(self.apex.clone(), self.ttl, RData::NS(NS(n.clone()))))
             .collect();
         let macros = self
-            .macro_table
+            .spf_answer
+            .as_ref()
+            .and_then(|a| a.macro_table.clone())
             .map(|t| MacroAnswers::new(t, &self.apex, self.ttl));
+        let wire = compiled::ZoneWire::build(&self.apex, &soa, &ns, &self.nodes, macros.as_ref());
         Zone {
             apex: self.apex,
             serial,
@@ -269,6 +276,8 @@ impl ZoneContent {
             macros,
             policy,
             content_hash,
+            spf_answer: self.spf_answer,
+            wire,
         }
     }
 }
