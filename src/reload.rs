@@ -243,12 +243,12 @@ impl Reloader {
                 continue;
             };
             let spf = self.published.answer_for(&policy);
-            if let Err(conflict) = builder.add(policy, spf.as_ref()) {
+            if let Err(conflict) = builder.add(policy, spf) {
                 diags.push(file_error(&path, conflict.to_string()));
                 let fallback = previously(&path);
                 let kept = fallback.filter(|old| {
                     let spf = self.published.answer_for(old);
-                    builder.add(old.clone(), spf.as_ref()).is_ok()
+                    builder.add(old.clone(), spf).is_ok()
                 });
                 self.files.get_mut(&path).expect("listed").served = kept;
             }

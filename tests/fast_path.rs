@@ -39,8 +39,8 @@ fn snapshot() -> Snapshot {
         let policy = spfd::policy::parse(&SourceFile::new(format!("/p/{i}.toml"), text.clone()))
             .unwrap()
             .policy;
-        let answer = (policy.domain.to_string() == "m.test.").then(macro_answer);
-        builder.add(Arc::new(policy), answer.as_ref()).unwrap();
+        let answer = (policy.domain.to_string() == "m.test.").then(|| Arc::new(macro_answer()));
+        builder.add(Arc::new(policy), answer).unwrap();
     }
     let servers = ServerIdentity {
         nameservers: vec![
@@ -190,4 +190,36 @@ fn unusual_queries_go_to_the_general_path_and_responses_are_dropped() {
     response[2] |= 0x80;
     assert_eq!(wire::respond(&snapshot, &response, &mut out), Outcome::Drop);
     assert_eq!(wire::respond(&snapshot, &[0u8; 5], &mut out), Outcome::Drop);
+}
+
+/// hickory writes answer owners uncompressed; the general path must count them so, or a
+/// 512-octet answer is cut inside a record instead of being sent with TC.
+#[test]
+fn general_path_truncates_cleanly_near_the_512_octet_limit() {
+    let text = format!(
+        "domain = \"a-much-longer-mail-domain-name.example\"\n[dkim.s2048]\nkey_file = \"{}\"\n",
+        key_path("rsa2048.pub.pem").display()
+    );
+    let policy = spfd::policy::parse(&SourceFile::new("/p/long.toml", text))
+        .unwrap()
+        .policy;
+    let mut builder = Builder::new();
+    builder.add(Arc::new(policy), None).unwrap();
+    let servers = ServerIdentity {
+        nameservers: vec![Name::from_ascii("ns1.spfd.test.").unwrap()],
+        hostmaster: Name::from_ascii("hostmaster.spfd.test.").unwrap(),
+    };
+    let snapshot = builder.finish(1, &servers, &mut SerialBook::default(), 1_800_000_000);
+    let name = "s2048._domainkey._spf.a-much-longer-mail-domain-name.example.";
+    let request = query(name, RecordType::TXT, None);
+    let src = "127.0.0.1:5353".parse().unwrap();
+    let general = respond_general(&snapshot, &request, src, hickory_net::xfer::Protocol::Udp).unwrap();
+    assert!(general.len() <= 512, "{} octets", general.len());
+    let msg = Message::from_vec(&general).expect("a well-formed message");
+    assert!(msg.metadata.truncation || msg.answers.len() == 1, "{msg:?}");
+    if msg.metadata.truncation {
+        assert!(msg.answers.is_empty());
+    }
+    // Nothing follows the sections (no half-written record for a strict client to choke on).
+    assert_eq!(msg.to_vec().unwrap().len(), general.len());
 }

@@ -19,10 +19,10 @@ use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
 use crate::snapshot::Snapshot;
 
 /// Octets of a header, of an OPT record without options, and of a resource record's
-/// fixed part (type, class, TTL, length) behind a compressed owner name.
+/// fixed part (type, class, TTL, length).
 const HEADER_LEN: usize = 12;
 const OPT_LEN: usize = 11;
-const RR_FIXED_LEN: usize = 2 + 10;
+const RR_FIXED_LEN: usize = 10;
 
 /// The response to a request: header, sections (truncation applied for UDP) and our OPT.
 pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option<Edns>) {
@@ -132,17 +132,21 @@ fn response_edns(request: &Edns) -> Edns {
     edns
 }
 
-/// The encoded size of a response: owner names of answers are compressed to a pointer to
-/// the question, as the encoder does.
+/// The encoded size of a response (an upper bound: names are counted uncompressed).
 fn response_len(question: usize, answer: &Answer, edns: bool) -> usize {
     let records = answer.answers.iter().chain(&answer.authority);
     HEADER_LEN + question + records.map(record_len).sum::<usize>() + if edns { OPT_LEN } else { 0 }
 }
 
+/// A record's encoded size, its owner name counted whole: hickory 0.26 does not compress
+/// answer owners against the question (its question pointer covers name, type and
+/// class), so counting a 2-octet pointer would underestimate and let the encoder cut
+/// a record in half.
 fn record_len(record: &Record) -> usize {
     let rdata = match &record.data {
         RData::TXT(txt) => txt.txt_data.iter().map(|s| 1 + s.len()).sum(),
         other => other.to_bytes().map_or(0, |b| b.len()),
     };
-    RR_FIXED_LEN + rdata
+    let owner: usize = record.name.iter().map(|l| 1 + l.len()).sum::<usize>() + 1;
+    owner + RR_FIXED_LEN + rdata
 }

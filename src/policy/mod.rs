@@ -87,6 +87,9 @@ impl SpfMode {
 #[derive(Debug, Clone)]
 pub struct SpfPolicy {
     pub record: spf::Record,
+    /// The record as text (`v=spf1` and its terms), computed once: it identifies the
+    /// version of the record flattening results were computed for.
+    pub text: String,
     /// The mode the owner asked for.
     pub mode: SpfMode,
 }
@@ -109,6 +112,9 @@ pub struct ValidPolicy {
     pub domain: Name,
     /// The zone spfd is authoritative for (lower case, absolute).
     pub zone: Name,
+    /// `domain` and `zone` as text (absolute), computed once for lookups by name.
+    pub domain_text: String,
+    pub zone_text: String,
     pub ttl: u32,
     pub spf: Option<SpfPolicy>,
     pub dmarc: Option<DmarcRecord>,
@@ -186,10 +192,13 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
             "the policy has no [spf], [dmarc] or [dkim.<selector>] section: the zone serves only SOA and NS",
         );
     }
+    let (domain, zone) = (domain?, zone?);
     Some(ValidPolicy {
         path: src.path.clone(),
-        domain: domain?,
-        zone: zone?,
+        domain_text: domain.to_string(),
+        zone_text: zone.to_string(),
+        domain,
+        zone,
         ttl: ttl?,
         spf: spf.flatten(),
         dmarc: dmarc.flatten(),
@@ -256,7 +265,8 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
              find your senders; mode = \"flatten\" works with every receiver while it fits 10 lookups",
         );
     }
-    Some(SpfPolicy { record, mode })
+    let text = record.to_string();
+    Some(SpfPolicy { record, text, mode })
 }
 
 /// The position in the file of byte `offset` of a string value: exact when the value

@@ -53,9 +53,12 @@ pub struct Entry {
     pub retired: Vec<(u64, Vec<NamedStrings>)>,
     /// When this was computed (Unix time).
     pub updated_at: u64,
-    /// Macro answers, built on first use, never persisted.
+    /// The answers as published in flatten and in macro mode, built on first use and
+    /// shared by every snapshot until the entry changes; never persisted.
     #[serde(skip)]
-    table: OnceLock<Arc<MacroTable>>,
+    flatten_answer: OnceLock<Option<Arc<SpfAnswer>>>,
+    #[serde(skip)]
+    macro_answer: OnceLock<Option<Arc<SpfAnswer>>>,
 }
 
 impl Entry {
@@ -75,7 +78,8 @@ impl Entry {
             chain,
             retired: Vec::new(),
             updated_at: now,
-            table: OnceLock::new(),
+            flatten_answer: OnceLock::new(),
+            macro_answer: OnceLock::new(),
         }
     }
 
@@ -99,19 +103,16 @@ impl Entry {
             && self.retired == other.retired
     }
 
-    fn macro_table(&self) -> Arc<MacroTable> {
-        self.table
-            .get_or_init(|| {
-                Arc::new(MacroTable::build(
-                    &self.rules,
-                    &self.terminal,
-                    self.exp.as_deref(),
-                ))
-            })
-            .clone()
+    fn answer(&self, mode: SpfMode) -> Option<Arc<SpfAnswer>> {
+        let cell = match mode {
+            SpfMode::Flatten => &self.flatten_answer,
+            SpfMode::Macro => &self.macro_answer,
+            SpfMode::Passthrough => return None,
+        };
+        cell.get_or_init(|| self.build_answer(mode).map(Arc::new)).clone()
     }
 
-    fn answer(&self, mode: SpfMode) -> Option<SpfAnswer> {
+    fn build_answer(&self, mode: SpfMode) -> Option<SpfAnswer> {
         let name = |n: &str| {
             let mut name = Name::from_ascii(n).ok()?;
             name.set_fqdn(true);
@@ -125,7 +126,10 @@ impl Entry {
             .collect::<Option<Vec<_>>>()?;
         let (head, macro_table) = match mode {
             SpfMode::Flatten => (self.chain.as_ref()?.head.clone(), None),
-            SpfMode::Macro => (vec![macro_table::head(&self.zone)], Some(self.macro_table())),
+            SpfMode::Macro => {
+                let table = MacroTable::build(&self.rules, &self.terminal, self.exp.as_deref());
+                (vec![macro_table::head(&self.zone)], Some(Arc::new(table)))
+            }
             SpfMode::Passthrough => return None,
         };
         Some(SpfAnswer {
@@ -146,10 +150,10 @@ impl Published {
     /// What to publish for a policy: its chain (flatten mode) or macro answers (macro
     /// mode) when they were computed for this very version of it; `None` means "as
     /// written".
-    pub fn answer_for(&self, policy: &ValidPolicy) -> Option<SpfAnswer> {
+    pub fn answer_for(&self, policy: &ValidPolicy) -> Option<Arc<SpfAnswer>> {
         let mode = policy.spf.as_ref()?.mode;
         let entries = self.entries.lock().expect("published lock");
-        let entry = entries.get(&policy.domain.to_string())?;
+        let entry = entries.get(&policy.domain_text)?;
         if entry.matches(policy) {
             entry.answer(mode)
         } else {
@@ -181,9 +185,10 @@ impl Published {
                 entry.retired.push((now + keep, old_chain.parts.clone()));
             }
             if old.same_content(&entry) {
-                // Keep the original time (and the built table): the content is what it was.
+                // Keep the original time (and the built answers): the content is what it was.
                 entry.updated_at = old.updated_at;
-                entry.table = old.table.clone();
+                entry.flatten_answer = old.flatten_answer.clone();
+                entry.macro_answer = old.macro_answer.clone();
                 entries.insert(domain.to_string(), entry);
                 return false;
             }

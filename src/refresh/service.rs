@@ -95,9 +95,10 @@ pub struct Flattener<S: Source> {
     clock: Clock,
     schedule: BTreeMap<String, Scheduled>,
     status: HashMap<String, Status>,
-    /// The address sets of each expanded term at the last success, per domain, so that
-    /// every change is logged as a diff.
-    last_details: HashMap<String, BTreeMap<String, String>>,
+    /// The addresses of each expanded term (`include:_spf.example.net`) as last seen,
+    /// shared by every policy that uses it, so that each upstream change is logged once,
+    /// as a diff.
+    last_terms: HashMap<String, String>,
     /// Wakes the reload service when a chain changed.
     notify: Sender<Trigger>,
     /// Cheap deterministic jitter source.
@@ -126,7 +127,7 @@ impl<S: Source> Flattener<S> {
             clock: Clock::start(),
             schedule: BTreeMap::new(),
             status: HashMap::new(),
-            last_details: HashMap::new(),
+            last_terms: HashMap::new(),
             notify,
             jitter_state: 0x9e37_79b9_7f4a_7c15,
         }
@@ -301,31 +302,28 @@ impl<S: Source> Flattener<S> {
         base + Duration::from_millis(if tenth == 0 { 0 } else { self.jitter_state % tenth })
     }
 
-    /// Logs, per expanded term, the addresses added and removed since the last success.
+    /// Logs, per expanded term, the addresses added and removed since it was last seen.
     fn log_diff(&mut self, domain: &str, expansion: &flatten::Expansion) {
-        let now: BTreeMap<String, String> = expansion
-            .details
-            .iter()
-            .map(|d| {
-                let nets: Vec<String> =
-                    d.v4.to_nets()
-                        .iter()
-                        .map(|n| format!("ip4:{n}"))
-                        .chain(d.v6.to_nets().iter().map(|n| format!("ip6:{n}")))
-                        .collect();
-                (d.key.clone(), nets.join(" "))
-            })
-            .collect();
-        if let Some(before) = self.last_details.get(domain) {
-            for (key, line) in &now {
-                let old = before.get(key).map_or("", String::as_str);
-                if old != line {
-                    let (added, removed) = word_diff(old, line);
-                    info!(domain, term = %key, added = %added, removed = %removed, "upstream change");
+        for d in &expansion.details {
+            let nets: Vec<String> =
+                d.v4.to_nets()
+                    .iter()
+                    .map(|n| format!("ip4:{n}"))
+                    .chain(d.v6.to_nets().iter().map(|n| format!("ip6:{n}")))
+                    .collect();
+            let line = nets.join(" ");
+            match self.last_terms.get(&d.key) {
+                Some(old) if *old == line => {}
+                Some(old) => {
+                    let (added, removed) = word_diff(old, &line);
+                    info!(term = %d.key, seen_by = domain, added = %added, removed = %removed, "upstream change");
+                    self.last_terms.insert(d.key.clone(), line);
+                }
+                None => {
+                    self.last_terms.insert(d.key.clone(), line);
                 }
             }
         }
-        self.last_details.insert(domain.to_string(), now);
     }
 
     fn persist(&self) {

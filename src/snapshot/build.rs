@@ -55,11 +55,11 @@ impl Builder {
 
     /// Adds a policy unless one already added claims its mail domain or one of its names.
     /// `spf` replaces the record as written (a flattened chain, or macro answers).
-    pub fn add(&mut self, policy: Arc<ValidPolicy>, spf: Option<&SpfAnswer>) -> Result<(), Conflict> {
+    pub fn add(&mut self, policy: Arc<ValidPolicy>, spf: Option<Arc<SpfAnswer>>) -> Result<(), Conflict> {
         if let Some(other) = self.domains.get(&policy.domain) {
             return Err(conflict(format!("mail domain {}", policy.domain), other));
         }
-        let pending = match self.unchanged(&policy, spf) {
+        let pending = match self.unchanged(&policy, spf.as_ref()) {
             Some(zone) => Pending::Kept(zone),
             None => Pending::New(ZoneContent::from_policy(&policy, spf), policy.clone()),
         };
@@ -78,9 +78,14 @@ impl Builder {
         Ok(())
     }
 
-    fn unchanged(&self, policy: &Arc<ValidPolicy>, spf: Option<&SpfAnswer>) -> Option<Arc<Zone>> {
+    fn unchanged(&self, policy: &Arc<ValidPolicy>, spf: Option<&Arc<SpfAnswer>>) -> Option<Arc<Zone>> {
         let zone = self.previous.as_ref()?.zones.get(&LowerName::new(&policy.zone))?;
-        (Arc::ptr_eq(&zone.policy, policy) && zone.spf_answer.as_ref() == spf).then(|| zone.clone())
+        let same_spf = match (zone.spf_answer.as_ref(), spf) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        (Arc::ptr_eq(&zone.policy, policy) && same_spf).then(|| zone.clone())
     }
 
     /// The snapshot, with serials from `book` (which learns the new ones).
@@ -98,8 +103,9 @@ impl Builder {
                 let zone = match pending {
                     Pending::Kept(zone) => zone,
                     Pending::New(content, policy) => {
-                        let serial = book.serial_for(&content.apex, content.fingerprint(), now_unix);
-                        Arc::new(content.into_zone(serial, servers, policy))
+                        let fingerprint = content.fingerprint();
+                        let serial = book.serial_for(&content.apex, fingerprint, now_unix);
+                        Arc::new(content.into_zone(serial, fingerprint, servers, policy))
                     }
                 };
                 (LowerName::new(&zone.apex), zone)

@@ -62,7 +62,7 @@ pub struct Zone {
     pub content_hash: u64,
     /// What replaced the SPF record as written, to tell whether the next build can reuse
     /// this zone as it is.
-    pub spf_answer: Option<SpfAnswer>,
+    pub spf_answer: Option<Arc<SpfAnswer>>,
     /// The zone in wire format, for the fast path (built once per zone, not per swap).
     pub wire: compiled::ZoneWire,
 }
@@ -120,10 +120,13 @@ impl Snapshot {
 
     /// The closest enclosing zone of a name (longest suffix match).
     pub fn find_zone(&self, name: &LowerName) -> Option<&Arc<Zone>> {
-        let mut candidate = name.clone();
-        while candidate.num_labels() > self.max_apex_labels {
-            candidate = candidate.base_name();
-        }
+        // Names deeper than every apex start at the deepest apex level: one step, not
+        // one rebuilt name per label.
+        let mut candidate = if name.num_labels() > self.max_apex_labels {
+            LowerName::new(&Name::from(name.clone()).trim_to(usize::from(self.max_apex_labels)))
+        } else {
+            name.clone()
+        };
         loop {
             if let Some(zone) = self.zones.get(&candidate) {
                 return Some(zone);
@@ -178,13 +181,13 @@ pub struct ZoneContent {
     pub apex: Name,
     pub ttl: u32,
     pub nodes: HashMap<LowerName, Node>,
-    pub spf_answer: Option<SpfAnswer>,
+    pub spf_answer: Option<Arc<SpfAnswer>>,
 }
 
 impl ZoneContent {
     /// Builds the TXT records of a policy: SPF at the apex (as written, or `spf` when
     /// flattening produced it), DMARC at `_dmarc`, DKIM at `<selector>._domainkey`.
-    pub fn from_policy(policy: &ValidPolicy, spf_answer: Option<&SpfAnswer>) -> ZoneContent {
+    pub fn from_policy(policy: &ValidPolicy, spf_answer: Option<Arc<SpfAnswer>>) -> ZoneContent {
         let apex = policy.zone.clone();
         let ttl = policy.ttl;
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -193,7 +196,7 @@ impl ZoneContent {
             let record = Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(strings)));
             nodes.entry(LowerName::new(&name)).or_default().txt.push(record);
         };
-        match (&policy.spf, spf_answer) {
+        match (&policy.spf, spf_answer.as_deref()) {
             (Some(_), Some(answer)) => {
                 add(apex.clone(), answer.head.clone());
                 for (name, strings) in &answer.parts {
@@ -215,7 +218,7 @@ impl ZoneContent {
             apex,
             ttl,
             nodes,
-            spf_answer: spf_answer.cloned(),
+            spf_answer,
         }
     }
 
@@ -241,8 +244,14 @@ impl ZoneContent {
     }
 
     /// The zone with SOA and NS, at the given serial.
-    pub fn into_zone(self, serial: u32, servers: &ServerIdentity, policy: Arc<ValidPolicy>) -> Zone {
-        let content_hash = self.fingerprint();
+    /// `content_hash` is [`ZoneContent::fingerprint`], computed once by the caller.
+    pub fn into_zone(
+        self,
+        serial: u32,
+        content_hash: u64,
+        servers: &ServerIdentity,
+        policy: Arc<ValidPolicy>,
+    ) -> Zone {
         let soa = Record::from_rdata(
             self.apex.clone(),
             self.ttl,

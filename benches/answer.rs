@@ -1,0 +1,297 @@
+//! Criterion benchmarks of the query path without sockets, on a snapshot of many generated
+//! policies: the UDP fast path (wire bytes in, wire bytes out: the CPU a UDP query costs
+//! short of the socket calls), the general path (hickory's parser and encoder, for TCP
+//! and unusual queries) and the `answer` function under it; and the policy parse and
+//! snapshot build that every reload pays.
+//!
+//! `cargo bench --bench answer` measures; `cargo bench --bench answer -- --test` runs each
+//! benchmark once and checks every response (what CI runs).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use criterion::{
+    BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use hickory_net::xfer::Protocol;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+use spfd::diag::SourceFile;
+use spfd::dns::answer::answer;
+use spfd::dns::handler::respond_general;
+use spfd::dns::wire::{self, Outcome};
+use spfd::policy::{self, ValidPolicy};
+use spfd::snapshot::serials::SerialBook;
+use spfd::snapshot::{Builder, ServerIdentity, Snapshot};
+
+/// Policies in the snapshot the query benchmarks read.
+const POLICIES: usize = 1_000;
+/// A zone in the middle of the snapshot, so no benchmark hits a lucky first entry.
+const ZONE: usize = 500;
+/// A fixed clock for serials, so every run builds the same snapshot.
+const NOW_UNIX: u64 = 1_800_000_000;
+/// The 2048-bit RSA key the tests use: its DKIM record is 392 base64 characters, two
+/// character-strings.
+const RSA2048_PEM: &str = include_str!("../tests/data/keys/rsa2048.pub.pem");
+
+/// The policy of mail domain `d<i>.test`, served in zone `_spf.d<i>.test`, with SPF,
+/// DMARC and a DKIM key at selector `s1`.
+fn policy_text(i: usize, dkim_key: &str) -> String {
+    format!(
+        r#"domain = "d{i}.test"
+ttl = 300
+
+[spf]
+record = "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.{octet}/32 ip6:2001:db8:{i:x}::/48 mx a:mail.d{i}.test -all"
+mode = "passthrough"
+
+[dmarc]
+p = "reject"
+rua = ["mailto:dmarc-reports@d{i}.test"]
+adkim = "s"
+
+[dkim.s1]
+p = "{dkim_key}"
+"#,
+        octet = i % 256,
+    )
+}
+
+/// The base64 body of a PEM public key.
+fn pem_body(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+fn parse_policy(i: usize, dkim_key: &str) -> Arc<ValidPolicy> {
+    let src = SourceFile::new(format!("policies/d{i}.toml"), policy_text(i, dkim_key));
+    match policy::parse(&src) {
+        Ok(loaded) => Arc::new(loaded.policy),
+        Err(diags) => panic!("generated policy {i} is invalid: {diags:?}"),
+    }
+}
+
+fn parse_policies(count: usize) -> Vec<Arc<ValidPolicy>> {
+    let key = pem_body(RSA2048_PEM);
+    (0..count).map(|i| parse_policy(i, &key)).collect()
+}
+
+fn servers() -> ServerIdentity {
+    ServerIdentity {
+        nameservers: vec![name("ns1.spfd.test."), name("ns2.spfd.test.")],
+        hostmaster: name("hostmaster.spfd.test."),
+    }
+}
+
+/// What a reload does once the files are parsed: add every policy, then finish.
+fn build(policies: &[Arc<ValidPolicy>], book: &mut SerialBook) -> Snapshot {
+    let mut builder = Builder::new();
+    for policy in policies {
+        builder
+            .add(policy.clone(), None)
+            .expect("generated policies do not conflict");
+    }
+    builder.finish(1, &servers(), book, NOW_UNIX)
+}
+
+fn name(text: &str) -> Name {
+    Name::from_ascii(text).expect("valid name")
+}
+
+/// The questions every query benchmark asks, with the answer each must get.
+struct Case {
+    id: &'static str,
+    qname: String,
+    qtype: RecordType,
+    rcode: ResponseCode,
+    answers: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let zone = format!("_spf.d{ZONE}.test.");
+    let case = |id, qname: String, qtype, rcode, answers| Case {
+        id,
+        qname,
+        qtype,
+        rcode,
+        answers,
+    };
+    vec![
+        case(
+            "spf_apex_hit",
+            zone.clone(),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            1,
+        ),
+        case(
+            "dkim_2048_hit",
+            format!("s1._domainkey.{zone}"),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            1,
+        ),
+        case(
+            "dmarc_hit",
+            format!("_dmarc.{zone}"),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            1,
+        ),
+        case(
+            "nxdomain",
+            format!("nope.{zone}"),
+            RecordType::TXT,
+            ResponseCode::NXDomain,
+            0,
+        ),
+        case("nodata", zone.clone(), RecordType::AAAA, ResponseCode::NoError, 0),
+        case(
+            "refused",
+            "mail.example.com.".into(),
+            RecordType::TXT,
+            ResponseCode::Refused,
+            0,
+        ),
+    ]
+}
+
+/// `dns::answer::answer`: the zone search, the node lookup and the record copies.
+fn bench_answer(c: &mut Criterion) {
+    let snapshot = build(&parse_policies(POLICIES), &mut SerialBook::default());
+    let mut group = c.benchmark_group("answer");
+    for case in cases() {
+        let qname = name(&case.qname);
+        let a = answer(&snapshot, &qname, case.qtype, DNSClass::IN, false);
+        assert_eq!(
+            (a.rcode, a.answers.len()),
+            (case.rcode, case.answers),
+            "{}",
+            case.id
+        );
+        group.bench_function(case.id, |b| {
+            b.iter(|| answer(&snapshot, black_box(&qname), case.qtype, DNSClass::IN, false))
+        });
+    }
+    group.finish();
+}
+
+/// The whole per-query CPU of a UDP query short of the socket calls, as a UDP worker
+/// spends it: one snapshot load, then the fast path (parse in place, answer from the
+/// compiled snapshot's ready-made bytes).
+fn bench_udp_fast(c: &mut Criterion) {
+    let cell = ArcSwap::from_pointee(build(&parse_policies(POLICIES), &mut SerialBook::default()));
+    let mut group = c.benchmark_group("udp_fast");
+    // Reported as queries per second of one core.
+    group.throughput(Throughput::Elements(1));
+    let mut out = Vec::with_capacity(4096);
+    for case in cases() {
+        let raw = query_bytes(&case.qname, case.qtype);
+        assert_eq!(
+            wire::respond(&cell.load(), &raw, &mut out),
+            Outcome::Answered,
+            "{}",
+            case.id
+        );
+        check_response(&out, &case, "fast path");
+        group.bench_function(case.id, |b| {
+            b.iter(|| wire::respond(&cell.load(), black_box(&raw), &mut out))
+        });
+    }
+    group.finish();
+}
+
+/// The general path (hickory's parser and encoder around `dns::answer`), which answers
+/// every TCP query and the UDP queries the fast path passes on.
+fn bench_general(c: &mut Criterion) {
+    let snapshot = build(&parse_policies(POLICIES), &mut SerialBook::default());
+    let src: SocketAddr = "192.0.2.1:53000".parse().expect("valid address");
+    let mut group = c.benchmark_group("general_tcp");
+    group.throughput(Throughput::Elements(1));
+    for case in cases() {
+        let raw = query_bytes(&case.qname, case.qtype);
+        let response = respond_general(&snapshot, &raw, src, Protocol::Tcp).expect("a response");
+        check_response(&response, &case, "general path");
+        group.bench_function(case.id, |b| {
+            b.iter(|| respond_general(&snapshot, black_box(&raw), src, Protocol::Tcp))
+        });
+    }
+    group.finish();
+}
+
+/// Decodes a response and checks its code and answer count.
+fn check_response(bytes: &[u8], case: &Case, path: &str) {
+    let response = Message::from_vec(bytes).expect("a valid message");
+    let got = (
+        response.metadata.response_code,
+        response.answers.len(),
+        response.metadata.truncation,
+    );
+    assert_eq!(
+        got,
+        (case.rcode, case.answers, false),
+        "{} on the {path}",
+        case.id
+    );
+}
+
+/// A query as dnsperf and resolvers send it: one question, EDNS with a 1232 payload.
+fn query_bytes(qname: &str, qtype: RecordType) -> Vec<u8> {
+    let mut msg = Message::new(4242, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(name(qname), qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    msg.set_edns(edns);
+    msg.to_vec().expect("encodable query")
+}
+
+/// `policy::parse` of one policy file (TOML, SPF grammar, DMARC, DKIM key checks): what a
+/// reload pays per changed file.
+fn bench_parse(c: &mut Criterion) {
+    let key = pem_body(RSA2048_PEM);
+    let src = SourceFile::new("policies/d1.toml", policy_text(1, &key));
+    let mut group = c.benchmark_group("policy");
+    group.bench_function("parse", |b| b.iter(|| policy::parse(black_box(&src)).is_ok()));
+    group.finish();
+}
+
+/// The snapshot build from parsed policies (names claimed once, zone content, serials),
+/// with a serial book that already knows every zone, as on a reload.
+fn bench_build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("snapshot_build");
+    // One build takes milliseconds: the same iteration count in every sample keeps the
+    // group within seconds.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    for count in [1_000, 10_000] {
+        let policies = parse_policies(count);
+        let mut book = SerialBook::default();
+        assert_eq!(build(&policies, &mut book).zone_count(), count);
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(count), &policies, |b, policies| {
+            b.iter_batched(
+                || book.clone(),
+                |mut book| build(policies, &mut book),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_answer, bench_udp_fast, bench_general, bench_parse, bench_build
+}
+criterion_main!(benches);
