@@ -68,7 +68,8 @@ echo "== starting the upstream and spfd"
 PIDS+=($!)
 sleep 1
 START=$(date +%s.%N)
-(cd "$WORK/spfd" && SPFD_LOG=info exec "$BIN" serve --config spfd.toml 2>"$WORK/spfd.log") &
+# WRAP runs spfd under a profiler, e.g. WRAP="valgrind --tool=massif --massif-out-file=/tmp/massif.out"
+(cd "$WORK/spfd" && SPFD_LOG=info exec ${WRAP:-} "$BIN" serve --config spfd.toml 2>"$WORK/spfd.log") &
 PIDS+=($!)
 SPFD_PID=$!
 

@@ -3,13 +3,16 @@
 //! Data flows one way:
 //!
 //! ```text
-//! config.toml ──► config ──► policy files ──► policy::load ──► ValidPolicy
+//! config.toml ──► config ──► policy files ──► policy::parse ──► ValidPolicy
 //!                                 (spf grammar, dmarc, dkim)        │
 //!                                                                    ▼
-//!   reload (file watcher, SIGHUP) ──► snapshot::build ──► Snapshot (immutable)
-//!                                                                    │ ArcSwap::store (one writer)
-//!                                                                    ▼
-//!                 dns::handler ◄── one load() per query ◄── SnapshotCell
+//!   reload (file events, SIGHUP) ──► snapshot::Builder ──► Snapshot (immutable,
+//!        ▲            ▲                                     │   compiled to wire bytes)
+//!        │            └── refresh::Published ◄── refresh::Flattener ◄── upstream (TTL cache)
+//!        │                (flattened chains, macro tables)   (flatten::expand, flatten::pack)
+//!        │                                                   │ ArcSwap::store (one writer)
+//!        └── policies in service ──► Flattener               ▼
+//!         dns::udp workers / dns::tcp ◄── one load() per query ◄── SnapshotCell
 //! ```
 //!
 //! - [`diag`]: file:line:column diagnostics shared by every parser.
@@ -17,9 +20,13 @@
 //! - [`spf`]: the RFC 7208 grammar, lookup cost, macro expansion and evaluator.
 //! - [`policy`]: one policy file per mail domain, validated into [`policy::ValidPolicy`].
 //! - [`txt`]: splitting record text into DNS character-strings.
-//! - [`snapshot`]: the immutable set of zones and answers a query reads.
-//! - [`dns`]: the query path (answers from a snapshot) and the listening sockets.
-//! - [`reload`]: the background service that rebuilds and swaps the snapshot.
+//! - [`upstream`]: resolving third-party names, cached by TTL with single-flight.
+//! - [`flatten`]: the exact expansion of an SPF record and its packing into a chain.
+//! - [`refresh`]: the background service that keeps expansions current and published.
+//! - [`snapshot`]: the immutable set of zones and answers a query reads (macro tables
+//!   and the precompiled wire form included).
+//! - [`dns`]: the query path: the UDP fast path, the general path, TCP, sockets.
+//! - [`reload`]: the one writer of the snapshot: policy files and published expansions.
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
