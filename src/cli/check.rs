@@ -47,10 +47,18 @@ fn summary(p: &ValidPolicy) -> String {
     );
     if let (Some(spf), Some(lookups)) = (&p.spf, p.spf_direct_lookups()) {
         let _ = write!(line, "; SPF mode {}", spf.mode.as_str());
-        let _ = write!(line, ", {lookups} DNS lookups before those inside includes");
-        if spf.mode == SpfMode::Macro {
-            line.push_str("; note: a few receivers do not implement SPF macros");
-        }
+        let _ = match spf.mode {
+            SpfMode::Passthrough => write!(line, ", {lookups} DNS lookups before those inside includes"),
+            SpfMode::Flatten => write!(
+                line,
+                ", as written {lookups} DNS lookups before those inside includes (`spfd flatten` shows the published chain)"
+            ),
+            SpfMode::Macro => write!(
+                line,
+                ", receivers spend {} DNS lookups plus terms evaluated live; note: a few receivers do not implement SPF macros",
+                1 + usize::from(p.zone != p.domain)
+            ),
+        };
     }
     if let Some(dmarc) = &p.dmarc {
         let _ = write!(line, "; DMARC p={}", dmarc.policy());
