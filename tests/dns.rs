@@ -363,3 +363,27 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     assert!(matches!(idle, Ok(Ok(0)) | Ok(Err(_))), "{idle:?}");
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn ipv6_listeners_answer_over_udp_and_tcp() {
+    let setup = Setup::new(&[("big.test.toml", &big_policy())]);
+    let config = config_text().replace("listen = [\"127.0.0.1:0\"]", "listen = [\"[::1]:0\"]");
+    std::fs::write(setup.config_path(), config).unwrap();
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let addr = running.addrs[0];
+    assert!(addr.is_ipv6());
+    let q = query("big.test.", RecordType::SOA).to_vec().unwrap();
+    let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    socket.send_to(&q, addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let udp = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(udp.answers[0].record_type(), RecordType::SOA);
+    let tcp = Message::from_vec(&tcp_raw(addr, &query("big.test.", RecordType::TXT).to_vec().unwrap()).await)
+        .unwrap();
+    assert_eq!(txt_joined(&tcp), vec![long_spf_record()]);
+    running.shutdown().await.unwrap();
+}

@@ -7,6 +7,7 @@
 pub mod answer;
 pub mod handler;
 pub mod listen;
+pub mod mmsg;
 pub mod tcp;
 pub mod udp;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! The UDP server: one thread per core, each reading its own SO_REUSEPORT socket (the
-//! kernel spreads queries across them), answering from the snapshot through the fast
-//! path, or the general one for anything unusual. No task, channel or lock per query.
+//! kernel spreads queries across them) in batches, answering from the snapshot through
+//! the fast path, or the general one for anything unusual. No task, channel, lock or
+//! allocation per query.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -13,8 +14,9 @@ use hickory_net::xfer::Protocol;
 use tracing::warn;
 
 use super::handler::respond_general;
+use super::mmsg::Batch;
 use super::wire::{self, Outcome};
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// How often an idle worker looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -50,36 +52,42 @@ impl UdpWorkers {
 }
 
 fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut batch = Batch::default();
     while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
+        match batch.receive(socket) {
+            Ok(_) => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 warn!("udp receive: {e}");
                 continue;
             }
-        };
-        if src.port() == 0 {
-            continue;
         }
-        answer(socket, cell, &buf[..len], src, &mut out);
+        // One snapshot for the whole batch: a batch is answered from one version.
+        let snapshot = cell.load();
+        for i in 0..batch.received() {
+            let mut answer = std::mem::take(&mut batch.answers[i]);
+            answer.clear();
+            if let Some((request, src)) = batch.query(i) {
+                respond(&snapshot, request, src, &mut answer);
+            }
+            batch.answers[i] = answer;
+        }
+        drop(snapshot);
+        batch.send(socket);
     }
 }
 
-fn answer(socket: &UdpSocket, cell: &SnapshotCell, request: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
-    let snapshot = cell.load();
-    let sent = match wire::respond(&snapshot, request, out) {
-        Outcome::Answered => socket.send_to(out, src),
-        Outcome::Drop => return,
-        Outcome::General => match respond_general(&snapshot, request, src, Protocol::Udp) {
-            Some(response) => socket.send_to(&response, src),
-            None => return,
-        },
-    };
-    if let Err(e) = sent {
-        tracing::debug!("udp send to {src}: {e}");
+/// Writes the answer to one datagram into `out` (left empty when nothing is sent).
+fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+    match wire::respond(snapshot, request, out) {
+        Outcome::Answered => {}
+        Outcome::Drop => out.clear(),
+        Outcome::General => {
+            out.clear();
+            if let Some(response) = respond_general(snapshot, request, src, Protocol::Udp) {
+                out.extend_from_slice(&response);
+            }
+        }
     }
 }
