@@ -245,13 +245,7 @@ impl<S: Source> Flattener<S> {
             generation: c.generation,
         });
         let now = self.clock.unix_now();
-        let entry = Entry::new(
-            policy.zone.to_string(),
-            spf.record.to_string(),
-            &expansion,
-            chain,
-            now,
-        );
+        let entry = Entry::new(policy.zone_text.clone(), spf.text.clone(), &expansion, chain, now);
         let changed = self.published.set(&domain, entry, now, u64::from(policy.ttl) * 2);
         if changed {
             tracing::debug!(domain = %domain, mode = spf.mode.as_str(), lookups, "SPF expansion published");
