@@ -236,13 +236,23 @@ impl Reloader {
                 .map(|z| z.policy.clone())
         };
         let mut builder = Builder::reusing(current.clone());
-        let (fresh, steady): (Vec<PathBuf>, Vec<PathBuf>) =
-            self.files.keys().cloned().partition(|p| changed.contains(p));
-        for path in steady.into_iter().chain(fresh) {
-            let Some(policy) = self.files[&path].served.clone() else {
-                continue;
-            };
+        // Policies in service go first, then the changed ones: a changed or new file that
+        // claims a served name is the one refused.
+        let fresh: HashSet<*const ValidPolicy> = changed
+            .iter()
+            .filter_map(|path| self.files.get(path)?.served.as_ref().map(Arc::as_ptr))
+            .collect();
+        let fresh = &fresh;
+        let served = |want_fresh: bool| {
+            self.files
+                .values()
+                .filter_map(|f| f.served.clone())
+                .filter(move |p| fresh.contains(&Arc::as_ptr(p)) == want_fresh)
+        };
+        let order: Vec<Arc<ValidPolicy>> = served(false).chain(served(true)).collect();
+        for policy in order {
             let spf = self.published.answer_for(&policy);
+            let path = policy.path.clone();
             if let Err(conflict) = builder.add(policy, spf) {
                 diags.push(file_error(&path, conflict.to_string()));
                 let fallback = previously(&path);
@@ -250,7 +260,9 @@ impl Reloader {
                     let spf = self.published.answer_for(old);
                     builder.add(old.clone(), spf).is_ok()
                 });
-                self.files.get_mut(&path).expect("listed").served = kept;
+                if let Some(file) = self.files.get_mut(&path) {
+                    file.served = kept;
+                }
             }
         }
         builder

@@ -115,6 +115,8 @@ pub struct ValidPolicy {
     /// `domain` and `zone` as text (absolute), computed once for lookups by name.
     pub domain_text: String,
     pub zone_text: String,
+    /// `zone` as the snapshot's key.
+    pub zone_lower: hickory_proto::rr::LowerName,
     pub ttl: u32,
     pub spf: Option<SpfPolicy>,
     pub dmarc: Option<DmarcRecord>,
@@ -197,6 +199,7 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         path: src.path.clone(),
         domain_text: domain.to_string(),
         zone_text: zone.to_string(),
+        zone_lower: hickory_proto::rr::LowerName::new(&zone),
         domain,
         zone,
         ttl: ttl?,

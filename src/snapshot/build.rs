@@ -2,11 +2,14 @@
 //! grows only when a zone's content changes.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use hickory_proto::rr::{LowerName, Name};
+use rustc_hash::FxHasher;
 
+use super::compiled::wire_name;
 use super::serials::SerialBook;
 use super::{ServerIdentity, Snapshot, SpfAnswer, Zone, ZoneContent};
 use crate::policy::ValidPolicy;
@@ -31,9 +34,9 @@ enum Pending {
 #[derive(Default)]
 pub struct Builder {
     zones: Vec<Pending>,
-    /// Every owner name of every accepted zone (apexes and empty non-terminals too),
-    /// and the policy that has it.
-    names: HashMap<LowerName, Arc<ValidPolicy>>,
+    /// Every owner name of every accepted zone (apexes and empty non-terminals too), in
+    /// lower-case wire form (the zones' own keys, shared), and the policy that has it.
+    names: HashMap<Arc<[u8]>, Arc<ValidPolicy>, BuildHasherDefault<FxHasher>>,
     domains: HashMap<Name, Arc<ValidPolicy>>,
     /// The snapshot in service: a zone whose policy and SPF answer are unchanged is
     /// kept as it is (same serial, same wire data), so a swap costs little per zone.
@@ -63,15 +66,22 @@ impl Builder {
             Some(zone) => Pending::Kept(zone),
             None => Pending::New(ZoneContent::from_policy(&policy, spf), policy.clone()),
         };
-        let names: Vec<&LowerName> = match &pending {
-            Pending::New(content, _) => content.names().collect(),
-            Pending::Kept(zone) => zone.nodes.keys().collect(),
+        let names: Vec<Arc<[u8]>> = match &pending {
+            Pending::New(content, _) => content
+                .names()
+                .map(|n| Arc::from(wire_name(&Name::from(n.clone()))))
+                .collect(),
+            Pending::Kept(zone) => zone.wire.names.iter().map(|(key, _)| key.clone()).collect(),
         };
-        if let Some((name, other)) = names.iter().find_map(|n| self.names.get_key_value(*n)) {
-            return Err(conflict(format!("name {name}"), other));
+        if let Some(other) = names.iter().find_map(|n| self.names.get(n)) {
+            let name = names
+                .iter()
+                .find(|n| self.names.contains_key(*n))
+                .map(|n| display_wire(n));
+            return Err(conflict(format!("name {}", name.unwrap_or_default()), other));
         }
         for name in names {
-            self.names.insert(name.clone(), policy.clone());
+            self.names.insert(name, policy.clone());
         }
         self.domains.insert(policy.domain.clone(), policy);
         self.zones.push(pending);
@@ -79,7 +89,7 @@ impl Builder {
     }
 
     fn unchanged(&self, policy: &Arc<ValidPolicy>, spf: Option<&Arc<SpfAnswer>>) -> Option<Arc<Zone>> {
-        let zone = self.previous.as_ref()?.zones.get(&LowerName::new(&policy.zone))?;
+        let zone = self.previous.as_ref()?.zones.get(&policy.zone_lower)?;
         let same_spf = match (zone.spf_answer.as_ref(), spf) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -114,6 +124,22 @@ impl Builder {
         book.retain(zones.keys());
         Snapshot::new(generation, zones)
     }
+}
+
+/// A lower-case wire-format name as text (`_spf.example.com.`).
+fn display_wire(wire: &[u8]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    while let Some(&len) = wire.get(at) {
+        if len == 0 {
+            break;
+        }
+        let label = wire.get(at + 1..at + 1 + usize::from(len)).unwrap_or_default();
+        out.push_str(&String::from_utf8_lossy(label));
+        out.push('.');
+        at += 1 + usize::from(len);
+    }
+    if out.is_empty() { ".".to_string() } else { out }
 }
 
 fn conflict(what: String, other: &ValidPolicy) -> Conflict {
