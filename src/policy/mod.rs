@@ -24,7 +24,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::parse_host_name;
-use crate::diag::{Diagnostic, Diagnostics, Severity, SourceFile};
+use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::spf;
 use crate::txt;
 
@@ -288,9 +288,4 @@ fn value_offset(src: &SourceFile, value: &Spanned<String>, offset: usize) -> usi
     } else {
         span.start
     }
-}
-
-/// True when any diagnostic is an error.
-pub fn has_errors(diags: &[Diagnostic]) -> bool {
-    diags.iter().any(|d| d.severity == Severity::Error)
 }

@@ -210,6 +210,9 @@ impl<S: Source> Flattener<S> {
             self.persist();
             let _ = self.notify.send(Trigger::Flattened);
         }
+        if !due.is_empty() {
+            self.upstream.purge_expired();
+        }
         changed
     }
 

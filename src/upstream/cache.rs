@@ -133,19 +133,11 @@ impl Cache {
         slots.get(key).and_then(|s| s.cell.get().map(|(_, e)| *e))
     }
 
-    /// Drops expired entries (called by the refresh service now and then).
+    /// Drops expired entries (the refresh service does after each round).
     pub fn purge_expired(&self) {
         let now = Instant::now();
         let mut slots = self.slots.lock().expect("cache lock");
         slots.retain(|_, s| s.cell.get().is_none_or(|(_, e)| *e > now));
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.lock().expect("cache lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -225,5 +217,18 @@ mod tests {
             Err(LookupError::NxDomain),
             "NXDOMAIN is cached for its TTL"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn purging_drops_only_expired_answers() {
+        let cache = Cache::default();
+        let short = CacheKey::new("short.test", RecordType::TXT);
+        let long = CacheKey::new("long.test", RecordType::TXT);
+        cache.get_or_fetch(short.clone(), || async { txt(5) }).await;
+        cache.get_or_fetch(long.clone(), || async { txt(600) }).await;
+        tokio::time::advance(Duration::from_secs(6)).await;
+        cache.purge_expired();
+        assert!(cache.expires_at(&short).is_none());
+        assert!(cache.expires_at(&long).is_some());
     }
 }

@@ -7,9 +7,8 @@
 
 mod cache;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_proto::rr::{RData, RecordType};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -145,8 +144,10 @@ impl<S: Source> Upstream<S> {
         self.cache.expires_at(&CacheKey::new(name, rtype))
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
+    /// Drops answers whose TTL has run out, so names no policy asks any more do not
+    /// stay in memory.
+    pub fn purge_expired(&self) {
+        self.cache.purge_expired();
     }
 
     async fn records(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, LookupError> {
@@ -208,17 +209,4 @@ impl<S: Source> DnsLookup for Upstream<S> {
             })
             .collect())
     }
-}
-
-/// The addresses a client IP is compared with: IPv4-mapped IPv6 as IPv4.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Clamp used when scheduling refreshes from TTLs.
-pub fn clamp_ttl(ttl: Duration, min: Duration, max: Duration) -> Duration {
-    ttl.clamp(min, max)
 }
