@@ -36,10 +36,27 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// How often a port-0 bind is retried when the port the kernel picked for UDP is
+/// already taken for TCP (the two port spaces are separate; tests bind many servers).
+const PICK_ATTEMPTS: usize = 32;
+
 /// Binds `count` UDP sockets and one TCP listener on one address. With port 0, the
 /// first socket's port is used by the others, so both protocols share it as on a real
-/// server.
+/// server; if the kernel's pick is already taken for TCP, another port is picked.
 pub fn bind_all(addr: SocketAddr, count: usize) -> io::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match bind_on(addr, count) {
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempt < PICK_ATTEMPTS => {
+                continue;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn bind_on(addr: SocketAddr, count: usize) -> io::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
     let first = bind_udp(addr)?;
     let bound = first.local_addr()?;
     let mut udp = vec![first];
