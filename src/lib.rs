@@ -28,9 +28,11 @@
 //! - [`dns`]: the query path: the UDP fast path, the general path, TCP, sockets.
 //! - [`reload`]: the one writer of the snapshot: policy files and published expansions.
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
+//! - [`alloc`]: handing freed heap back to the kernel after a swap.
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
 
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod diag;

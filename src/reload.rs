@@ -24,6 +24,8 @@ use crate::snapshot::{Builder, ServerIdentity, Snapshot, SnapshotCell};
 /// How long file events are gathered before one reload: editors write a file in
 /// several steps (truncate, write, rename).
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How long the reload thread waits for queries still reading a replaced snapshot.
+const RELEASE_WAIT: Duration = Duration::from_millis(200);
 
 /// What one reload did.
 #[derive(Debug, Default)]
@@ -175,14 +177,43 @@ impl Reloader {
         report.build_time = started.elapsed();
         if self.persist {
             log_zone_changes(&current, &candidate, report.build_time);
+            if let Err(e) = self.serials.save(&self.state_dir) {
+                warn!(dir = %self.state_dir.display(), "cannot save zone serials: {e}");
+            }
         }
-        if !self.persist {
-            return report;
-        }
-        if let Err(e) = self.serials.save(&self.state_dir) {
-            warn!(dir = %self.state_dir.display(), "cannot save zone serials: {e}");
-        }
+        drop(current);
+        self.release_retired();
         report
+    }
+
+    /// Frees the replaced snapshot here once the queries that were reading it are done
+    /// (they hold it for one batch), so that two whole generations do not stay resident
+    /// after a swap that changed every zone. If a reader still holds it after
+    /// [`RELEASE_WAIT`], it stays retired until the next swap; a query thread never
+    /// frees it.
+    fn release_retired(&mut self) {
+        let Some(mut retired) = self.retired.take() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            match Arc::try_unwrap(retired) {
+                Ok(snapshot) => {
+                    let zones = snapshot.zone_count();
+                    drop(snapshot);
+                    if zones > 0 {
+                        crate::alloc::return_free_memory();
+                    }
+                    return;
+                }
+                Err(shared) => retired = shared,
+            }
+            if std::time::Instant::now() >= deadline {
+                self.retired = Some(retired);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// A `*.toml` file directly in the policy directory, not hidden.

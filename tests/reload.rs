@@ -193,3 +193,31 @@ async fn queries_during_swaps_always_see_one_whole_snapshot() {
     assert!(s.generation() > generation);
     assert!(asked.load(Ordering::Relaxed) > 0);
 }
+
+/// The replaced snapshot is freed by the reload thread once no query reads it, not kept
+/// until the next swap (two whole generations would stay resident); a query that still
+/// holds it keeps it alive, and it is never freed under that query.
+#[test]
+fn a_replaced_snapshot_is_freed_once_no_query_holds_it() {
+    let setup = Setup::new(&[("a.toml", &policy("a.test", "v=spf1 ip4:192.0.2.1 -all"))]);
+    let cell = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let mut reloader = Reloader::offline(&setup.config(), cell.clone());
+    assert!(reloader.reload().swapped);
+    let first = Arc::downgrade(&cell.load_full());
+
+    setup.write_policy("a.toml", &policy("a.test", "v=spf1 ip4:192.0.2.2 -all"));
+    assert!(reloader.reload().swapped);
+    assert!(first.upgrade().is_none(), "generation 1 is freed after the swap");
+
+    // A reader in the middle of a batch keeps its snapshot whole across a swap.
+    let reader = cell.load_full();
+    let second = Arc::downgrade(&reader);
+    setup.write_policy("a.toml", &policy("a.test", "v=spf1 ip4:192.0.2.3 -all"));
+    assert!(reloader.reload().swapped);
+    assert_eq!(reader.zone_count(), 1);
+    assert!(second.upgrade().is_some(), "held by the reader");
+    drop(reader);
+    setup.write_policy("a.toml", &policy("a.test", "v=spf1 ip4:192.0.2.4 -all"));
+    assert!(reloader.reload().swapped);
+    assert!(second.upgrade().is_none(), "freed at the next swap once released");
+}
