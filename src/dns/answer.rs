@@ -6,6 +6,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
+use crate::snapshot::compiled::{WireSet, wire_name};
 use crate::snapshot::macro_table::{V4_LABEL, V6_LABEL};
 use crate::snapshot::{Snapshot, Zone};
 
@@ -54,33 +55,41 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
         answers: Vec::new(),
         authority: Vec::new(),
     };
-    let synthesised = macro_record(zone, qname);
-    if synthesised.is_none() && !zone.nodes.contains_key(&lower) {
-        out.rcode = ResponseCode::NXDomain;
-        out.authority.push(negative_soa(zone, qname));
-        return out;
-    }
+    let sets: Vec<&WireSet> = if let Some(set) = macro_set(zone, qname) {
+        match qtype {
+            RecordType::TXT | RecordType::ANY => vec![set],
+            _ => Vec::new(),
+        }
+    } else {
+        let Some(sets) = zone.sets_at(&wire_name(qname)) else {
+            out.rcode = ResponseCode::NXDomain;
+            out.authority.extend(negative_soa(zone, qname));
+            return out;
+        };
+        match qtype {
+            RecordType::ANY => sets.iter().map(|(_, set)| set).collect(),
+            _ => sets
+                .iter()
+                .filter(|(t, _)| *t == u16::from(qtype))
+                .map(|(_, set)| set)
+                .collect(),
+        }
+    };
     if qtype == RecordType::ANY && !tcp {
         out.answers.push(rfc8482_hinfo(qname, zone));
         return out;
     }
-    let records: Vec<&Record> = match (synthesised, qtype) {
-        (Some(record), RecordType::TXT | RecordType::ANY) => vec![record],
-        (Some(_), _) => Vec::new(),
-        (None, RecordType::ANY) => zone.all_at(&lower),
-        (None, _) => zone.lookup(&lower, qtype).unwrap_or_default().iter().collect(),
-    };
-    if records.is_empty() {
-        out.authority.push(negative_soa(zone, qname));
+    out.answers = sets.into_iter().flat_map(|set| set.records(qname)).collect();
+    if out.answers.is_empty() {
+        out.authority.extend(negative_soa(zone, qname));
     }
-    out.answers = records.into_iter().map(|r| renamed(r, qname.clone())).collect();
     out
 }
 
 /// Macro mode: every name under `in-addr.<zone>` and `ip6.<zone>` has a TXT record,
 /// the answer for the address it spells (or one that authorises nothing).
-fn macro_record<'z>(zone: &'z Zone, qname: &Name) -> Option<&'z Record> {
-    let macros = zone.macros.as_ref()?;
+fn macro_set<'z>(zone: &'z Zone, qname: &Name) -> Option<&'z WireSet> {
+    let macros = zone.wire.zone.macros.as_ref()?;
     let below = usize::from(qname.num_labels()).checked_sub(usize::from(zone.apex.num_labels()) + 1)?;
     let family = qname.iter().nth(below)?;
     let v6 = if family.eq_ignore_ascii_case(V6_LABEL) {
@@ -91,30 +100,22 @@ fn macro_record<'z>(zone: &'z Zone, qname: &Name) -> Option<&'z Record> {
         return None;
     };
     let index = macros.table.answer_for_labels(v6, qname.iter().take(below));
-    macros.records.get(usize::from(index))
-}
-
-fn renamed(record: &Record, name: Name) -> Record {
-    let mut r = record.clone();
-    r.name = name;
-    r
+    macros.answers.get(usize::from(index))
 }
 
 /// The zone's SOA for the authority section of a negative answer: owner in the case
 /// the query used, TTL min(SOA TTL, MINIMUM) (RFC 2308 3).
-fn negative_soa(zone: &Zone, qname: &Name) -> Record {
-    let mut soa = renamed(&zone.soa, qname.trim_to(zone.apex.num_labels() as usize));
-    if let RData::SOA(data) = &soa.data {
-        soa.ttl = soa.ttl.min(data.minimum);
-    }
-    soa
+fn negative_soa(zone: &Zone, qname: &Name) -> Option<Record> {
+    zone.wire
+        .zone
+        .negative_soa(&qname.trim_to(zone.apex.num_labels() as usize))
 }
 
 /// RFC 8482 4.2: a synthesised HINFO instead of every RRset, for ANY over UDP.
 fn rfc8482_hinfo(qname: &Name, zone: &Zone) -> Record {
     Record::from_rdata(
         qname.clone(),
-        zone.soa.ttl,
+        zone.ttl,
         RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
     )
 }

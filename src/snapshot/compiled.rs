@@ -8,6 +8,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 use rustc_hash::FxHasher;
 
 use super::{MacroAnswers, MacroTable, Node, Zone};
@@ -34,6 +35,48 @@ pub struct WireName {
     pub sets: WireSets,
 }
 
+impl WireSet {
+    /// The set as hickory records owned by `owner`, for the general path (which builds
+    /// messages with hickory). The bytes are spfd's own encoding; a record that does not
+    /// decode (a bug) is left out rather than failing the query.
+    pub fn records(&self, owner: &Name) -> Vec<Record> {
+        let mut out = Vec::with_capacity(usize::from(self.count));
+        let mut rest: &[u8] = &self.bytes;
+        while let Some(tail) = rest.get(TO_QUESTION.len()..) {
+            let Some((record, used)) = decode_tail(tail, owner) else {
+                debug_assert!(false, "undecodable wire set {:?}", self.bytes);
+                break;
+            };
+            out.push(record);
+            rest = &tail[used..];
+        }
+        out
+    }
+}
+
+impl WireZone {
+    /// The SOA for the authority section of a negative answer, owned by `apex` as the
+    /// question spelled it.
+    pub fn negative_soa(&self, apex: &Name) -> Option<Record> {
+        decode_tail(&self.soa_tail, apex).map(|(record, _)| record)
+    }
+}
+
+/// Decodes type, class, TTL, length and data (everything after the owner name) into a
+/// record owned by `owner`; returns it with the number of bytes used.
+fn decode_tail(bytes: &[u8], owner: &Name) -> Option<(Record, usize)> {
+    let field = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+    let rtype = RecordType::from(field(0)?);
+    let ttl = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let len = field(8)?;
+    let rdata = bytes.get(10..10 + usize::from(len))?;
+    let data = RData::read(&mut BinDecoder::new(rdata), rtype, Restrict::new(len)).ok()?;
+    Some((
+        Record::from_rdata(owner.clone(), ttl, data),
+        10 + usize::from(len),
+    ))
+}
+
 impl WireName {
     pub fn set(&self, rtype: u16) -> Option<&WireSet> {
         self.sets.iter().find(|(t, _)| *t == rtype).map(|(_, s)| s)
@@ -58,10 +101,11 @@ pub struct WireMacros {
 }
 
 /// One zone in wire format, built with the zone and shared by every snapshot that
-/// keeps the zone.
+/// keeps the zone: every name (empty non-terminals included, with no sets) and its
+/// RRsets.
 #[derive(Debug, Clone)]
 pub struct ZoneWire {
-    pub names: Vec<(Arc<[u8]>, WireSets)>,
+    pub names: Box<[(Arc<[u8]>, WireSets)]>,
     pub zone: Arc<WireZone>,
 }
 
@@ -88,17 +132,19 @@ impl ZoneWire {
         let names = nodes
             .iter()
             .map(|(name, node)| {
+                // SOA and NS first: the order of a full answer to ANY.
                 let mut sets: Vec<(u16, WireSet)> = Vec::new();
-                if !node.txt.is_empty() {
-                    sets.push((u16::from(RecordType::TXT), encode_set(&node.txt)));
-                }
                 if name.num_labels() == apex.num_labels() {
                     sets.push((u16::from(RecordType::SOA), encode_set(std::slice::from_ref(soa))));
                     sets.push((u16::from(RecordType::NS), encode_set(ns)));
                 }
+                if !node.txt.is_empty() {
+                    sets.push((u16::from(RecordType::TXT), encode_set(&node.txt)));
+                }
                 (Arc::from(wire_name(&Name::from(name.clone()))), Arc::from(sets))
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
         ZoneWire { names, zone }
     }
 }

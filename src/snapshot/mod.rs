@@ -43,18 +43,15 @@ impl Node {
     }
 }
 
-/// One zone spfd is authoritative for, built from one policy.
+/// One zone spfd is authoritative for, built from one policy. Its records are kept
+/// in wire form only (see [`compiled::ZoneWire`]): the UDP fast path copies them, and
+/// the general path decodes the few it needs per query.
 #[derive(Debug)]
 pub struct Zone {
     pub apex: Name,
     pub serial: u32,
-    /// The SOA record, also used in the authority section of negative answers.
-    pub soa: Record,
-    pub ns: Vec<Record>,
-    /// Every name of the zone that has records, the apex included.
-    pub nodes: HashMap<LowerName, Node>,
-    /// Macro mode: answers synthesised for every name under `in-addr.` and `ip6.`.
-    pub macros: Option<MacroAnswers>,
+    /// The TTL of every record of the zone.
+    pub ttl: u32,
     /// The policy this zone was built from, for reports and for `spfd records`.
     pub policy: Arc<ValidPolicy>,
     /// Fingerprint of the zone's content (not its serial): a change of it is what makes
@@ -63,34 +60,19 @@ pub struct Zone {
     /// What replaced the SPF record as written, to tell whether the next build can reuse
     /// this zone as it is.
     pub spf_answer: Option<Arc<SpfAnswer>>,
-    /// The zone in wire format, for the fast path (built once per zone, not per swap).
+    /// The zone's names and RRsets in wire format (built once per zone, not per swap).
     pub wire: compiled::ZoneWire,
 }
 
 impl Zone {
-    /// The records of `rtype` at `name`, the apex's SOA and NS included.
-    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Option<&[Record]> {
-        let node = self.nodes.get(name)?;
-        let apex = name.num_labels() == self.apex.num_labels();
-        Some(match rtype {
-            RecordType::SOA if apex => std::slice::from_ref(&self.soa),
-            RecordType::NS if apex => &self.ns,
-            _ => node.records(rtype),
-        })
-    }
-
-    /// Every RRset at a name, for ANY over TCP.
-    pub fn all_at(&self, name: &LowerName) -> Vec<&Record> {
-        let Some(node) = self.nodes.get(name) else {
-            return Vec::new();
-        };
-        let mut out: Vec<&Record> = Vec::new();
-        if name.num_labels() == self.apex.num_labels() {
-            out.push(&self.soa);
-            out.extend(&self.ns);
-        }
-        out.extend(&node.txt);
-        out
+    /// The RRsets at a name of the zone, given in lower-case wire format; `None` when
+    /// the zone has no such name (empty non-terminals exist, with no sets).
+    pub fn sets_at(&self, wire_name: &[u8]) -> Option<&compiled::WireSets> {
+        self.wire
+            .names
+            .iter()
+            .find(|(key, _)| **key == *wire_name)
+            .map(|(_, sets)| sets)
     }
 }
 
@@ -156,8 +138,8 @@ pub struct SpfAnswer {
     pub macro_table: Option<Arc<MacroTable>>,
 }
 
-/// Macro answers as served: the table and one prebuilt record per distinct answer
-/// (the owner name is replaced by the query name).
+/// Macro answers before encoding: the table and one record per distinct answer (the
+/// owner name is replaced by the query name when served).
 #[derive(Debug)]
 pub struct MacroAnswers {
     pub table: Arc<MacroTable>,
@@ -249,7 +231,8 @@ impl ZoneContent {
         fnv1a(lines.join("\n").as_bytes())
     }
 
-    /// The zone with SOA and NS, at the given serial.
+    /// The zone with SOA and NS, at the given serial, compiled to wire form (the
+    /// records built here are not kept).
     /// `content_hash` is [`ZoneContent::fingerprint`], computed once by the caller.
     pub fn into_zone(
         self,
@@ -285,10 +268,7 @@ impl ZoneContent {
         Zone {
             apex: self.apex,
             serial,
-            soa,
-            ns,
-            nodes: self.nodes,
-            macros,
+            ttl: self.ttl,
             policy,
             content_hash,
             spf_answer: self.spf_answer,
