@@ -275,6 +275,49 @@ mod tests {
     }
 
     #[test]
+    fn sets_decode_back_to_the_records_under_the_asked_owner() {
+        let apex = Name::from_ascii("_spf.Example.test.").unwrap();
+        let txt = [
+            Record::from_rdata(
+                apex.clone(),
+                300,
+                RData::TXT(TXT::new(vec!["v=spf1 ".into(), "-all".into()])),
+            ),
+            Record::from_rdata(apex.clone(), 300, RData::TXT(TXT::new(vec![String::new()]))),
+        ];
+        let asked = Name::from_ascii("_SPF.example.TEST.").unwrap();
+        let decoded = encode_set(&txt).records(&asked);
+        assert_eq!(decoded.len(), 2);
+        for (got, want) in decoded.iter().zip(&txt) {
+            assert_eq!(got.name, asked);
+            assert_eq!((got.ttl, &got.data), (want.ttl, &want.data));
+        }
+
+        let soa = Record::from_rdata(
+            apex.clone(),
+            3600,
+            RData::SOA(hickory_proto::rr::rdata::SOA::new(
+                Name::from_ascii("ns1.spfd.test.").unwrap(),
+                Name::from_ascii("hostmaster.spfd.test.").unwrap(),
+                7,
+                3600,
+                900,
+                1_209_600,
+                300,
+            )),
+        );
+        let zone = WireZone {
+            apex_labels: 3,
+            soa_tail: soa_tail(&soa),
+            macros: None,
+        };
+        let negative = zone.negative_soa(&asked).unwrap();
+        assert_eq!(negative.name, asked);
+        assert_eq!(negative.ttl, 300, "min(TTL, MINIMUM)");
+        assert_eq!(negative.data, soa.data);
+    }
+
+    #[test]
     fn wire_names_are_lower_case() {
         let name = Name::from_ascii("Ab.C.").unwrap();
         assert_eq!(wire_name(&name), vec![2, b'a', b'b', 1, b'c', 0]);
