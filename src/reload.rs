@@ -49,10 +49,23 @@ impl ReloadReport {
 
 /// The state of one policy file as last read.
 struct FileState {
-    /// The text last read, to skip files that did not change.
-    text: String,
+    /// A digest of the text last read, to skip files that did not change (the text
+    /// itself is not kept: a hundred thousand policies would hold it all).
+    digest: TextDigest,
     /// The version of this file in service, if any: the last valid one.
     served: Option<Arc<ValidPolicy>>,
+}
+
+/// The length and a 64-bit hash of a file's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextDigest(usize, u64);
+
+impl TextDigest {
+    fn of(text: &str) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> = Default::default();
+        TextDigest(text.len(), hasher.hash_one(text))
+    }
 }
 
 pub struct Reloader {
@@ -233,10 +246,11 @@ impl Reloader {
                     continue;
                 }
             };
-            if self.files.get(path).is_some_and(|f| f.text == text) {
+            let digest = TextDigest::of(&text);
+            if self.files.get(path).is_some_and(|f| f.digest == digest) {
                 continue;
             }
-            let src = crate::diag::SourceFile::new(path.clone(), text.clone());
+            let src = crate::diag::SourceFile::new(path.clone(), text);
             let served = self.files.get(path).and_then(|f| f.served.clone());
             let served = match policy::parse(&src) {
                 Ok(loaded) => {
@@ -249,7 +263,7 @@ impl Reloader {
                     served
                 }
             };
-            self.files.insert(path.clone(), FileState { text, served });
+            self.files.insert(path.clone(), FileState { digest, served });
         }
         changed
     }

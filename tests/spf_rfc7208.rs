@@ -239,3 +239,42 @@ async fn limits_lifted_changes_only_limit_cases() {
     .collect();
     assert_eq!(changed, want);
 }
+
+/// Every record of the suite that parses is kept by a policy as its normalised text
+/// only and parsed again from it when needed: the text must parse back to the same
+/// record, with the same lookup cost.
+#[test]
+fn normalised_records_parse_back_to_themselves() {
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Sequence(items) => items.iter().for_each(|i| strings(i, out)),
+            Value::Mapping(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let yaml = std::fs::read_to_string(SUITE).expect("read the suite");
+    let mut texts = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        strings(
+            &Value::deserialize(doc).expect("a YAML document")["zonedata"],
+            &mut texts,
+        );
+    }
+    let mut checked = 0;
+    for text in texts
+        .iter()
+        .filter(|t| t.to_ascii_lowercase().starts_with("v=spf1"))
+    {
+        let Ok(record) = spfd::spf::Record::parse(text) else {
+            continue;
+        };
+        let normalised = record.to_string();
+        let again = spfd::spf::Record::parse(&normalised)
+            .unwrap_or_else(|e| panic!("{text:?} normalised to {normalised:?}, which does not parse: {e:?}"));
+        assert_eq!(again.to_string(), normalised, "{text:?}");
+        assert_eq!(again.lookup_terms(), record.lookup_terms(), "{text:?}");
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} records checked");
+}

@@ -25,15 +25,9 @@ pub async fn explain(config: &Config, policy: &ValidPolicy, query: &Query) -> an
     };
     let upstream = Upstream::from_config(&config.upstream)?;
     let domain = policy.domain.to_string().trim_end_matches('.').to_string();
-    let lifted = spf::check_record(
-        &upstream,
-        &spf.record,
-        &domain,
-        query,
-        &EvalOptions::without_limits(),
-    )
-    .await;
-    let strict = spf::check_record(&upstream, &spf.record, &domain, query, &EvalOptions::default()).await;
+    let record = spf.record();
+    let lifted = spf::check_record(&upstream, &record, &domain, query, &EvalOptions::without_limits()).await;
+    let strict = spf::check_record(&upstream, &record, &domain, query, &EvalOptions::default()).await;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -83,11 +77,11 @@ pub async fn flatten(config: &Config, policy: &ValidPolicy) -> anyhow::Result<(S
     let domain = policy.domain.to_string();
     let owner_redirect = policy.zone != policy.domain;
     let mut out = String::new();
-    let _ = writeln!(out, "; {domain} in zone {}: {}", policy.zone, spf.record);
+    let _ = writeln!(out, "; {domain} in zone {}: {}", policy.zone, spf.text);
     match flatten::flatten(
         &upstream,
         &domain,
-        &spf.record,
+        &spf.record(),
         &policy.zone,
         owner_redirect,
         &mut memory,

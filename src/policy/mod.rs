@@ -84,22 +84,39 @@ impl SpfMode {
     }
 }
 
+/// The SPF part of a policy. The record is kept as its text only (the parsed form is
+/// rebuilt where it is needed: a few times per refresh, not for every zone held).
 #[derive(Debug, Clone)]
 pub struct SpfPolicy {
-    pub record: spf::Record,
-    /// The record as text (`v=spf1` and its terms), computed once: it identifies the
-    /// version of the record flattening results were computed for.
+    /// The record as text (`v=spf1` and its terms, normalised), computed once: it
+    /// identifies the version of the record flattening results were computed for.
     pub text: String,
     /// The mode the owner asked for.
     pub mode: SpfMode,
+    /// DNS lookups the record's own terms cost a receiver (RFC 7208 4.6.4).
+    lookup_terms: usize,
 }
 
 impl SpfPolicy {
+    fn new(record: &spf::Record, mode: SpfMode) -> Self {
+        SpfPolicy {
+            text: record.to_string(),
+            mode,
+            lookup_terms: record.lookup_terms(),
+        }
+    }
+
+    /// The parsed record.
+    pub fn record(&self) -> spf::Record {
+        spf::Record::parse(&self.text).expect("the normalised text of a validated record parses")
+    }
+
     /// The record as written, split between terms: what passthrough mode publishes,
     /// and what flatten mode publishes until its first expansion succeeds.
     pub fn published_strings(&self) -> Vec<String> {
+        let record = self.record();
         let mut words = vec!["v=spf1"];
-        words.extend(self.record.terms().iter().map(|t| t.text()));
+        words.extend(record.terms().iter().map(|t| t.text()));
         txt::split_words(words)
     }
 }
@@ -129,7 +146,7 @@ impl ValidPolicy {
     /// Lookups inside the targets of `include` and `redirect` are not counted here.
     pub fn spf_direct_lookups(&self) -> Option<usize> {
         let spf = self.spf.as_ref()?;
-        Some(spf.record.lookup_terms() + usize::from(self.zone != self.domain))
+        Some(spf.lookup_terms + usize::from(self.zone != self.domain))
     }
 }
 
@@ -268,8 +285,7 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
              find your senders; mode = \"flatten\" works with every receiver while it fits 10 lookups",
         );
     }
-    let text = record.to_string();
-    Some(SpfPolicy { record, text, mode })
+    Some(SpfPolicy::new(&record, mode))
 }
 
 /// The position in the file of byte `offset` of a string value: exact when the value

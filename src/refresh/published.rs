@@ -92,7 +92,7 @@ impl Entry {
         policy
             .spf
             .as_ref()
-            .is_some_and(|spf| self.zone == policy.zone.to_string() && self.record == spf.record.to_string())
+            .is_some_and(|spf| self.zone == policy.zone_text && self.record == spf.text)
     }
 
     fn same_content(&self, other: &Entry) -> bool {

@@ -227,7 +227,7 @@ impl<S: Source> Flattener<S> {
         };
         let owner_redirect = policy.zone != policy.domain;
         let expansion =
-            match flatten::expand(&*self.upstream, &domain, &spf.record, &mut self.memory, &opts).await {
+            match flatten::expand(&*self.upstream, &domain, &spf.record(), &mut self.memory, &opts).await {
                 Ok(expansion) => expansion,
                 Err(e) => return self.failed(domain, format!("cannot expand the SPF record: {e}")),
             };
@@ -344,9 +344,7 @@ fn word_diff(old: &str, new: &str) -> (String, String) {
 }
 
 fn same_source(a: &ValidPolicy, b: &ValidPolicy) -> bool {
-    a.zone == b.zone
-        && a.ttl == b.ttl
-        && a.spf.as_ref().map(|s| s.record.to_string()) == b.spf.as_ref().map(|s| s.record.to_string())
+    a.zone == b.zone && a.ttl == b.ttl && a.spf.as_ref().map(|s| &s.text) == b.spf.as_ref().map(|s| &s.text)
 }
 
 async fn sleep_until(when: Option<Instant>) {
