@@ -72,7 +72,7 @@ fn macro_answer() -> SpfAnswer {
     ];
     let table = MacroTable::build(&rules, &Terminal::All(Qualifier::SoftFail), None);
     SpfAnswer {
-        head: vec!["v=spf1 redirect=%{ir}.%{v}._spf.m.test".into()],
+        head: Arc::from(["v=spf1 redirect=%{ir}.%{v}._spf.m.test".to_string()]),
         parts: vec![],
         macro_table: Some(Arc::new(table)),
     }

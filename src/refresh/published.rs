@@ -11,24 +11,23 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::flatten::{Rule, Terminal};
 use crate::policy::{SpfMode, ValidPolicy};
-use crate::snapshot::SpfAnswer;
 use crate::snapshot::macro_table::{self, MacroTable};
+use crate::snapshot::{SpfAnswer, part_name};
 
 const FILE_NAME: &str = "published.json";
 
-/// One TXT record: its owner name and character-strings.
-pub type NamedStrings = (String, Vec<String>);
+pub use crate::snapshot::NamedStrings;
 
 /// A packed chain: the head at the zone apex and its parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chain {
-    pub head: Vec<String>,
-    pub parts: Vec<NamedStrings>,
+    /// Shared with the answers built from it (serialised as plain lists).
+    pub head: Arc<[String]>,
+    pub parts: Arc<[NamedStrings]>,
     /// DNS lookups a receiver spends on the whole chain.
     pub lookups: usize,
     /// Content hash carried in the part names.
@@ -50,7 +49,7 @@ pub struct Entry {
     /// Parts of earlier chains, served until a receiver can no longer hold their head
     /// in cache (Unix time).
     #[serde(default)]
-    pub retired: Vec<(u64, Vec<NamedStrings>)>,
+    pub retired: Vec<(u64, Arc<[NamedStrings]>)>,
     /// When this was computed (Unix time).
     pub updated_at: u64,
     /// The answers as published in flatten and in macro mode, built on first use and
@@ -113,22 +112,23 @@ impl Entry {
     }
 
     fn build_answer(&self, mode: SpfMode) -> Option<SpfAnswer> {
-        let name = |n: &str| {
-            let mut name = Name::from_ascii(n).ok()?;
-            name.set_fqdn(true);
-            Some(name)
-        };
-        let current = self.chain.iter().flat_map(|c| c.parts.iter());
-        let retired = self.retired.iter().flat_map(|(_, parts)| parts.iter());
-        let parts = current
-            .chain(retired)
-            .map(|(n, strings)| Some((name(n)?, strings.clone())))
-            .collect::<Option<Vec<_>>>()?;
+        let current = self.chain.iter().map(|c| c.parts.clone());
+        let retired = self.retired.iter().map(|(_, parts)| parts.clone());
+        let parts: Vec<Arc<[NamedStrings]>> = current.chain(retired).collect();
+        // A state file edited by hand could hold a name that does not parse: then the
+        // record as written is published instead.
+        if !parts
+            .iter()
+            .flat_map(|g| g.iter())
+            .all(|(n, _)| part_name(n).is_some())
+        {
+            return None;
+        }
         let (head, macro_table) = match mode {
             SpfMode::Flatten => (self.chain.as_ref()?.head.clone(), None),
             SpfMode::Macro => {
                 let table = MacroTable::build(&self.rules, &self.terminal, self.exp.as_deref());
-                (vec![macro_table::head(&self.zone)], Some(Arc::new(table)))
+                (Arc::from([macro_table::head(&self.zone)]), Some(Arc::new(table)))
             }
             SpfMode::Passthrough => return None,
         };

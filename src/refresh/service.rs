@@ -242,8 +242,8 @@ impl<S: Source> Flattener<S> {
         };
         let stale = self.report(&domain, &expansion);
         let chain = chain.ok().map(|c| Chain {
-            head: c.head,
-            parts: c.parts,
+            head: c.head.into(),
+            parts: c.parts.into(),
             lookups: c.lookups,
             generation: c.generation,
         });

@@ -125,17 +125,29 @@ impl Snapshot {
     }
 }
 
+/// One TXT record: its owner name (absolute, as text) and its character-strings.
+pub type NamedStrings = (String, Vec<String>);
+
 /// The SPF records a zone publishes when they are not the policy's record as written:
-/// a flattened chain (head at the apex, parts at their own names).
+/// a flattened chain (head at the apex, parts at their own names), or macro answers.
+/// The strings are shared with the expansion that produced them, not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpfAnswer {
     /// The character-strings of the record at the apex.
-    pub head: Vec<String>,
-    /// Other names of the zone with an SPF record: chained parts, including parts of an
-    /// earlier generation kept while receivers may still hold its head in cache.
-    pub parts: Vec<(Name, Vec<String>)>,
+    pub head: Arc<[String]>,
+    /// Other names of the zone with an SPF record, in groups: the chained parts, and
+    /// the parts of earlier generations kept while receivers may still hold their head
+    /// in cache. Every name parses (checked by whoever builds the answer).
+    pub parts: Vec<Arc<[NamedStrings]>>,
     /// Macro mode: the per-address answers under `in-addr.<zone>` and `ip6.<zone>`.
     pub macro_table: Option<Arc<MacroTable>>,
+}
+
+/// A part's owner name as published.
+pub fn part_name(text: &str) -> Option<Name> {
+    let mut name = Name::from_ascii(text).ok()?;
+    name.set_fqdn(true);
+    Some(name)
 }
 
 /// Macro answers before encoding: the table and one record per distinct answer (the
@@ -180,9 +192,11 @@ impl ZoneContent {
         };
         match (&policy.spf, spf_answer.as_deref()) {
             (Some(_), Some(answer)) => {
-                add(apex.clone(), answer.head.clone());
-                for (name, strings) in &answer.parts {
-                    add(name.clone(), strings.clone());
+                add(apex.clone(), answer.head.to_vec());
+                for (name, strings) in answer.parts.iter().flat_map(|group| group.iter()) {
+                    if let Some(name) = part_name(name) {
+                        add(name, strings.clone());
+                    }
                 }
             }
             (Some(spf), None) => add(apex.clone(), spf.published_strings()),
