@@ -20,7 +20,11 @@ use world::{World, WorldSource};
 const PROVIDER: &str = "_spf.prov.test";
 
 fn policy(domain: &str, record: &str) -> Arc<ValidPolicy> {
-    let text = format!("domain = \"{domain}\"\n[spf]\nrecord = \"{record}\"\nmode = \"flatten\"\n");
+    policy_in(domain, record, "flatten")
+}
+
+fn policy_in(domain: &str, record: &str, mode: &str) -> Arc<ValidPolicy> {
+    let text = format!("domain = \"{domain}\"\n[spf]\nrecord = \"{record}\"\nmode = \"{mode}\"\n");
     Arc::new(
         policy::parse(&SourceFile::new(format!("/p/{domain}.toml"), text))
             .unwrap()
@@ -187,4 +191,99 @@ async fn an_outage_keeps_the_last_good_result_and_says_when_it_is_stale() {
         again.flattener.status("out.test."),
         Some(Status::Published { .. })
     ));
+}
+
+/// Terms a receiver must evaluate itself (an `exists` before eight includes, inside one
+/// include) cost 10 lookups in every per-address answer that carries them: with the
+/// owner's redirect and the zone's, 12. Macro mode refuses to publish that (receivers
+/// would answer permerror) and keeps the record as written; flatten mode refuses too,
+/// without suggesting macro mode, which would not fit either. Eight includes fit.
+#[tokio::test(start_paused = true)]
+async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published() {
+    let world = Arc::new(World::default());
+    let includes = |n: usize| {
+        (1..=n)
+            .map(|i| format!(" include:s{i}.prov.test"))
+            .collect::<String>()
+    };
+    world.txt(
+        "dyn.prov.test",
+        &format!("v=spf1 exists:%{{i}}._e.prov.test{} -all", includes(8)),
+        300,
+    );
+    world.txt(
+        "small.prov.test",
+        &format!("v=spf1 exists:%{{i}}._e.prov.test{} -all", includes(6)),
+        300,
+    );
+    for i in 1..=8 {
+        world.txt(
+            &format!("s{i}.prov.test"),
+            &format!("v=spf1 ip4:198.51.100.{i} -all"),
+            300,
+        );
+    }
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let heavy = policy_in(
+        "heavy.test",
+        "v=spf1 include:dyn.prov.test ip4:192.0.2.0/24 -all",
+        "macro",
+    );
+    let light = policy_in(
+        "light.test",
+        "v=spf1 include:small.prov.test ip4:192.0.2.0/24 -all",
+        "macro",
+    );
+    let flat = policy("flat.test", "v=spf1 include:dyn.prov.test ip4:192.0.2.0/24 -all");
+    bench
+        .flattener
+        .sync(&[heavy.clone(), light.clone(), flat.clone()]);
+    bench.flattener.refresh_due().await;
+
+    match bench.flattener.status("heavy.test.") {
+        Some(Status::Failed(why)) => assert!(why.contains("needs 12 DNS lookups"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        bench.published.answer_for(&heavy),
+        None,
+        "the record as written stays"
+    );
+    match bench.flattener.status("light.test.") {
+        Some(Status::Published { lookups }) => assert_eq!(*lookups, 10),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        bench
+            .published
+            .answer_for(&light)
+            .is_some_and(|a| a.macro_table.is_some())
+    );
+    match bench.flattener.status("flat.test.") {
+        Some(Status::Failed(why)) => {
+            assert!(why.contains("receivers allow 10"), "{why}");
+            assert!(!why.contains("use mode = \"macro\""), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A flatten-mode expansion that fits its chain (1 + 9 lookups, no parts) but not
+    // macro answers (1 + 1 + 9): switching the policy to macro mode keeps the record as
+    // written rather than publish answers receivers reject.
+    world.txt(
+        "nine.prov.test",
+        &format!("v=spf1 exists:%{{i}}._e.prov.test{} -all", includes(7)),
+        300,
+    );
+    let record = "v=spf1 include:nine.prov.test -all";
+    let fits = policy("fits.test", record);
+    bench.flattener.sync(&[heavy, light, flat, fits.clone()]);
+    bench.flattener.refresh_due().await;
+    assert!(bench.published.answer_for(&fits).is_some(), "the chain fits");
+    assert_eq!(
+        bench
+            .published
+            .answer_for(&policy_in("fits.test", record, "macro")),
+        None
+    );
 }

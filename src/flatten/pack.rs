@@ -39,7 +39,8 @@ pub struct Chain {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PackError {
     #[error(
-        "the flattened record needs {needed} DNS lookups ({owner_redirect} for the domain's redirect to the zone, {parts} for chained parts, {kept} for terms receivers must evaluate) but receivers allow {MAX_LOOKUPS} (RFC 7208 4.6.4); use mode = \"macro\" to answer per client address instead"
+        "the flattened record needs {needed} DNS lookups ({owner_redirect} for the domain's redirect to the zone, {parts} for chained parts, {kept} for terms receivers must evaluate) but receivers allow {MAX_LOOKUPS} (RFC 7208 4.6.4){}",
+        macro_hint(*.owner_redirect, *.kept)
     )]
     TooManyLookups {
         needed: usize,
@@ -51,6 +52,16 @@ pub enum PackError {
     TermTooLong { term: String },
     #[error("the zone `{zone}` is too long: chained part names would exceed {MAX_NAME} octets")]
     ZoneTooLong { zone: String },
+}
+
+/// Macro mode spends one lookup on the apex's redirect to the per-address answer
+/// instead of one per chained part: suggested only when that fits the limit.
+fn macro_hint(owner_redirect: usize, kept: usize) -> &'static str {
+    if owner_redirect + 1 + kept <= MAX_LOOKUPS {
+        "; use mode = \"macro\" to answer per client address instead"
+    } else {
+        "; the terms receivers must evaluate themselves cost too much for macro mode too"
+    }
 }
 
 impl Chain {

@@ -58,6 +58,10 @@ pub struct Entry {
     flatten_answer: OnceLock<Option<Arc<SpfAnswer>>>,
     #[serde(skip)]
     macro_answer: OnceLock<Option<Arc<SpfAnswer>>>,
+    /// The lookups of the worst per-address answer in macro mode (see
+    /// [`macro_table::answer_lookups`]), computed on first use.
+    #[serde(skip)]
+    macro_lookups: OnceLock<usize>,
 }
 
 impl Entry {
@@ -79,6 +83,7 @@ impl Entry {
             updated_at: now,
             flatten_answer: OnceLock::new(),
             macro_answer: OnceLock::new(),
+            macro_lookups: OnceLock::new(),
         }
     }
 
@@ -154,11 +159,20 @@ impl Published {
         let mode = policy.spf.as_ref()?.mode;
         let entries = self.entries.lock().expect("published lock");
         let entry = entries.get(&policy.domain_text)?;
-        if entry.matches(policy) {
-            entry.answer(mode)
-        } else {
-            None
+        if !entry.matches(policy) {
+            return None;
         }
+        if mode == SpfMode::Macro {
+            // An expansion made for flatten mode can carry more live terms than macro
+            // answers may (the refresh reports it): then the record as written stays.
+            let lookups = *entry
+                .macro_lookups
+                .get_or_init(|| macro_table::answer_lookups(&entry.rules, &entry.terminal));
+            if usize::from(policy.zone != policy.domain) + 1 + lookups > crate::flatten::MAX_LOOKUPS {
+                return None;
+            }
+        }
+        entry.answer(mode)
     }
 
     pub fn get(&self, domain: &str) -> Option<Entry> {

@@ -237,8 +237,24 @@ impl<S: Source> Flattener<S> {
             (Err(e), SpfMode::Flatten) => {
                 return self.failed(domain, format!("cannot publish the flattened SPF record: {e}"));
             }
-            // The apex's redirect to the per-address name, plus the owner's to the zone.
-            _ => 1 + usize::from(owner_redirect),
+            // Macro mode (passthrough policies are not expanded).
+            _ => {
+                let needed = macro_lookups(&expansion, owner_redirect);
+                if needed > flatten::MAX_LOOKUPS {
+                    return self.failed(
+                        domain,
+                        format!(
+                            "cannot publish macro answers: an answer needs {needed} DNS lookups ({} for \
+                             the domain's redirect to the zone, 1 for the zone's redirect to the answer, \
+                             {} for terms receivers must evaluate) but receivers allow {} (RFC 7208 4.6.4)",
+                            usize::from(owner_redirect),
+                            needed - 1 - usize::from(owner_redirect),
+                            flatten::MAX_LOOKUPS
+                        ),
+                    );
+                }
+                needed
+            }
         };
         let stale = self.report(&domain, &expansion);
         let chain = chain.ok().map(|c| Chain {
@@ -352,4 +368,13 @@ async fn sleep_until(when: Option<Instant>) {
         Some(when) => tokio::time::sleep_until(when).await,
         None => std::future::pending().await,
     }
+}
+
+/// What a receiver spends in macro mode on the worst address: the owner's redirect to
+/// the zone, the apex's redirect to the per-address answer, and the live terms that
+/// answer carries.
+fn macro_lookups(expansion: &flatten::Expansion, owner_redirect: bool) -> usize {
+    usize::from(owner_redirect)
+        + 1
+        + crate::snapshot::macro_table::answer_lookups(&expansion.rules, &expansion.terminal)
 }

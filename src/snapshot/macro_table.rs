@@ -119,6 +119,32 @@ impl MacroTable {
     }
 }
 
+/// The most DNS lookups a receiver spends evaluating one per-address answer built from
+/// `rules` (RFC 7208 4.6.4): the live terms carried before the rule that decides the
+/// address, and a redirect at the end for addresses no static rule decides. The apex's
+/// `redirect=` to the answer and the owner's to the zone are not included.
+pub fn answer_lookups(rules: &[Rule], terminal: &Terminal) -> usize {
+    let mut live = 0;
+    let mut worst = 0;
+    let (mut seen4, mut seen6) = (Ip4Set::new(), Ip6Set::new());
+    for rule in rules {
+        match rule {
+            Rule::Dynamic { lookups, .. } => live += lookups,
+            Rule::Static { v4, v6, .. } => {
+                if !v4.difference(&seen4).is_empty() || !v6.difference(&seen6).is_empty() {
+                    worst = worst.max(live);
+                }
+                seen4 = seen4.union(v4);
+                seen6 = seen6.union(v6);
+            }
+        }
+    }
+    if seen4 != Ip4Set::full() || seen6 != Ip6Set::full() {
+        worst = worst.max(live + terminal.lookups());
+    }
+    worst
+}
+
 /// The `all` that gives a rule's result; pass is written `+all` so a reader of the
 /// answer sees it.
 fn decided_by(q: crate::spf::Qualifier) -> String {
@@ -209,6 +235,38 @@ mod tests {
 
     fn set6(nets: &[&str]) -> Ip6Set {
         Ip6Set::from_nets(nets.iter().map(|n| n.parse().unwrap()))
+    }
+
+    #[test]
+    fn answer_lookups_count_the_live_terms_of_the_worst_reachable_answer() {
+        let live = |lookups: usize| Rule::Dynamic {
+            qualifier: Qualifier::Pass,
+            text: "exists:%{i}.e.example".into(),
+            lookups,
+        };
+        let stat = |v4: Ip4Set, v6: Ip6Set| Rule::Static {
+            qualifier: Qualifier::Pass,
+            v4,
+            v6,
+        };
+        let redirect = Terminal::Redirect {
+            text: "redirect=%{l}.r.example".into(),
+            lookups: 4,
+        };
+        // Addresses no rule decides carry every live term and the redirect.
+        let rules = vec![live(2), stat(set4(&["192.0.2.0/24"]), Ip6Set::new()), live(3)];
+        assert_eq!(answer_lookups(&rules, &redirect), 9);
+        assert_eq!(answer_lookups(&rules, &Terminal::All(Qualifier::Fail)), 5);
+        // When static rules decide every address, the end is never reached; a rule that
+        // adds no address carries nothing either.
+        let rules = vec![
+            live(2),
+            stat(Ip4Set::full(), Ip6Set::full()),
+            live(3),
+            stat(set4(&["192.0.2.0/24"]), Ip6Set::new()),
+        ];
+        assert_eq!(answer_lookups(&rules, &redirect), 2);
+        assert_eq!(answer_lookups(&[], &Terminal::Absent), 0);
     }
 
     fn table() -> MacroTable {
