@@ -57,6 +57,8 @@ pub struct Oracle {
     /// (suffix, server) as given; each evaluation thread builds its resolvers from them.
     routes: Vec<(String, SocketAddr)>,
     limits: Limits,
+    /// Answers each evaluation thread's resolvers may cache (0: none, the default).
+    cache_size: u64,
 }
 
 impl Oracle {
@@ -74,11 +76,19 @@ impl Oracle {
         Oracle {
             routes: routes.collect(),
             limits: Limits::Rfc,
+            cache_size: 0,
         }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Oracle {
         self.limits = limits;
+        self
+    }
+
+    /// Lets the resolvers of one `check_all` cache up to `entries` answers, as a receiver
+    /// does, for tests whose servers do not change while they check many addresses.
+    pub fn with_cache(mut self, entries: u64) -> Oracle {
+        self.cache_size = entries;
         self
     }
 
@@ -121,7 +131,7 @@ struct Evaluator {
 impl Evaluator {
     fn new(oracle: &Oracle) -> Evaluator {
         Evaluator {
-            router: Router::new(&oracle.routes),
+            router: Router::new(&oracle.routes, oracle.cache_size),
             config: config(oracle.limits, 0),
             redirect_config: config(oracle.limits, 1),
         }
@@ -201,10 +211,17 @@ struct Router {
 }
 
 impl Router {
-    fn new(routes: &[(String, SocketAddr)]) -> Router {
+    fn new(routes: &[(String, SocketAddr)], cache_size: u64) -> Router {
+        let mut opts = resolver_opts();
+        opts.cache_size = cache_size;
         let mut routes: Vec<(LowerName, TokioResolver)> = routes
             .iter()
-            .map(|(suffix, server)| (LowerName::from(fqdn(suffix)), resolver(*server)))
+            .map(|(suffix, server)| {
+                (
+                    LowerName::from(fqdn(suffix)),
+                    resolver_with(*server, opts.clone()),
+                )
+            })
             .collect();
         routes.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.num_labels()));
         Router {
