@@ -212,9 +212,17 @@ impl Reloader {
         loop {
             match Arc::try_unwrap(retired) {
                 Ok(snapshot) => {
-                    let zones = snapshot.zone_count();
+                    // Zones the new snapshot kept are shared; the others are freed here.
+                    let freed = snapshot
+                        .zones
+                        .values()
+                        .filter(|z| Arc::strong_count(z) == 1)
+                        .count();
+                    let total = snapshot.zone_count();
                     drop(snapshot);
-                    if zones > 0 {
+                    // Trimming walks the whole heap: worth it after a large part of the
+                    // zones was replaced, not after one edit among many.
+                    if freed > 0 && freed * 8 >= total {
                         crate::alloc::return_free_memory();
                     }
                     return;

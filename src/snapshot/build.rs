@@ -121,7 +121,12 @@ impl Builder {
                 (LowerName::new(&zone.apex), zone)
             })
             .collect::<HashMap<_, Arc<Zone>>>();
-        book.retain(zones.keys());
+        // Every zone served has a serial (kept zones had one, new ones were just given
+        // one), so equal counts mean nothing is left to forget: a swap after one edit
+        // does not walk every zone's name.
+        if book.len() != zones.len() {
+            book.retain(zones.keys());
+        }
         Snapshot::new(generation, zones)
     }
 }

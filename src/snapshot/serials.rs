@@ -58,6 +58,15 @@ impl SerialBook {
         serial
     }
 
+    /// How many zones have a serial.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Forgets zones that are no longer served. Their serial restarts from the clock if
     /// they come back, which still moves forward.
     pub fn retain<'a>(&mut self, apexes: impl Iterator<Item = &'a LowerName>) {
