@@ -28,16 +28,16 @@
 //! - [`dns`]: the query path: the UDP fast path, the general path, TCP, sockets.
 //! - [`reload`]: the one writer of the snapshot: policy files and published expansions.
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
-//! - [`alloc`]: handing freed heap back to the kernel after a swap.
+//! - [`os`]: heap trimming after a swap, lower priority for background threads.
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
 
-pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod flatten;
+pub mod os;
 pub mod policy;
 pub mod refresh;
 pub mod reload;

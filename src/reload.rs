@@ -223,7 +223,7 @@ impl Reloader {
                     // Trimming walks the whole heap: worth it after a large part of the
                     // zones was replaced, not after one edit among many.
                     if freed > 0 && freed * 8 >= total {
-                        crate::alloc::return_free_memory();
+                        crate::os::return_free_memory();
                     }
                     return;
                 }
@@ -500,6 +500,7 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
         .spawn(move || {
             // The debouncer lives as long as the thread.
             let _debouncer = debouncer;
+            crate::os::lower_thread_priority();
             while let Ok(first) = rx.recv() {
                 // Several triggers queued while reloading need one reload, not many.
                 let mut scope = Scope::Nothing;
