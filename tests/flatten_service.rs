@@ -287,3 +287,57 @@ async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published()
         None
     );
 }
+
+/// Following the policies in service: a new version with the same SPF source (only its
+/// DMARC changed) keeps its result; a changed record is expanded at once; a removed
+/// policy's result goes, and so does a result in the state file no policy claims.
+#[tokio::test(start_paused = true)]
+async fn sync_follows_new_versions_removals_and_leftover_state() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/24 -all", 3600);
+    let mut first = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    first
+        .flattener
+        .sync(&[policy("gone.test", &format!("v=spf1 include:{PROVIDER} -all"))]);
+    assert_eq!(first.flattener.refresh_due().await, 1);
+    // A restart after gone.test's file was removed.
+    let mut bench = Bench::new(world.clone(), first.state);
+    assert!(
+        bench.published.get("gone.test.").is_some(),
+        "loaded from the state file"
+    );
+
+    let record = format!("v=spf1 include:{PROVIDER} -all");
+    let with_dmarc = |domain: &str, record: &str, p: &str| {
+        let text = format!("domain = \"{domain}\"\n[spf]\nrecord = \"{record}\"\n[dmarc]\np = \"{p}\"\n");
+        Arc::new(
+            policy::parse(&SourceFile::new(format!("/p/{domain}.toml"), text))
+                .unwrap()
+                .policy,
+        )
+    };
+    let a = with_dmarc("a.test", &record, "none");
+    let b = policy("b.test", &record);
+    bench.flattener.sync(&[a.clone(), b.clone()]);
+    assert!(bench.published.get("gone.test.").is_none(), "no policy claims it");
+    assert_eq!(bench.flattener.refresh_due().await, 2);
+
+    // Only a's DMARC changed; b's record changed and is expanded at once.
+    let a2 = with_dmarc("a.test", &record, "reject");
+    let b2 = policy(
+        "b.test",
+        &format!("v=spf1 include:{PROVIDER} ip4:203.0.113.9 -all"),
+    );
+    bench.flattener.sync(&[a2.clone(), b2.clone()]);
+    assert_eq!(bench.flattener.refresh_due().await, 1);
+    assert!(
+        bench.head("b.test").contains("203.0.113.9"),
+        "{}",
+        bench.head("b.test")
+    );
+
+    // b leaves: its result goes; a stays.
+    bench.flattener.sync(&[a2]);
+    assert!(bench.published.get("b.test.").is_none());
+    assert!(bench.published.get("a.test.").is_some());
+}

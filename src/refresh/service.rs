@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxHashSet;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -103,6 +104,8 @@ pub struct Flattener<S: Source> {
     notify: Sender<Trigger>,
     /// Cheap deterministic jitter source.
     jitter_state: u64,
+    /// Whether results loaded from the state file were matched against the policies.
+    pruned_state: bool,
 }
 
 impl<S: Source> Flattener<S> {
@@ -130,6 +133,7 @@ impl<S: Source> Flattener<S> {
             last_terms: HashMap::new(),
             notify,
             jitter_state: 0x9e37_79b9_7f4a_7c15,
+            pruned_state: false,
         }
     }
 
@@ -152,27 +156,42 @@ impl<S: Source> Flattener<S> {
     }
 
     /// Follows the policies in service: new or changed flatten-mode and macro-mode
-    /// policies are due now; others leave the schedule.
+    /// policies are due now; others leave the schedule. Policies are compared by
+    /// pointer (the reloader keeps an unchanged policy's `Arc`), so a swap after one
+    /// edit costs a pass over pointers, not a string per policy.
     pub fn sync(&mut self, policies: &[Arc<ValidPolicy>]) {
         let now = Instant::now();
-        let mut wanted: BTreeMap<String, Arc<ValidPolicy>> = BTreeMap::new();
-        for p in policies {
-            if p.spf.as_ref().is_some_and(|s| s.mode != SpfMode::Passthrough) {
-                wanted.insert(p.domain.to_string(), p.clone());
+        let expanded = |p: &&Arc<ValidPolicy>| p.spf.as_ref().is_some_and(|s| s.mode != SpfMode::Passthrough);
+        let current: FxHashSet<*const ValidPolicy> =
+            policies.iter().filter(expanded).map(Arc::as_ptr).collect();
+        let scheduled: FxHashSet<*const ValidPolicy> =
+            self.schedule.values().map(|s| Arc::as_ptr(&s.policy)).collect();
+        for policy in policies.iter().filter(expanded) {
+            if scheduled.contains(&Arc::as_ptr(policy)) {
+                continue;
             }
-        }
-        self.schedule.retain(|domain, _| wanted.contains_key(domain));
-        for (domain, policy) in wanted {
-            match self.schedule.get_mut(&domain) {
-                Some(s) if Arc::ptr_eq(&s.policy, &policy) => {}
+            let policy = policy.clone();
+            match self.schedule.get_mut(&policy.domain_text) {
+                // Another policy in service claims the domain (the snapshot refuses the
+                // second claimant): it keeps it.
+                Some(s) if current.contains(&Arc::as_ptr(&s.policy)) => {}
                 Some(s) if same_source(&s.policy, &policy) => s.policy = policy,
                 _ => {
+                    let domain = policy.domain_text.clone();
                     self.schedule.insert(domain, Scheduled { policy, due: now });
                 }
             }
         }
-        let schedule = &self.schedule;
-        self.published.retain(|d| schedule.contains_key(d));
+        let before = self.schedule.len();
+        self.schedule
+            .retain(|_, s| current.contains(&Arc::as_ptr(&s.policy)));
+        // Results of domains no longer served go; so do those in the state file that
+        // no policy claims any more (checked once, on the first sync).
+        if self.schedule.len() != before || !self.pruned_state {
+            let schedule = &self.schedule;
+            self.published.retain(|d| schedule.contains_key(d));
+            self.pruned_state = true;
+        }
     }
 
     /// Expands every policy that is due; publishes and persists what changed.
