@@ -17,7 +17,7 @@ SECONDS_UNDER_LOAD=${SECONDS_UNDER_LOAD:-20}
 
 command -v dnsperf >/dev/null || { apt-get update -qq && apt-get install -y -qq dnsperf >/dev/null; }
 cargo build --release --locked -q
-BIN=$PWD/target/release/spfd
+BIN=${SPFD_BIN:-$PWD/target/release/spfd}   # SPFD_BIN: another build, e.g. with frame pointers for perf
 
 WORK=$(mktemp -d /tmp/spfd-scale.XXXXXX)
 PIDS=()

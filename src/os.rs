@@ -13,18 +13,16 @@ pub fn return_free_memory() {
     }
 }
 
-/// The nice value of threads that build snapshots: on a machine where queries keep
-/// every core busy, a build waits for them instead of delaying them by a time slice.
-const BACKGROUND_NICE: libc::c_int = 10;
-
-/// Lowers the calling thread's scheduling priority (Linux applies nice values per
-/// thread). Failure only means the thread keeps the normal priority.
+/// Moves the calling thread to the idle scheduling class (SCHED_IDLE, Linux applies
+/// it per thread): it runs only on CPU time no other thread wants, so on a machine
+/// where queries keep every core busy a snapshot build waits for them instead of
+/// delaying them by a time slice. Failure only means the thread keeps the normal class.
 pub fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread
-    // id changes only that thread's nice value.
+    // SAFETY: sched_param is plain data; sched_setscheduler with pid 0 changes only the
+    // calling thread's scheduling class.
     unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }

@@ -6,11 +6,13 @@
 //! rules macro answers are built from (macro mode), so switching a policy between the
 //! two modes is one snapshot swap, with no lookup in between.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use rustc_hash::FxHasher;
 use serde::{Deserialize, Serialize};
 
 use crate::flatten::{Rule, Terminal};
@@ -148,8 +150,11 @@ impl Entry {
 /// Every expansion, by mail domain (lower case, absolute).
 #[derive(Debug, Default)]
 pub struct Published {
-    entries: Mutex<BTreeMap<String, Entry>>,
+    /// FxHash: every swap looks up each policy here.
+    entries: Mutex<Entries>,
 }
+
+type Entries = HashMap<String, Entry, BuildHasherDefault<FxHasher>>;
 
 impl Published {
     /// What to publish for a policy: its chain (flatten mode) or macro answers (macro
@@ -227,7 +232,13 @@ impl Published {
     }
 
     pub fn save(&self, state_dir: &Path) -> io::Result<()> {
-        let entries = self.entries.lock().expect("published lock").clone();
-        crate::state::save_json(state_dir, FILE_NAME, &entries)
+        // Encoded under the lock (no copy of every entry), written after it; sorted, so
+        // that the file reads (and diffs) the same for the same content.
+        let bytes = {
+            let entries = self.entries.lock().expect("published lock");
+            let sorted: BTreeMap<&String, &Entry> = entries.iter().collect();
+            serde_json::to_vec_pretty(&sorted).map_err(io::Error::other)?
+        };
+        crate::state::write_atomic(state_dir, FILE_NAME, &bytes)
     }
 }

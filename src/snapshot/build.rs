@@ -1,17 +1,17 @@
 //! Building a snapshot from validated policies: every name claimed once, a serial that
 //! grows only when a zone's content changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::rr::Name;
 use rustc_hash::FxHasher;
 
 use super::compiled::wire_name;
 use super::serials::SerialBook;
-use super::{ServerIdentity, Snapshot, SpfAnswer, Zone, ZoneContent};
+use super::{ServerIdentity, Snapshot, SpfAnswer, Zone, ZoneContent, ZoneMap};
 use crate::policy::ValidPolicy;
 
 /// Two policies claiming the same zone, domain or name.
@@ -37,7 +37,8 @@ pub struct Builder {
     /// Every owner name of every accepted zone (apexes and empty non-terminals too), in
     /// lower-case wire form (the zones' own keys, shared), and the policy that has it.
     names: HashMap<Arc<[u8]>, Arc<ValidPolicy>, BuildHasherDefault<FxHasher>>,
-    domains: HashMap<Name, Arc<ValidPolicy>>,
+    /// Every accepted policy, by mail domain.
+    domains: HashSet<ByDomain, BuildHasherDefault<FxHasher>>,
     /// The snapshot in service: a zone whose policy and SPF answer are unchanged is
     /// kept as it is (same serial, same wire data), so a swap costs little per zone.
     previous: Option<Arc<Snapshot>>,
@@ -59,8 +60,8 @@ impl Builder {
     /// Adds a policy unless one already added claims its mail domain or one of its names.
     /// `spf` replaces the record as written (a flattened chain, or macro answers).
     pub fn add(&mut self, policy: Arc<ValidPolicy>, spf: Option<Arc<SpfAnswer>>) -> Result<(), Conflict> {
-        if let Some(other) = self.domains.get(&policy.domain) {
-            return Err(conflict(format!("mail domain {}", policy.domain), other));
+        if let Some(other) = self.domains.get(policy.domain_text.as_str()) {
+            return Err(conflict(format!("mail domain {}", policy.domain), &other.0));
         }
         let pending = match self.unchanged(&policy, spf.as_ref()) {
             Some(zone) => Pending::Kept(zone),
@@ -83,7 +84,7 @@ impl Builder {
         for name in names {
             self.names.insert(name, policy.clone());
         }
-        self.domains.insert(policy.domain.clone(), policy);
+        self.domains.insert(ByDomain(policy));
         self.zones.push(pending);
         Ok(())
     }
@@ -118,9 +119,9 @@ impl Builder {
                         Arc::new(content.into_zone(serial, fingerprint, servers, policy))
                     }
                 };
-                (LowerName::new(&zone.apex), zone)
+                (zone.policy.zone_lower.clone(), zone)
             })
-            .collect::<HashMap<_, Arc<Zone>>>();
+            .collect::<ZoneMap>();
         // Every zone served has a serial (kept zones had one, new ones were just given
         // one), so equal counts mean nothing is left to forget: a swap after one edit
         // does not walk every zone's name.
@@ -128,6 +129,29 @@ impl Builder {
             book.retain(zones.keys());
         }
         Snapshot::new(generation, zones)
+    }
+}
+
+/// A policy keyed by its mail domain (lower case, absolute), without copying the name.
+struct ByDomain(Arc<ValidPolicy>);
+
+impl std::hash::Hash for ByDomain {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.domain_text.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ByDomain {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.domain_text == other.0.domain_text
+    }
+}
+
+impl Eq for ByDomain {}
+
+impl std::borrow::Borrow<str> for ByDomain {
+    fn borrow(&self) -> &str {
+        &self.0.domain_text
     }
 }
 

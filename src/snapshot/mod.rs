@@ -25,6 +25,10 @@ const SOA_REFRESH: i32 = 3600;
 const SOA_RETRY: i32 = 900;
 const SOA_EXPIRE: i32 = 1_209_600;
 
+/// The zones of a snapshot by apex (FxHash: the keys are our own names, and a swap
+/// builds the map anew).
+pub type ZoneMap = HashMap<LowerName, Arc<Zone>, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
+
 /// The one cell the handler reads and the reload service writes.
 pub type SnapshotCell = ArcSwap<Snapshot>;
 
@@ -81,7 +85,7 @@ impl Zone {
 pub struct Snapshot {
     /// Grows by one with every swap; shown in logs so an operator sees which is served.
     pub generation: u64,
-    pub zones: HashMap<LowerName, Arc<Zone>>,
+    pub zones: ZoneMap,
     /// The most labels of any apex: the zone search starts no deeper than this.
     max_apex_labels: u8,
     /// The same answers as wire bytes, for the UDP fast path.
@@ -89,7 +93,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(generation: u64, zones: HashMap<LowerName, Arc<Zone>>) -> Self {
+    pub fn new(generation: u64, zones: ZoneMap) -> Self {
         let max_apex_labels = zones.keys().map(|k| k.num_labels()).max().unwrap_or(0);
         let compiled = compiled::Compiled::build(zones.values().map(|z| z.as_ref()));
         Self {
