@@ -13,16 +13,21 @@ pub fn return_free_memory() {
     }
 }
 
-/// Moves the calling thread to the idle scheduling class (SCHED_IDLE, Linux applies
-/// it per thread): it runs only on CPU time no other thread wants, so on a machine
-/// where queries keep every core busy a snapshot build waits for them instead of
-/// delaying them by a time slice. Failure only means the thread keeps the normal class.
+/// The nice value of background threads (snapshot builds, expansion): the lowest
+/// priority that still gets CPU time under full load (SCHED_IDLE could starve a build, and with it every
+/// edit, while queries keep every core busy).
+const BACKGROUND_NICE: libc::c_int = 19;
+
+/// Lowers the calling thread's scheduling priority (Linux applies nice values per
+/// thread), so that on a machine where queries keep every core busy background work
+/// yields to them instead of delaying them by a time slice. Failure only means the
+/// thread keeps the normal priority.
 pub fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: sched_param is plain data; sched_setscheduler with pid 0 changes only the
-    // calling thread's scheduling class.
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread
+    // id changes only that thread's nice value.
     unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE);
     }
 }

@@ -86,7 +86,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
     let settings = Settings::new(&config.upstream, &config.state_dir);
     let flattener = Flattener::new(upstream, published.clone(), settings, reload_tx.clone());
-    tokio::spawn(flattener.run(policies));
+    // Expansion is background work: its own thread and runtime, at the reload thread's
+    // low priority, so that a burst of it never competes with queries (UDP workers and
+    // TCP on the main runtime). It ends when the reload service closes the policy feed.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the flattening runtime")?;
+    std::thread::Builder::new()
+        .name("spfd-flatten".into())
+        .spawn(move || {
+            crate::os::lower_thread_priority();
+            runtime.block_on(flattener.run(policies));
+        })
+        .context("cannot start the flattening thread")?;
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
