@@ -11,8 +11,8 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// (domain field, message) of every ERROR event spfd logged, in order. The tests of
-/// this binary share it; their domains differ, or (flatten and macro mode) so do the
-/// messages.
+/// this binary share it and run at the same time: flatten and macro mode use the same
+/// domain names, so a reader asks for a phrase only its own mode logs.
 static ERRORS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
 /// Starts keeping spfd's ERROR events (once per process). Only those are enabled, so
