@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{NS, SOA, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 pub mod build;
 pub mod compiled;
@@ -32,19 +32,10 @@ pub type ZoneMap = HashMap<LowerName, Arc<Zone>, std::hash::BuildHasherDefault<r
 /// The one cell the handler reads and the reload service writes.
 pub type SnapshotCell = ArcSwap<Snapshot>;
 
-/// Names and records of one name inside a zone.
+/// The records of one name of a zone being built (compiled to wire form, then dropped).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Node {
     pub txt: Vec<Record>,
-}
-
-impl Node {
-    pub fn records(&self, rtype: RecordType) -> &[Record] {
-        match rtype {
-            RecordType::TXT => &self.txt,
-            _ => &[],
-        }
-    }
 }
 
 /// One zone spfd is authoritative for, built from one policy. Its records are kept
