@@ -23,8 +23,8 @@ impl SourceFile {
 
     /// Reads a file; the error is already a diagnostic naming the file.
     pub fn read(path: &Path) -> Result<Self, Diagnostic> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self::new(path, text)),
+        match std::fs::read(path) {
+            Ok(bytes) => Self::from_bytes(path, bytes),
             Err(e) => Err(Diagnostic {
                 severity: Severity::Error,
                 path: path.to_path_buf(),
@@ -32,6 +32,30 @@ impl SourceFile {
                 column: 0,
                 message: format!("cannot read file: {e}"),
             }),
+        }
+    }
+
+    /// A file's bytes as text; a file that is not UTF-8 is an error at the first bad
+    /// byte (line, column and byte offset).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, Diagnostic> {
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Self::new(path, text)),
+            Err(e) => {
+                let offset = e.utf8_error().valid_up_to();
+                let bad = e.as_bytes()[offset];
+                let valid = std::str::from_utf8(&e.as_bytes()[..offset]).unwrap_or_default();
+                let prefix = Self::new(path, valid);
+                let (line, column) = prefix.locate(offset);
+                Err(Diagnostic {
+                    severity: Severity::Error,
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message: format!(
+                        "the file is not UTF-8: byte {offset} is 0x{bad:02x}; TOML files must be UTF-8"
+                    ),
+                })
+            }
         }
     }
 

@@ -39,6 +39,7 @@ pub mod dns;
 pub mod flatten;
 pub mod os;
 pub mod policy;
+pub mod published;
 pub mod refresh;
 pub mod reload;
 pub mod server;

@@ -3,7 +3,7 @@
 //! snapshot and swaps it in. Triggers: a change in the policy directory (debounced) and
 //! SIGHUP.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
 use crate::policy::{self, ValidPolicy};
-use crate::refresh::Published;
+use crate::published::Published;
 use crate::snapshot::serials::SerialBook;
 use crate::snapshot::{Builder, ServerIdentity, Snapshot, SnapshotCell};
 
@@ -61,10 +61,10 @@ struct FileState {
 struct TextDigest(usize, u64);
 
 impl TextDigest {
-    fn of(text: &str) -> Self {
+    fn of(bytes: &[u8]) -> Self {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> = Default::default();
-        TextDigest(text.len(), hasher.hash_one(text))
+        TextDigest(bytes.len(), hasher.hash_one(bytes))
     }
 }
 
@@ -85,6 +85,9 @@ pub struct Reloader {
     /// The snapshot replaced by the last swap, held until the next one, so that it is
     /// freed here and not by a query thread that happened to hold it last.
     retired: Option<Arc<Snapshot>>,
+    /// The last reload failed half-way: the next one reads every file, whatever
+    /// triggered it.
+    read_all_next: bool,
 }
 
 impl Reloader {
@@ -110,6 +113,7 @@ impl Reloader {
             served: tokio::sync::watch::Sender::new(Vec::new()),
             persist: true,
             retired: None,
+            read_all_next: false,
         }
     }
 
@@ -141,6 +145,11 @@ impl Reloader {
     pub fn reload_scope(&mut self, scope: Scope) -> ReloadReport {
         let mut report = ReloadReport::default();
         let started = std::time::Instant::now();
+        let scope = if std::mem::take(&mut self.read_all_next) {
+            Scope::All
+        } else {
+            scope
+        };
         let changed = match scope {
             Scope::All => match policy_files(&self.policy_dir) {
                 Ok(paths) => {
@@ -237,6 +246,24 @@ impl Reloader {
         }
     }
 
+    /// Policy files that are symbolic links, by canonical target.
+    fn symlinked_files(&self) -> HashMap<PathBuf, PathBuf> {
+        self.files
+            .keys()
+            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+            .filter_map(|p| Some((std::fs::canonicalize(p).ok()?, p.clone())))
+            .collect()
+    }
+
+    /// Forgets what was read (not what is served): the next reload reads and parses
+    /// every file again.
+    fn forget_files(&mut self) {
+        for file in self.files.values_mut() {
+            file.digest = TextDigest(usize::MAX, 0);
+        }
+        self.read_all_next = true;
+    }
+
     /// A `*.toml` file directly in the policy directory, not hidden.
     fn is_policy_file(&self, path: &Path) -> bool {
         path.parent() == Some(self.policy_dir.as_path()) && is_policy_name(path)
@@ -247,20 +274,22 @@ impl Reloader {
     fn read_files(&mut self, paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> HashSet<PathBuf> {
         let mut changed = HashSet::new();
         for path in paths {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
                 Err(e) => {
                     diags.push(file_error(path, format!("cannot read file: {e}")));
                     continue;
                 }
             };
-            let digest = TextDigest::of(&text);
+            let digest = TextDigest::of(&bytes);
             if self.files.get(path).is_some_and(|f| f.digest == digest) {
                 continue;
             }
-            let src = crate::diag::SourceFile::new(path.clone(), text);
             let served = self.files.get(path).and_then(|f| f.served.clone());
-            let served = match policy::parse(&src) {
+            let parsed = crate::diag::SourceFile::from_bytes(path, bytes)
+                .map_err(|d| vec![d])
+                .and_then(|src| policy::parse(&src));
+            let served = match parsed {
                 Ok(loaded) => {
                     diags.extend(loaded.warnings);
                     changed.insert(path.clone());
@@ -303,14 +332,15 @@ impl Reloader {
                 .filter(move |p| fresh.contains(&Arc::as_ptr(p)) == want_fresh)
         };
         let order: Vec<Arc<ValidPolicy>> = served(false).chain(served(true)).collect();
+        let in_service = |policy: &ValidPolicy| served_answer(&current, policy);
         for policy in order {
-            let spf = self.published.answer_for(&policy);
+            let spf = self.published.answer_for(&policy, in_service(&policy));
             let path = policy.path.clone();
             if let Err(conflict) = builder.add(policy, spf) {
                 diags.push(file_error(&path, conflict.to_string()));
                 let fallback = previously(&path);
                 let kept = fallback.filter(|old| {
-                    let spf = self.published.answer_for(old);
+                    let spf = self.published.answer_for(old, in_service(old));
                     builder.add(old.clone(), spf).is_ok()
                 });
                 if let Some(file) = self.files.get_mut(&path) {
@@ -335,6 +365,19 @@ impl Reloader {
             !same
         });
     }
+}
+
+/// The SPF answer the snapshot in service publishes for `policy`'s mail domain in the
+/// same zone: what stays served until an expansion of the new version exists.
+fn served_answer<'s>(
+    current: &'s Snapshot,
+    policy: &ValidPolicy,
+) -> Option<&'s Arc<crate::snapshot::SpfAnswer>> {
+    let zone = current.zones.get(&policy.zone_lower)?;
+    if zone.policy.domain_text != policy.domain_text {
+        return None;
+    }
+    zone.spf_answer.as_ref()
 }
 
 /// The `*.toml` files of the policy directory, sorted; hidden files (editor swap files)
@@ -498,27 +541,88 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
     let handle = std::thread::Builder::new()
         .name("spfd-reload".into())
         .spawn(move || {
-            // The debouncer lives as long as the thread.
-            let _debouncer = debouncer;
             crate::os::lower_thread_priority();
+            let mut links = Links::default();
+            links.follow(&reloader, &mut debouncer);
             while let Ok(first) = rx.recv() {
                 // Several triggers queued while reloading need one reload, not many.
                 let mut scope = Scope::Nothing;
                 for trigger in std::iter::once(first).chain(rx.try_iter()) {
                     match trigger {
                         Trigger::Stop => return,
+                        Trigger::FilesChanged(paths) => {
+                            scope = scope.widen(Trigger::FilesChanged(links.translate(paths)))
+                        }
                         other => scope = scope.widen(other),
                     }
                 }
-                let report = reloader.reload_scope(scope);
-                log_report(&report);
-                tracing::debug!(
-                    generation = report.generation,
-                    swapped = report.swapped,
-                    "reloaded"
-                );
+                reload_guarded(&mut reloader, scope);
+                links.follow(&reloader, &mut debouncer);
             }
         })
         .expect("spawn the reload thread");
     Ok((tx, handle))
+}
+
+/// One reload; a panic in it is logged and survived: the snapshot in service stays,
+/// and the next reload reads every file again.
+fn reload_guarded(reloader: &mut Reloader, scope: Scope) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reloader.reload_scope(scope)));
+    match outcome {
+        Ok(report) => {
+            log_report(&report);
+            tracing::debug!(
+                generation = report.generation,
+                swapped = report.swapped,
+                "reloaded"
+            );
+        }
+        Err(panic) => {
+            error!(
+                "internal error while reloading ({}); the previous snapshot stays served, and every \
+                 file is read again",
+                crate::os::panic_message(&panic)
+            );
+            reloader.forget_files();
+        }
+    }
+}
+
+/// Policy files that are symbolic links: their targets' directories are watched too,
+/// so that an edit of the target (in place or by rename, as editors do) is seen.
+#[derive(Default)]
+struct Links {
+    /// Canonical target path → the link in the policy directory.
+    targets: HashMap<PathBuf, PathBuf>,
+    watched: HashSet<PathBuf>,
+}
+
+impl Links {
+    fn follow<W: notify::Watcher, C: notify_debouncer_full::FileIdCache>(
+        &mut self,
+        reloader: &Reloader,
+        debouncer: &mut notify_debouncer_full::Debouncer<W, C>,
+    ) {
+        self.targets = reloader.symlinked_files();
+        for target in self.targets.keys() {
+            let Some(dir) = target.parent() else { continue };
+            if dir == reloader.policy_dir() || self.watched.contains(dir) {
+                continue;
+            }
+            match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir.to_path_buf());
+                }
+                Err(e) => warn!(dir = %dir.display(), "cannot watch the target of a linked policy file: {e}"),
+            }
+        }
+    }
+
+    /// File event paths with each link target replaced by its link.
+    fn translate(&self, paths: Vec<PathBuf>) -> Vec<PathBuf> {
+        paths
+            .into_iter()
+            .map(|p| self.targets.get(&p).cloned().unwrap_or(p))
+            .collect()
+    }
 }

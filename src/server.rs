@@ -15,7 +15,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::dns::udp::UdpWorkers;
 use crate::dns::{self, listen};
-use crate::refresh::{Flattener, Published, Settings};
+use crate::published::Published;
+use crate::refresh::{Flattener, Settings};
 use crate::reload::{self, ReloadReport, Reloader, Trigger};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::Upstream;
@@ -55,22 +56,24 @@ impl Running {
 }
 
 /// Binds every `listen` address (UDP and TCP; one UDP socket per core with
-/// SO_REUSEPORT), loads the policies once, and starts serving and watching.
+/// SO_REUSEPORT), loads the policies and the persisted flattened results into the first
+/// snapshot, and only then starts reading the sockets: a query that arrives meanwhile
+/// waits in the kernel's queue and is answered from the whole snapshot, never REFUSED
+/// or answered with a record as written where a flattened one was kept.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let stop = CancellationToken::new();
-    let mut tcp = JoinSet::new();
     let mut addrs = Vec::new();
     let mut udp_sockets = Vec::new();
+    let mut listeners = Vec::new();
     for addr in &config.listen {
         let (udp, listener) =
             listen::bind_all(*addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
         addrs.push(udp[0].local_addr()?);
         udp_sockets.extend(udp);
-        tcp.spawn(dns::tcp::serve(listener, cell.clone(), config.tcp, stop.clone()));
+        listeners.push(listener);
     }
-    let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
+    info!(addrs = ?addrs, "listening; loading policies before answering");
     // Chains flattened before a restart are served at once, whatever upstream does.
     let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
@@ -82,10 +85,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let policies = reloader.subscribe();
     let (reload_tx, reload_thread) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
+    let stop = CancellationToken::new();
+    let mut tcp = JoinSet::new();
+    for listener in listeners {
+        tcp.spawn(dns::tcp::serve(listener, cell.clone(), config.tcp, stop.clone()));
+    }
+    let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
     let upstream =
         Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
     let settings = Settings::new(&config.upstream, &config.state_dir);
-    let flattener = Flattener::new(upstream, published.clone(), settings, reload_tx.clone());
+    let flattened = reload_tx.clone();
+    let on_publish = Box::new(move || {
+        let _ = flattened.send(Trigger::Flattened);
+    });
+    let flattener = Flattener::new(upstream, published.clone(), settings, on_publish);
     // Expansion is background work: its own thread and runtime, at the reload thread's
     // low priority, so that a burst of it never competes with queries (UDP workers and
     // TCP on the main runtime). It ends when the reload service closes the policy feed.

@@ -7,13 +7,14 @@
 mod world;
 
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use spfd::diag::SourceFile;
 use spfd::policy::{self, ValidPolicy};
-use spfd::refresh::{Flattener, Published, Settings, Status};
+use spfd::published::Published;
+use spfd::refresh::{Flattener, Settings, Status};
 use spfd::upstream::Upstream;
 use world::{World, WorldSource};
 
@@ -35,7 +36,8 @@ fn policy_in(domain: &str, record: &str, mode: &str) -> Arc<ValidPolicy> {
 struct Bench {
     published: Arc<Published>,
     flattener: Flattener<WorldSource>,
-    _notified: mpsc::Receiver<spfd::reload::Trigger>,
+    /// How often the flattener said published results changed.
+    notified: Arc<AtomicUsize>,
     state: tempfile::TempDir,
 }
 
@@ -53,12 +55,16 @@ impl Bench {
     fn new(world: Arc<World>, state: tempfile::TempDir) -> Bench {
         let published = Arc::new(Published::load(state.path()).unwrap());
         let upstream = Arc::new(Upstream::new(WorldSource(world.clone())));
-        let (tx, rx) = mpsc::channel();
-        let flattener = Flattener::new(upstream, published.clone(), settings(state.path()), tx);
+        let notified = Arc::new(AtomicUsize::new(0));
+        let count = notified.clone();
+        let on_publish = Box::new(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        let flattener = Flattener::new(upstream, published.clone(), settings(state.path()), on_publish);
         Bench {
             published,
             flattener,
-            _notified: rx,
+            notified,
             state,
         }
     }
@@ -140,6 +146,108 @@ async fn a_provider_grows_at_once_and_shrinks_only_after_the_hold_down() {
     );
     bench.run_for(2 * 3600).await;
     assert_eq!(bench.head("grow.test"), "v=spf1 ip4:198.51.100.0/24 -all");
+}
+
+/// Two policies that include the same provider, each with its own other terms: when
+/// the provider drops a range, both keep it for the whole hold-down (one policy's
+/// expansion never forgets the other's last good results), the hold-down is in the
+/// state file, and it survives a restart.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_range_is_held_down_in_every_policy_that_includes_the_provider() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/25 ip4:198.51.100.0/24 -all", 60);
+    world.txt("_spf.other.test", "v=spf1 ip4:203.0.113.0/24 -all", 60);
+    world.a("mail.one.test", &["192.0.2.200"], 60);
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let one = policy(
+        "one.test",
+        &format!("v=spf1 a:mail.one.test include:{PROVIDER} -all"),
+    );
+    let two = policy(
+        "two.test",
+        &format!("v=spf1 include:_spf.other.test include:{PROVIDER} ~all"),
+    );
+    // A third policy that does not use the provider, expanded in between.
+    let three = policy("three.test", "v=spf1 include:_spf.other.test -all");
+    let both = [one.clone(), three, two.clone()];
+    bench.flattener.sync(&both);
+    assert_eq!(bench.flattener.refresh_due().await, 3);
+    assert_eq!(bench.notified.load(Ordering::Relaxed), 1, "one notice per round");
+
+    world.txt(PROVIDER, "v=spf1 ip4:198.51.100.0/24 -all", 60);
+    bench.run_for(3600).await;
+    for domain in ["one.test", "two.test"] {
+        assert!(
+            bench.head(domain).contains("192.0.2.0/25"),
+            "{domain}: {}",
+            bench.head(domain)
+        );
+    }
+    let memory = std::fs::read_to_string(bench.state.path().join("flatten-memory.json")).unwrap();
+    assert!(memory.contains("\"held\""), "the hold-down is saved: {memory}");
+
+    // A restart (its clock starts again from the wall clock, an hour before the
+    // first run's paused clock ended): still held 20 h on, released after 48 h.
+    let state = std::mem::replace(&mut bench.state, tempfile::tempdir().unwrap());
+    drop(bench);
+    let mut again = Bench::new(world.clone(), state);
+    again.flattener.sync(&both);
+    again.run_for(20 * 3600).await;
+    for domain in ["one.test", "two.test"] {
+        assert!(
+            again.head(domain).contains("192.0.2.0/25"),
+            "{domain}: {}",
+            again.head(domain)
+        );
+    }
+    again.run_for(29 * 3600).await;
+    for domain in ["one.test", "two.test"] {
+        assert!(
+            !again.head(domain).contains("192.0.2.0/25"),
+            "{domain}: {}",
+            again.head(domain)
+        );
+        assert!(
+            again.head(domain).contains("198.51.100.0/24"),
+            "{domain}: {}",
+            again.head(domain)
+        );
+    }
+}
+
+/// An include that times out in one policy uses its last good result even when another
+/// policy, which does not use it, was expanded in between.
+#[tokio::test(start_paused = true)]
+async fn last_good_results_survive_other_policies_expansions() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/24 -all", 60);
+    world.txt("_spf.flaky.test", "v=spf1 ip4:198.51.100.0/24 -all", 60);
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let steady = policy("steady.test", &format!("v=spf1 include:{PROVIDER} -all"));
+    let flaky = policy("flaky.test", "v=spf1 include:_spf.flaky.test -all");
+    bench.flattener.sync(&[steady.clone(), flaky.clone()]);
+    bench.flattener.refresh_due().await;
+    let good = bench.head("flaky.test");
+    assert!(good.contains("198.51.100.0/24"), "{good}");
+
+    world.fail("flaky.test");
+    bench.run_for(3600).await;
+    assert_eq!(bench.head("flaky.test"), good);
+    assert!(matches!(
+        bench.flattener.status("flaky.test."),
+        Some(Status::Published { .. })
+    ));
+    // And after a restart during the outage.
+    let state = std::mem::replace(&mut bench.state, tempfile::tempdir().unwrap());
+    drop(bench);
+    let mut again = Bench::new(world.clone(), state);
+    again.flattener.sync(&[steady, flaky]);
+    again.run_for(600).await;
+    assert_eq!(again.head("flaky.test"), good);
+    assert!(matches!(
+        again.flattener.status("flaky.test."),
+        Some(Status::Published { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,11 +352,16 @@ async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published()
         Some(Status::Failed(why)) => assert!(why.contains("needs 12 DNS lookups"), "{why}"),
         other => panic!("{other:?}"),
     }
+    // Never expanded within the limits: its own terms fit, so the record as written
+    // is the placeholder, and per-address names answer neutral, never NXDOMAIN.
+    let placeholder = bench.published.answer_for(&heavy, None).unwrap();
     assert_eq!(
-        bench.published.answer_for(&heavy),
-        None,
-        "the record as written stays"
+        placeholder.head.concat(),
+        "v=spf1 include:dyn.prov.test ip4:192.0.2.0/24 -all"
     );
+    let table = placeholder.macro_table.as_ref().expect("macro names answered");
+    let any = table.answer_for("192.0.2.7".parse().unwrap());
+    assert_eq!(table.strings(any).concat(), "v=spf1 ?all");
     match bench.flattener.status("light.test.") {
         Some(Status::Published { lookups }) => assert_eq!(*lookups, 10),
         other => panic!("{other:?}"),
@@ -256,7 +369,7 @@ async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published()
     assert!(
         bench
             .published
-            .answer_for(&light)
+            .answer_for(&light, None)
             .is_some_and(|a| a.macro_table.is_some())
     );
     match bench.flattener.status("flat.test.") {
@@ -268,8 +381,8 @@ async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published()
     }
 
     // A flatten-mode expansion that fits its chain (1 + 9 lookups, no parts) but not
-    // macro answers (1 + 1 + 9): switching the policy to macro mode keeps the record as
-    // written rather than publish answers receivers reject.
+    // macro answers (1 + 1 + 9): switching the policy to macro mode keeps the chain
+    // rather than publish answers receivers reject.
     world.txt(
         "nine.prov.test",
         &format!("v=spf1 exists:%{{i}}._e.prov.test{} -all", includes(7)),
@@ -279,13 +392,14 @@ async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published()
     let fits = policy("fits.test", record);
     bench.flattener.sync(&[heavy, light, flat, fits.clone()]);
     bench.flattener.refresh_due().await;
-    assert!(bench.published.answer_for(&fits).is_some(), "the chain fits");
-    assert_eq!(
-        bench
-            .published
-            .answer_for(&policy_in("fits.test", record, "macro")),
-        None
-    );
+    let chain = bench.published.answer_for(&fits, None).expect("the chain fits");
+    assert!(chain.macro_table.is_none());
+    let switched = bench
+        .published
+        .answer_for(&policy_in("fits.test", record, "macro"), None)
+        .unwrap();
+    assert_eq!(switched.head, chain.head, "the chain stays");
+    assert!(switched.macro_table.is_none());
 }
 
 /// Following the policies in service: a new version with the same SPF source (only its

@@ -3,7 +3,6 @@
 //! RFC 7208 check_host() with the lookup limits lifted. Temporary DNS failures fall
 //! back on the last good result kept in [`Memory`].
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -45,9 +44,6 @@ pub async fn expand<D: DnsLookup>(
         })?),
         None => None,
     };
-    if !ex.fell_back {
-        ex.memory.retain(&ex.visited);
-    }
     Ok(Expansion {
         rules: body.rules,
         terminal: body.terminal,
@@ -109,10 +105,6 @@ struct Expander<'a, D> {
     /// The fetch time of the oldest result used in the target being expanded, so a
     /// result built on stale parts is remembered as that old.
     oldest: u64,
-    /// Term keys met, to forget the others after an all-fresh run.
-    visited: BTreeSet<String>,
-    /// Some last good result was used: keep every memory entry.
-    fell_back: bool,
     details: Vec<TermDetail>,
     warnings: Vec<Warning>,
     queried: Vec<(String, RecordType)>,
@@ -126,8 +118,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
             opts,
             stack: Vec::new(),
             oldest: opts.now,
-            visited: BTreeSet::new(),
-            fell_back: false,
             details: Vec::new(),
             warnings: Vec::new(),
             queried: Vec::new(),
@@ -231,7 +221,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
         path: Path<'_>,
     ) -> Result<(Rule, usize), Failure> {
         let key = format!("include:{}", normalize(target));
-        self.visited.insert(key.clone());
         let path = child(path, &key);
         let recalled = match self.target_body(target.to_string(), &path).await {
             Ok((body, as_of)) => {
@@ -254,7 +243,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
     /// redirect (6.1): the target's rules and terminal.
     async fn redirect(&mut self, target: &str, path: Path<'_>) -> Result<Body, Failure> {
         let key = format!("redirect:{}", normalize(target));
-        self.visited.insert(key.clone());
         let path = child(path, &key);
         let recalled = match self.target_body(target.to_string(), &path).await {
             Ok((body, as_of)) => {
@@ -354,7 +342,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
         path: Path<'_>,
     ) -> Result<(Ip4Set, Ip6Set), Failure> {
         let key = format!("{kind}:{}", normalize(target));
-        self.visited.insert(key.clone());
         let path = child(path, &key);
         let fresh = if kind == "mx" {
             self.mx_addresses(target, &path).await
@@ -446,7 +433,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
         let Some(recalled) = self.memory.recall(key, self.opts.now, self.opts.hold_down) else {
             return Err(failure);
         };
-        self.fell_back = true;
         self.oldest = self.oldest.min(recalled.fetched_at);
         let age = self.opts.now.saturating_sub(recalled.fetched_at);
         let too_old = Duration::from_secs(age) > self.opts.max_stale;

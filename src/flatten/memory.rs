@@ -10,12 +10,31 @@ use serde::{Deserialize, Serialize};
 use super::ipset::{Ip4Set, Ip6Set};
 use super::model::Body;
 
-/// Last good results by term key (`include:_spf.example.com`, `a:mail.example.com`).
-/// The caller keeps one per mail domain and persists it with `serde_json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Last good results by term key (`include:_spf.example.com`, `a:mail.example.com`),
+/// shared by every policy that uses the term: a provider dropping a range starts one
+/// hold-down that every policy including it honours. An expansion never forgets
+/// entries; the caller prunes those no policy uses any more ([`Memory::prune`]) and
+/// persists the rest with `serde_json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Memory {
     entries: BTreeMap<String, Entry>,
+    /// The keys read or written since [`Memory::take_touched`] was last called: what
+    /// one expansion depends on, so the caller knows which entries each policy needs.
+    #[serde(skip)]
+    touched: BTreeSet<String>,
+    /// A result or a hold-down changed since [`Memory::take_changed`]: worth saving
+    /// (a new fetch time alone is not).
+    #[serde(skip)]
+    changed: bool,
 }
+
+impl PartialEq for Memory {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Memory {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
@@ -80,20 +99,36 @@ impl Memory {
         self.entries.get(key).map(|e| e.fetched_at)
     }
 
-    /// Keeps only the entries of `keys` (after an expansion that fetched everything
-    /// fresh, the terms it did not visit are gone from the record).
-    pub(super) fn retain(&mut self, keys: &BTreeSet<String>) {
-        self.entries.retain(|k, _| keys.contains(k));
+    /// The keys read or stored since the last call, and starts a new set: called
+    /// around one expansion, it tells which entries that policy depends on.
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Whether a result or a hold-down changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Forgets every entry whose key `keep` refuses (terms no policy uses any more).
+    /// Returns how many were forgotten.
+    pub fn prune(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|k, _| keep(k));
+        let pruned = before - self.entries.len();
+        self.changed |= pruned > 0;
+        pruned
     }
 
     /// Stores a fresh result of a term other than a static include.
     pub(super) fn store(&mut self, key: &str, result: Remembered, fetched_at: u64) {
+        self.touched.insert(key.to_string());
         let entry = Entry {
             fetched_at,
             result,
             held: Vec::new(),
         };
-        self.entries.insert(key.to_string(), entry);
+        self.insert(key, entry);
     }
 
     /// Stores a fresh include result and returns it with the ranges still held down:
@@ -106,6 +141,7 @@ impl Memory {
         now: u64,
         hold_down: Duration,
     ) -> Recalled {
+        self.touched.insert(key.to_string());
         let mut held = Vec::new();
         if let (Some(prev), Remembered::Include { v4, v6, .. }) = (self.entries.get(key), &result) {
             held = live_held(&prev.held, now, hold_down)
@@ -132,15 +168,27 @@ impl Memory {
             result,
             held,
         };
-        self.entries.insert(key.to_string(), entry);
+        self.insert(key, entry);
         self.recall(key, now, hold_down).expect("just stored")
+    }
+
+    fn insert(&mut self, key: &str, entry: Entry) {
+        let same = self
+            .entries
+            .get(key)
+            .is_some_and(|old| old.result == entry.result && old.held == entry.held);
+        self.changed |= !same;
+        self.entries.insert(key.to_string(), entry);
     }
 
     /// The last good result of `key`, held ranges whose hold-down ended dropped
     /// first, the others merged into an include's sets.
     pub(super) fn recall(&mut self, key: &str, now: u64, hold_down: Duration) -> Option<Recalled> {
+        self.touched.insert(key.to_string());
         let entry = self.entries.get_mut(key)?;
-        entry.held = live_held(&entry.held, now, hold_down).cloned().collect();
+        let live: Vec<Held> = live_held(&entry.held, now, hold_down).cloned().collect();
+        self.changed |= live.len() != entry.held.len();
+        entry.held = live;
         let mut held = (Ip4Set::new(), Ip6Set::new());
         for h in &entry.held {
             held = (held.0.union(&h.v4), held.1.union(&h.v6));

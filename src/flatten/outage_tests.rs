@@ -186,13 +186,28 @@ fn a_restart_during_an_outage_gives_the_same_chain() {
     assert_eq!(chain_at(&outage, &mut again, T0 + 4 * HOUR), before);
 }
 
+/// An expansion forgets nothing (the memory is shared by every policy); it reports the
+/// terms it used, and the caller prunes those no policy uses.
 #[test]
-fn an_all_fresh_run_forgets_terms_no_longer_used() {
+fn an_expansion_reports_the_terms_it_used_and_forgets_none() {
     let mut memory = Memory::new();
     chain_at(&healthy(), &mut memory, T0);
-    assert!(memory.keys().any(|k| k == "include:nested.test"));
+    let first = memory.take_touched();
+    assert!(first.contains("include:nested.test"), "{first:?}");
     let mut w = healthy();
     w.source = "v=spf1 include:_spf.provider.test ~all".to_string();
     chain_at(&w, &mut memory, T0 + HOUR);
+    assert_eq!(
+        memory.take_touched().into_iter().collect::<Vec<_>>(),
+        ["include:_spf.provider.test"]
+    );
+    assert!(
+        memory.keys().any(|k| k == "include:nested.test"),
+        "kept for others"
+    );
+    assert_eq!(
+        memory.prune(|k| k == "include:_spf.provider.test"),
+        first.len() - 1
+    );
     assert_eq!(memory.keys().collect::<Vec<_>>(), ["include:_spf.provider.test"]);
 }

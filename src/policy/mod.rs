@@ -14,6 +14,7 @@
 
 pub mod dkim;
 pub mod dmarc;
+pub mod size;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -190,11 +191,15 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         .ttl
         .as_ref()
         .map_or(Some(DEFAULT_TTL), |t| validate_ttl(t, diags));
-    let spf = raw.spf.map(|s| validate_spf(s, diags));
+    let spf = raw.spf.map(|s| {
+        let span = s.span();
+        validate_spf(s, diags).filter(|spf| size::check("SPF", &spf.published_strings(), span, diags))
+    });
     let domain_text = raw.domain.get_ref().trim_end_matches('.').to_ascii_lowercase();
     let dmarc = raw.dmarc.map(|d| {
         let span = d.span();
-        d.into_inner().validate(&domain_text, span, diags)
+        let dmarc = d.into_inner().validate(&domain_text, span.clone(), diags)?;
+        size::check("DMARC", &txt::split_plain(&dmarc.txt()), span, diags).then_some(dmarc)
     });
     let dkim: Vec<Option<DkimRecord>> = raw
         .dkim
@@ -202,7 +207,11 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         .into_iter()
         .map(|(selector, section)| {
             let span = section.span();
-            section.into_inner().validate(&selector, span, &base_dir, diags)
+            let dkim = section
+                .into_inner()
+                .validate(&selector, span.clone(), &base_dir, diags)?;
+            let what = format!("DKIM {}", dkim.selector);
+            size::check(&what, &txt::split_plain(&dkim.txt()), span, diags).then_some(dkim)
         })
         .collect();
     if spf.is_none() && dmarc.is_none() && dkim.is_empty() {

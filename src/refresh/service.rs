@@ -6,9 +6,8 @@
 //! answers it depends on expire, within `[refresh_min, refresh_max]`, jittered. A failed
 //! expansion never replaces a published chain.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashSet;
@@ -16,11 +15,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::published::{Chain, Entry, Published};
 use crate::config::Upstream as UpstreamConfig;
 use crate::flatten::{self, Memory};
 use crate::policy::{SpfMode, ValidPolicy};
-use crate::reload::Trigger;
+use crate::published::{Chain, Entry, Published};
 use crate::upstream::{Source, Upstream};
 
 const MEMORY_FILE: &str = "flatten-memory.json";
@@ -88,6 +86,9 @@ struct Scheduled {
     due: Instant,
 }
 
+/// Tells the snapshot writer that published results changed.
+pub type OnPublish = Box<dyn Fn() + Send>;
+
 pub struct Flattener<S: Source> {
     upstream: Arc<Upstream<S>>,
     published: Arc<Published>,
@@ -100,8 +101,11 @@ pub struct Flattener<S: Source> {
     /// shared by every policy that uses it, so that each upstream change is logged once,
     /// as a diff.
     last_terms: HashMap<String, String>,
-    /// Wakes the reload service when a chain changed.
-    notify: Sender<Trigger>,
+    /// The memory keys each domain's last expansions depended on: an entry is kept
+    /// while any domain in service uses it, whatever order policies expand in.
+    used: HashMap<String, BTreeSet<String>>,
+    /// Called when published results changed (the snapshot writer rebuilds).
+    on_publish: OnPublish,
     /// Cheap deterministic jitter source.
     jitter_state: u64,
     /// Whether results loaded from the state file were matched against the policies.
@@ -113,7 +117,7 @@ impl<S: Source> Flattener<S> {
         upstream: Arc<Upstream<S>>,
         published: Arc<Published>,
         settings: Settings,
-        notify: Sender<Trigger>,
+        on_publish: OnPublish,
     ) -> Self {
         let memory = match crate::state::load_json::<Memory>(&settings.state_dir, MEMORY_FILE) {
             Ok(m) => m.unwrap_or_default(),
@@ -131,7 +135,8 @@ impl<S: Source> Flattener<S> {
             schedule: BTreeMap::new(),
             status: HashMap::new(),
             last_terms: HashMap::new(),
-            notify,
+            used: HashMap::new(),
+            on_publish,
             jitter_state: 0x9e37_79b9_7f4a_7c15,
             pruned_state: false,
         }
@@ -185,6 +190,10 @@ impl<S: Source> Flattener<S> {
         let before = self.schedule.len();
         self.schedule
             .retain(|_, s| current.contains(&Arc::as_ptr(&s.policy)));
+        if self.used.len() > self.schedule.len() {
+            let schedule = &self.schedule;
+            self.used.retain(|d, _| schedule.contains_key(d));
+        }
         // Results of domains no longer served go; so do those in the state file that
         // no policy claims any more (checked once, on the first sync).
         if self.schedule.len() != before || !self.pruned_state {
@@ -206,7 +215,7 @@ impl<S: Source> Flattener<S> {
         let mut changed = 0;
         let started = std::time::Instant::now();
         for policy in &due {
-            let (published, next) = self.refresh_one(policy).await;
+            let (published, next) = self.refresh_guarded(policy).await;
             changed += usize::from(published);
             if let Some(s) = self.schedule.get_mut(&policy.domain.to_string()) {
                 s.due = Instant::now() + next;
@@ -225,14 +234,35 @@ impl<S: Source> Flattener<S> {
                 "expansion round"
             );
         }
-        if changed > 0 {
+        let remembered = self.memory.take_changed();
+        if changed > 0 || remembered {
             self.persist();
-            let _ = self.notify.send(Trigger::Flattened);
+        }
+        if changed > 0 {
+            (self.on_publish)();
         }
         if !due.is_empty() {
             self.upstream.purge_expired();
         }
         changed
+    }
+
+    /// [`Self::refresh_one`], with a panic caught: logged as an internal error on that
+    /// policy, whose published records stay, and tried again at `refresh_min`.
+    async fn refresh_guarded(&mut self, policy: &ValidPolicy) -> (bool, Duration) {
+        use futures_util::FutureExt;
+        let outcome = std::panic::AssertUnwindSafe(self.refresh_one(policy))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = format!("internal error: {}", crate::os::panic_message(&panic));
+                // Whatever the expansion touched before it stopped stays remembered.
+                self.memory.take_touched();
+                self.failed(policy.domain_text.clone(), why)
+            }
+        }
     }
 
     /// One policy: returns whether its published chain changed, and when to look again.
@@ -245,11 +275,13 @@ impl<S: Source> Flattener<S> {
             max_stale: self.settings.max_stale,
         };
         let owner_redirect = policy.zone != policy.domain;
-        let expansion =
-            match flatten::expand(&*self.upstream, &domain, &spf.record(), &mut self.memory, &opts).await {
-                Ok(expansion) => expansion,
-                Err(e) => return self.failed(domain, format!("cannot expand the SPF record: {e}")),
-            };
+        let expanded =
+            flatten::expand(&*self.upstream, &domain, &spf.record(), &mut self.memory, &opts).await;
+        self.note_used(&domain, expanded.as_ref().ok());
+        let expansion = match expanded {
+            Ok(expansion) => expansion,
+            Err(e) => return self.failed(domain, format!("cannot expand the SPF record: {e}")),
+        };
         let chain = flatten::pack(&expansion, &policy.zone.to_ascii(), owner_redirect);
         let lookups = match (&chain, spf.mode) {
             (Ok(chain), SpfMode::Flatten) => chain.lookups,
@@ -358,7 +390,41 @@ impl<S: Source> Flattener<S> {
         }
     }
 
-    fn persist(&self) {
+    /// Records which memory entries `domain` depends on: exactly those an expansion
+    /// made of fresh answers touched; after a failure or a fall back on last good
+    /// results, those as well as every one it used before (the terms it could not
+    /// reach still need theirs).
+    fn note_used(&mut self, domain: &str, expansion: Option<&flatten::Expansion>) {
+        let touched = self.memory.take_touched();
+        let fresh = expansion.is_some_and(|e| !e.details.iter().any(|d| d.from_last_good));
+        let used = self.used.entry(domain.to_string()).or_default();
+        if fresh {
+            *used = touched;
+        } else {
+            used.extend(touched);
+        }
+    }
+
+    /// Forgets the memory entries no domain in service uses, once every domain in
+    /// service has been expanded since the start (before that, an entry loaded from
+    /// the state file may belong to a domain not yet expanded).
+    fn prune_memory(&mut self) -> usize {
+        if !self.schedule.keys().all(|d| self.used.contains_key(d)) {
+            return 0;
+        }
+        let keep: std::collections::HashSet<&str> = self
+            .used
+            .values()
+            .flat_map(|keys| keys.iter().map(String::as_str))
+            .collect();
+        self.memory.prune(|key| keep.contains(key))
+    }
+
+    fn persist(&mut self) {
+        let pruned = self.prune_memory();
+        if pruned > 0 {
+            tracing::debug!(pruned, "forgot last good results no policy uses");
+        }
         let dir = &self.settings.state_dir;
         if let Err(e) = self.published.save(dir) {
             warn!(dir = %dir.display(), "cannot save published records: {e}");

@@ -1,6 +1,8 @@
 //! The SPF records flattening produced, per mail domain: what the snapshot builder
-//! publishes instead of the record as written. Kept in `state_dir` so that a restart
-//! while upstream is down serves the same records at once.
+//! publishes instead of the record as written. The flattening service writes them, the
+//! snapshot builder reads them (data flows one way: policy, expansion, published
+//! results, snapshot). Kept in `state_dir` so that a restart while upstream is down
+//! serves the same records at once.
 //!
 //! An entry keeps both forms of one expansion: the packed chain (flatten mode) and the
 //! rules macro answers are built from (macro mode), so switching a policy between the
@@ -109,6 +111,53 @@ impl Entry {
             && self.retired == other.retired
     }
 
+    /// The answer of `mode` for `policy` (the version this entry was computed for),
+    /// unless macro answers would cost receivers more than 10 lookups.
+    fn answer_within_limits(&self, policy: &ValidPolicy, mode: SpfMode) -> Option<Arc<SpfAnswer>> {
+        if mode == SpfMode::Macro && !self.macro_fits(policy) {
+            // An expansion made for flatten mode can carry more live terms than macro
+            // answers may (the refresh reports it): what is served stays.
+            return None;
+        }
+        self.answer(mode)
+    }
+
+    fn macro_fits(&self, policy: &ValidPolicy) -> bool {
+        let lookups = *self
+            .macro_lookups
+            .get_or_init(|| macro_table::answer_lookups(&self.rules, &self.terminal));
+        usize::from(policy.zone != policy.domain) + 1 + lookups <= crate::flatten::MAX_LOOKUPS
+    }
+
+    /// This expansion of an earlier version of the policy, published for `policy`'s
+    /// zone and mode: macro answers when they fit, else a chain when it fits.
+    fn repacked_for(&self, policy: &ValidPolicy, mode: SpfMode) -> Option<SpfAnswer> {
+        let owner_redirect = policy.zone != policy.domain;
+        if mode == SpfMode::Macro && self.macro_fits(policy) {
+            let table = MacroTable::build(&self.rules, &self.terminal, self.exp.as_deref());
+            return Some(SpfAnswer {
+                head: Arc::from([macro_table::head(&policy.zone_text)]),
+                parts: Vec::new(),
+                macro_table: Some(Arc::new(table)),
+            });
+        }
+        let expansion = crate::flatten::Expansion {
+            rules: self.rules.clone(),
+            terminal: self.terminal.clone(),
+            exp: self.exp.clone(),
+            details: Vec::new(),
+            warnings: Vec::new(),
+            queried: Vec::new(),
+        };
+        let chain = crate::flatten::pack(&expansion, &policy.zone_text, owner_redirect).ok()?;
+        let parts: Vec<NamedStrings> = chain.parts.into_iter().collect();
+        Some(SpfAnswer {
+            head: chain.head.into(),
+            parts: vec![parts.into()],
+            macro_table: None,
+        })
+    }
+
     fn answer(&self, mode: SpfMode) -> Option<Arc<SpfAnswer>> {
         let cell = match mode {
             SpfMode::Flatten => &self.flatten_answer,
@@ -150,34 +199,56 @@ impl Entry {
 /// Every expansion, by mail domain (lower case, absolute).
 #[derive(Debug, Default)]
 pub struct Published {
-    /// FxHash: every swap looks up each policy here.
+    /// FxHash: every swap looks up each changed policy here.
     entries: Mutex<Entries>,
 }
 
 type Entries = HashMap<String, Entry, BuildHasherDefault<FxHasher>>;
 
 impl Published {
-    /// What to publish for a policy: its chain (flatten mode) or macro answers (macro
-    /// mode) when they were computed for this very version of it; `None` means "as
-    /// written".
-    pub fn answer_for(&self, policy: &ValidPolicy) -> Option<Arc<SpfAnswer>> {
+    /// What the snapshot publishes for a policy's SPF record; `None` only when the
+    /// record is published as written (passthrough mode, or no `[spf]`).
+    ///
+    /// A worse record is never published: the answers of an expansion of this very
+    /// version of the policy when they exist; otherwise what is served now (`served`,
+    /// the last good chain or macro table of the same zone), so an edit, a mode switch
+    /// or a failed expansion never falls back to the record as written; otherwise an
+    /// expansion of an earlier version (kept in `state_dir` across an edit made while
+    /// spfd was down, or a renamed zone) re-packed for this zone; and for a policy
+    /// never expanded, a [`placeholder`] within the limits.
+    pub fn answer_for(
+        &self,
+        policy: &ValidPolicy,
+        served: Option<&Arc<SpfAnswer>>,
+    ) -> Option<Arc<SpfAnswer>> {
         let mode = policy.spf.as_ref()?.mode;
-        let entries = self.entries.lock().expect("published lock");
-        let entry = entries.get(&policy.domain_text)?;
-        if !entry.matches(policy) {
+        if mode == SpfMode::Passthrough {
             return None;
         }
-        if mode == SpfMode::Macro {
-            // An expansion made for flatten mode can carry more live terms than macro
-            // answers may (the refresh reports it): then the record as written stays.
-            let lookups = *entry
-                .macro_lookups
-                .get_or_init(|| macro_table::answer_lookups(&entry.rules, &entry.terminal));
-            if usize::from(policy.zone != policy.domain) + 1 + lookups > crate::flatten::MAX_LOOKUPS {
-                return None;
-            }
+        let entries = self.entries.lock().expect("published lock");
+        let entry = entries.get(&policy.domain_text);
+        if let Some(answer) = entry
+            .filter(|e| e.matches(policy))
+            .and_then(|e| e.answer_within_limits(policy, mode))
+        {
+            return Some(answer);
         }
-        entry.answer(mode)
+        if let Some(served) = served {
+            return Some(served.clone());
+        }
+        if let Some(answer) = entry.and_then(|e| e.repacked_for(policy, mode)) {
+            return Some(Arc::new(answer));
+        }
+        Some(Arc::new(placeholder(policy)))
+    }
+
+    /// Whether the expansion of this very version of the policy is published (its SPF
+    /// record is no longer a kept or placeholder answer).
+    pub fn is_current(&self, policy: &ValidPolicy) -> bool {
+        let entries = self.entries.lock().expect("published lock");
+        entries
+            .get(&policy.domain_text)
+            .is_some_and(|e| e.matches(policy))
     }
 
     pub fn get(&self, domain: &str) -> Option<Entry> {
@@ -242,3 +313,34 @@ impl Published {
         crate::state::write_atomic(state_dir, FILE_NAME, &bytes)
     }
 }
+
+/// What a policy that was never expanded publishes until its first expansion: the
+/// record as written when its own terms stay within 10 lookups, else `v=spf1 ?all`
+/// (neutral: it authorises nothing and is no permerror). In macro mode every
+/// per-address name answers `v=spf1 ?all` too, never NXDOMAIN.
+pub fn placeholder(policy: &ValidPolicy) -> SpfAnswer {
+    let spf = policy
+        .spf
+        .as_ref()
+        .expect("placeholders are for policies with [spf]");
+    let within = policy
+        .spf_direct_lookups()
+        .is_some_and(|n| n <= crate::flatten::MAX_LOOKUPS);
+    let head: Vec<String> = if within {
+        spf.published_strings()
+    } else {
+        vec![NEUTRAL.to_string()]
+    };
+    let macro_table = (spf.mode == SpfMode::Macro).then(|| {
+        let neutral = Terminal::All(crate::spf::Qualifier::Neutral);
+        Arc::new(MacroTable::build(&[], &neutral, None))
+    });
+    SpfAnswer {
+        head: head.into(),
+        parts: Vec::new(),
+        macro_table,
+    }
+}
+
+/// A record that authorises nothing and gives neutral.
+const NEUTRAL: &str = "v=spf1 ?all";
