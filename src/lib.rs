@@ -43,6 +43,7 @@ pub mod published;
 pub mod refresh;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod snapshot;
 pub mod spf;
 pub mod state;

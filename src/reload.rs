@@ -543,7 +543,7 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
         .spawn(move || {
             crate::os::lower_thread_priority();
             let mut links = Links::default();
-            links.follow(&reloader, &mut debouncer);
+            let _ = links.follow(&reloader, &mut debouncer);
             while let Ok(first) = rx.recv() {
                 // Several triggers queued while reloading need one reload, not many.
                 let mut scope = Scope::Nothing;
@@ -557,7 +557,11 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
                     }
                 }
                 reload_guarded(&mut reloader, scope);
-                links.follow(&reloader, &mut debouncer);
+                let newly = links.follow(&reloader, &mut debouncer);
+                if !newly.is_empty() {
+                    // A target edited before its directory was watched is read now.
+                    reload_guarded(&mut reloader, Scope::Paths(newly));
+                }
             }
         })
         .expect("spawn the reload thread");
@@ -602,9 +606,10 @@ impl Links {
         &mut self,
         reloader: &Reloader,
         debouncer: &mut notify_debouncer_full::Debouncer<W, C>,
-    ) {
+    ) -> HashSet<PathBuf> {
         self.targets = reloader.symlinked_files();
-        for target in self.targets.keys() {
+        let mut newly = HashSet::new();
+        for (target, link) in &self.targets {
             let Some(dir) = target.parent() else { continue };
             if dir == reloader.policy_dir() || self.watched.contains(dir) {
                 continue;
@@ -612,10 +617,12 @@ impl Links {
             match debouncer.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.watched.insert(dir.to_path_buf());
+                    newly.insert(link.clone());
                 }
                 Err(e) => warn!(dir = %dir.display(), "cannot watch the target of a linked policy file: {e}"),
             }
         }
+        newly
     }
 
     /// File event paths with each link target replaced by its link.

@@ -18,6 +18,7 @@ use crate::dns::{self, listen};
 use crate::published::Published;
 use crate::refresh::{Flattener, Settings};
 use crate::reload::{self, ReloadReport, Reloader, Trigger};
+use crate::service::{ReadyWatch, ServiceHandle};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::Upstream;
 
@@ -37,11 +38,17 @@ pub struct Running {
     tcp: JoinSet<()>,
     udp: Option<UdpWorkers>,
     reload_thread: Option<std::thread::JoinHandle<()>>,
+    flatten: Option<ServiceHandle>,
+    /// Ready once the first round of expansions is done.
+    pub flattened: ReadyWatch,
 }
 
 impl Running {
     /// Stops accepting queries and the reload service.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(flatten) = self.flatten.take() {
+            let _ = tokio::task::spawn_blocking(move || flatten.stop_and_join()).await;
+        }
         let _ = self.reload.send(Trigger::Stop);
         if let Some(t) = self.reload_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -99,20 +106,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let _ = flattened.send(Trigger::Flattened);
     });
     let flattener = Flattener::new(upstream, published.clone(), settings, on_publish);
+    let stop_flattening = flattener.shutdown_token();
+    let flattened = flattener.ready();
     // Expansion is background work: its own thread and runtime, at the reload thread's
     // low priority, so that a burst of it never competes with queries (UDP workers and
-    // TCP on the main runtime). It ends when the reload service closes the policy feed.
+    // TCP on the main runtime).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the flattening runtime")?;
-    std::thread::Builder::new()
-        .name("spfd-flatten".into())
-        .spawn(move || {
+    let flatten = ServiceHandle::spawn(
+        "flatten",
+        move || stop_flattening.cancel(),
+        move || {
             crate::os::lower_thread_priority();
             runtime.block_on(flattener.run(policies));
-        })
-        .context("cannot start the flattening thread")?;
+        },
+    )
+    .context("cannot start the flattening thread")?;
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
@@ -124,14 +135,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tcp,
         udp: Some(udp),
         reload_thread: Some(reload_thread),
+        flatten: Some(flatten),
+        flattened,
     })
 }
 
 /// `spfd serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the policies.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = start(&config).await?;
+    // Handlers first: a SIGHUP while the first snapshot loads must not end the process
+    // (its default action); it reloads once serving starts.
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let running = start(&config).await?;
     loop {
         tokio::select! {
             _ = hangup.recv() => {

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashSet;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Upstream as UpstreamConfig;
@@ -106,6 +107,8 @@ pub struct Flattener<S: Source> {
     used: HashMap<String, BTreeSet<String>>,
     /// Called when published results changed (the snapshot writer rebuilds).
     on_publish: OnPublish,
+    shutdown: CancellationToken,
+    ready: crate::service::Ready,
     /// Cheap deterministic jitter source.
     jitter_state: u64,
     /// Whether results loaded from the state file were matched against the policies.
@@ -137,6 +140,8 @@ impl<S: Source> Flattener<S> {
             last_terms: HashMap::new(),
             used: HashMap::new(),
             on_publish,
+            shutdown: CancellationToken::new(),
+            ready: crate::service::Ready::new(),
             jitter_state: 0x9e37_79b9_7f4a_7c15,
             pruned_state: false,
         }
@@ -147,17 +152,33 @@ impl<S: Source> Flattener<S> {
     }
 
     /// Runs until the policy channel closes.
+    /// Runs until the policy channel closes or [`Self::shutdown_token`] is cancelled;
+    /// what changed is saved before it returns. Ready after the first round.
     pub async fn run(mut self, mut policies: watch::Receiver<Vec<Arc<ValidPolicy>>>) {
+        let stop = self.shutdown.clone();
         loop {
             let current = policies.borrow_and_update().clone();
             self.sync(&current);
             self.refresh_due().await;
+            self.ready.set();
             let next = self.schedule.values().map(|s| s.due).min();
             tokio::select! {
                 changed = policies.changed() => if changed.is_err() { break },
                 _ = sleep_until(next) => {}
+                _ = stop.cancelled() => break,
             }
         }
+        self.persist();
+    }
+
+    /// Cancelling it ends [`Self::run`] after the policy being expanded.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Ready once the first round of expansions is done.
+    pub fn ready(&self) -> crate::service::ReadyWatch {
+        self.ready.subscribe()
     }
 
     /// Follows the policies in service: new or changed flatten-mode and macro-mode
@@ -215,6 +236,9 @@ impl<S: Source> Flattener<S> {
         let mut changed = 0;
         let started = std::time::Instant::now();
         for policy in &due {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
             let (published, next) = self.refresh_guarded(policy).await;
             changed += usize::from(published);
             if let Some(s) = self.schedule.get_mut(&policy.domain.to_string()) {
