@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
 use crate::policy::{self, ValidPolicy};
 use crate::published::Published;
+use crate::service::ServiceHandle;
 use crate::snapshot::serials::SerialBook;
 use crate::snapshot::{Builder, ServerIdentity, Snapshot, SnapshotCell};
 
@@ -522,9 +523,10 @@ pub enum Trigger {
 
 /// Runs the reload service on its own thread: waits for triggers, reloads, logs. It
 /// stops on [`Trigger::Stop`]. The returned sender is for SIGHUP (and tests).
-pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, std::thread::JoinHandle<()>)> {
+pub fn spawn(mut reloader: Reloader) -> std::io::Result<(mpsc::Sender<Trigger>, ServiceHandle)> {
     let (tx, rx) = mpsc::channel::<Trigger>();
     let files_tx = tx.clone();
+    let watch_error = |e: notify::Error| std::io::Error::other(e.to_string());
     let mut debouncer = new_debouncer(
         DEBOUNCE,
         None,
@@ -536,11 +538,18 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
             };
             let _ = files_tx.send(trigger);
         },
-    )?;
-    debouncer.watch(reloader.policy_dir(), RecursiveMode::NonRecursive)?;
-    let handle = std::thread::Builder::new()
-        .name("spfd-reload".into())
-        .spawn(move || {
+    )
+    .map_err(watch_error)?;
+    debouncer
+        .watch(reloader.policy_dir(), RecursiveMode::NonRecursive)
+        .map_err(watch_error)?;
+    let stop = tx.clone();
+    let handle = ServiceHandle::spawn(
+        "reload",
+        move || {
+            let _ = stop.send(Trigger::Stop);
+        },
+        move || {
             crate::os::lower_thread_priority();
             let mut links = Links::default();
             let _ = links.follow(&reloader, &mut debouncer);
@@ -563,8 +572,8 @@ pub fn spawn(mut reloader: Reloader) -> notify::Result<(mpsc::Sender<Trigger>, s
                     reload_guarded(&mut reloader, Scope::Paths(newly));
                 }
             }
-        })
-        .expect("spawn the reload thread");
+        },
+    )?;
     Ok((tx, handle))
 }
 
@@ -585,7 +594,7 @@ fn reload_guarded(reloader: &mut Reloader, scope: Scope) {
             error!(
                 "internal error while reloading ({}); the previous snapshot stays served, and every \
                  file is read again",
-                crate::os::panic_message(&panic)
+                crate::os::panic_message(&*panic)
             );
             reloader.forget_files();
         }

@@ -16,9 +16,10 @@ use crate::config::Config;
 use crate::dns::udp::UdpWorkers;
 use crate::dns::{self, listen};
 use crate::published::Published;
+use crate::refresh::BoardCell;
 use crate::refresh::{Flattener, Settings};
 use crate::reload::{self, ReloadReport, Reloader, Trigger};
-use crate::service::{ReadyWatch, ServiceHandle};
+use crate::service::{Ready, ReadyWatch, ServiceHandle};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::Upstream;
 
@@ -37,8 +38,12 @@ pub struct Running {
     stop: CancellationToken,
     tcp: JoinSet<()>,
     udp: Option<UdpWorkers>,
-    reload_thread: Option<std::thread::JoinHandle<()>>,
+    reload_service: Option<ServiceHandle>,
     flatten: Option<ServiceHandle>,
+    /// Ready once the first snapshot is served (before `start` returns).
+    pub ready: ReadyWatch,
+    /// Every flattened policy's status (state, lookups, changes, held ranges, error).
+    pub board: Arc<BoardCell>,
     /// Ready once the first round of expansions is done.
     pub flattened: ReadyWatch,
 }
@@ -49,9 +54,8 @@ impl Running {
         if let Some(flatten) = self.flatten.take() {
             let _ = tokio::task::spawn_blocking(move || flatten.stop_and_join()).await;
         }
-        let _ = self.reload.send(Trigger::Stop);
-        if let Some(t) = self.reload_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        if let Some(reload) = self.reload_service.take() {
+            let _ = tokio::task::spawn_blocking(move || reload.stop_and_join()).await;
         }
         if let Some(udp) = self.udp.take() {
             let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
@@ -90,8 +94,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let initial = reloader.reload();
     reload::log_report(&initial);
     let policies = reloader.subscribe();
-    let (reload_tx, reload_thread) =
+    let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
+    let ready = Ready::new();
+    ready.set();
     let stop = CancellationToken::new();
     let mut tcp = JoinSet::new();
     for listener in listeners {
@@ -107,6 +113,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
     let flattener = Flattener::new(upstream, published.clone(), settings, on_publish);
     let stop_flattening = flattener.shutdown_token();
+    let board = flattener.board();
     let flattened = flattener.ready();
     // Expansion is background work: its own thread and runtime, at the reload thread's
     // low priority, so that a burst of it never competes with queries (UDP workers and
@@ -134,8 +141,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         stop,
         tcp,
         udp: Some(udp),
-        reload_thread: Some(reload_thread),
+        reload_service: Some(reload_service),
         flatten: Some(flatten),
+        ready: ready.subscribe(),
+        board,
         flattened,
     })
 }

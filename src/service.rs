@@ -69,7 +69,7 @@ impl ServiceHandle {
             .name(format!("spfd-{name}"))
             .spawn(move || {
                 if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-                    let why = crate::os::panic_message(&panic);
+                    let why = crate::os::panic_message(&*panic);
                     error!(service = name, "the service stopped on an internal error: {why}");
                 }
             })?;

@@ -183,6 +183,19 @@ async fn a_dropped_range_is_held_down_in_every_policy_that_includes_the_provider
             bench.head(domain)
         );
     }
+    // The status board says what is held, until when, and what the provider changed.
+    let board = bench.flattener.board();
+    for domain in ["one.test.", "two.test."] {
+        let status = board.load().policies[domain].clone();
+        assert_eq!(status.state, spfd::refresh::State::Ok);
+        assert_eq!(status.held.len(), 1, "{status:?}");
+        assert_eq!(status.held[0].range, "192.0.2.0/25");
+        let dropped_at = status.changes[0].at;
+        assert_eq!(status.held[0].until, dropped_at + 48 * 3600, "{status:?}");
+        assert_eq!(status.changes[0].removed, ["ip4:192.0.2.0/25"], "{status:?}");
+        assert_eq!(status.changes[0].term, format!("include:{PROVIDER}"));
+    }
+    assert!(board.load().policies["three.test."].held.is_empty());
     let memory = std::fs::read_to_string(bench.state.path().join("flatten-memory.json")).unwrap();
     assert!(memory.contains("\"held\""), "the hold-down is saved: {memory}");
 
@@ -454,4 +467,40 @@ async fn sync_follows_new_versions_removals_and_leftover_state() {
     bench.flattener.sync(&[a2]);
     assert!(bench.published.get("b.test.").is_none());
     assert!(bench.published.get("a.test.").is_some());
+}
+
+/// A panic while expanding one policy (a bug, simulated in the upstream source) is
+/// caught: that policy keeps its published record and reports an internal error, the
+/// others are expanded, and the service goes on once the bug is gone.
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_expanding_is_caught_and_survived() {
+    let world = Arc::new(World::default());
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/24 -all", 60);
+    world.txt("_spf.buggy.test", "v=spf1 ip4:198.51.100.0/24 -all", 60);
+    let mut bench = Bench::new(world.clone(), tempfile::tempdir().unwrap());
+    let buggy = policy("buggy.test", "v=spf1 include:_spf.buggy.test -all");
+    let fine = policy("fine.test", &format!("v=spf1 include:{PROVIDER} -all"));
+    bench.flattener.sync(&[buggy.clone(), fine.clone()]);
+    bench.flattener.refresh_due().await;
+    let good = bench.head("buggy.test");
+
+    world.panic_on("_spf.buggy.test");
+    world.txt(PROVIDER, "v=spf1 ip4:192.0.2.0/25 -all", 60);
+    bench.run_for(120).await;
+    match bench.flattener.status("buggy.test.") {
+        Some(Status::Failed(why)) => assert!(why.contains("internal error: simulated bug"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(bench.head("buggy.test"), good, "the last good record stays");
+    assert!(
+        bench.head("fine.test").contains("192.0.2.0/24"),
+        "held down, still refreshed"
+    );
+
+    world.heal();
+    bench.run_for(120).await;
+    assert!(matches!(
+        bench.flattener.status("buggy.test."),
+        Some(Status::Published { .. })
+    ));
 }

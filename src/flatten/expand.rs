@@ -468,6 +468,7 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
             kept_live,
             held_v4: recalled.held.0.clone(),
             held_v6: recalled.held.1.clone(),
+            held_until: recalled.held_until.clone(),
             from_last_good,
             age: self.opts.now.saturating_sub(recalled.fetched_at),
         });

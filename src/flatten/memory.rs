@@ -78,6 +78,8 @@ pub(super) struct Recalled {
     pub result: Remembered,
     pub fetched_at: u64,
     pub held: (Ip4Set, Ip6Set),
+    /// Each held range (as CIDR text) and when its hold-down ends.
+    pub held_until: Vec<(u64, String)>,
 }
 
 impl Memory {
@@ -190,8 +192,13 @@ impl Memory {
         self.changed |= live.len() != entry.held.len();
         entry.held = live;
         let mut held = (Ip4Set::new(), Ip6Set::new());
+        let mut held_until = Vec::new();
         for h in &entry.held {
             held = (held.0.union(&h.v4), held.1.union(&h.v6));
+            let until = h.since + hold_down.as_secs();
+            let nets4 = h.v4.to_nets().into_iter().map(|n| n.to_string());
+            let nets6 = h.v6.to_nets().into_iter().map(|n| n.to_string());
+            held_until.extend(nets4.chain(nets6).map(|n| (until, n)));
         }
         let result = match &entry.result {
             Remembered::Include { v4, v6, live } => Remembered::Include {
@@ -205,6 +212,7 @@ impl Memory {
             result,
             fetched_at: entry.fetched_at,
             held,
+            held_until,
         })
     }
 }

@@ -113,6 +113,8 @@ pub struct TermDetail {
     /// (already part of `v4`/`v6`).
     pub held_v4: Ip4Set,
     pub held_v6: Ip6Set,
+    /// When each held range leaves (Unix time), for the status board.
+    pub held_until: Vec<(u64, String)>,
     /// The upstream lookup failed temporarily and the last good result was used.
     pub from_last_good: bool,
     /// Seconds since the result was fetched (0 when fresh).

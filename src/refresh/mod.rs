@@ -2,5 +2,7 @@
 //! background, keeps the last good results, and publishes the chains it packs.
 
 mod service;
+mod status;
 
 pub use service::{Clock, Flattener, OnPublish, Settings, Status};
+pub use status::{BoardCell, HeldRange, PolicyStatus, State, StatusBoard, UpstreamChange};

@@ -22,6 +22,8 @@ use crate::policy::{SpfMode, ValidPolicy};
 use crate::published::{Chain, Entry, Published};
 use crate::upstream::{Source, Upstream};
 
+use super::status::{BoardCell, BoardWriter, HeldRange, PolicyStatus, State, UpstreamChange};
+
 const MEMORY_FILE: &str = "flatten-memory.json";
 
 /// The settings of the service, from `[upstream]` and `[server] state_dir`.
@@ -109,6 +111,11 @@ pub struct Flattener<S: Source> {
     on_publish: OnPublish,
     shutdown: CancellationToken,
     ready: crate::service::Ready,
+    /// Every policy's status, for readers outside the service.
+    board: Arc<BoardCell>,
+    board_writer: BoardWriter,
+    /// When each domain's published result last changed (Unix time).
+    last_change: HashMap<String, u64>,
     /// Cheap deterministic jitter source.
     jitter_state: u64,
     /// Whether results loaded from the state file were matched against the policies.
@@ -142,6 +149,9 @@ impl<S: Source> Flattener<S> {
             on_publish,
             shutdown: CancellationToken::new(),
             ready: crate::service::Ready::new(),
+            board: Arc::new(BoardCell::default()),
+            board_writer: BoardWriter::default(),
+            last_change: HashMap::new(),
             jitter_state: 0x9e37_79b9_7f4a_7c15,
             pruned_state: false,
         }
@@ -155,20 +165,42 @@ impl<S: Source> Flattener<S> {
     /// Runs until the policy channel closes or [`Self::shutdown_token`] is cancelled;
     /// what changed is saved before it returns. Ready after the first round.
     pub async fn run(mut self, mut policies: watch::Receiver<Vec<Arc<ValidPolicy>>>) {
-        let stop = self.shutdown.clone();
+        use futures_util::FutureExt;
         loop {
-            let current = policies.borrow_and_update().clone();
-            self.sync(&current);
-            self.refresh_due().await;
-            self.ready.set();
-            let next = self.schedule.values().map(|s| s.due).min();
-            tokio::select! {
-                changed = policies.changed() => if changed.is_err() { break },
-                _ = sleep_until(next) => {}
-                _ = stop.cancelled() => break,
+            let step = std::panic::AssertUnwindSafe(self.step(&mut policies))
+                .catch_unwind()
+                .await;
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(panic) => {
+                    // Per-policy panics are caught deeper down; this is the net for the
+                    // loop itself. Go on, without spinning.
+                    error!(
+                        "internal error in the flattening service: {}; it goes on",
+                        crate::os::panic_message(&*panic)
+                    );
+                    tokio::time::sleep(self.settings.refresh_min).await;
+                }
             }
         }
         self.persist();
+    }
+
+    /// One turn: follow the policies, expand what is due, wait. False when it is time
+    /// to stop.
+    async fn step(&mut self, policies: &mut watch::Receiver<Vec<Arc<ValidPolicy>>>) -> bool {
+        let current = policies.borrow_and_update().clone();
+        self.sync(&current);
+        self.refresh_due().await;
+        self.ready.set();
+        let next = self.schedule.values().map(|s| s.due).min();
+        let stop = self.shutdown.clone();
+        tokio::select! {
+            changed = policies.changed() => changed.is_ok(),
+            _ = sleep_until(next) => true,
+            _ = stop.cancelled() => false,
+        }
     }
 
     /// Cancelling it ends [`Self::run`] after the policy being expanded.
@@ -179,6 +211,11 @@ impl<S: Source> Flattener<S> {
     /// Ready once the first round of expansions is done.
     pub fn ready(&self) -> crate::service::ReadyWatch {
         self.ready.subscribe()
+    }
+
+    /// The status board, swapped after every round that changed a status.
+    pub fn board(&self) -> Arc<BoardCell> {
+        self.board.clone()
     }
 
     /// Follows the policies in service: new or changed flatten-mode and macro-mode
@@ -215,6 +252,19 @@ impl<S: Source> Flattener<S> {
             let schedule = &self.schedule;
             self.used.retain(|d, _| schedule.contains_key(d));
         }
+        let gone: Vec<String> = self
+            .board
+            .load()
+            .policies
+            .keys()
+            .filter(|d| !self.schedule.contains_key(*d))
+            .cloned()
+            .collect();
+        for domain in gone {
+            self.board_writer.remove(&domain);
+            self.last_change.remove(&domain);
+        }
+        self.board_writer.publish(&self.board);
         // Results of domains no longer served go; so do those in the state file that
         // no policy claims any more (checked once, on the first sync).
         if self.schedule.len() != before || !self.pruned_state {
@@ -258,6 +308,7 @@ impl<S: Source> Flattener<S> {
                 "expansion round"
             );
         }
+        self.board_writer.publish(&self.board);
         let remembered = self.memory.take_changed();
         if changed > 0 || remembered {
             self.persist();
@@ -281,7 +332,7 @@ impl<S: Source> Flattener<S> {
         match outcome {
             Ok(result) => result,
             Err(panic) => {
-                let why = format!("internal error: {}", crate::os::panic_message(&panic));
+                let why = format!("internal error: {}", crate::os::panic_message(&*panic));
                 // Whatever the expansion touched before it stopped stays remembered.
                 self.memory.take_touched();
                 self.failed(policy.domain_text.clone(), why)
@@ -344,6 +395,10 @@ impl<S: Source> Flattener<S> {
         if changed {
             tracing::debug!(domain = %domain, mode = spf.mode.as_str(), lookups, "SPF expansion published");
         }
+        if changed || !self.last_change.contains_key(&domain) {
+            self.last_change.insert(domain.clone(), now);
+        }
+        self.post_status(&domain, spf.mode, Some(lookups), stale.clone(), &expansion, now);
         let status = stale.map_or(Status::Published { lookups }, Status::Stale);
         self.status.insert(domain, status);
         (changed, self.next_refresh(&expansion))
@@ -368,8 +423,68 @@ impl<S: Source> Flattener<S> {
     /// A failed expansion: the published records stay; try again at `refresh_min`.
     fn failed(&mut self, domain: String, why: String) -> (bool, Duration) {
         error!(domain = %domain, "{why}; the last good record stays published");
+        let board = self.board.load();
+        let before = board.policies.get(&domain);
+        let mode = self
+            .schedule
+            .get(&domain)
+            .and_then(|s| s.policy.spf.as_ref())
+            .map_or("flatten", |spf| spf.mode.as_str());
+        let status = PolicyStatus {
+            domain: domain.clone(),
+            mode,
+            state: State::Error,
+            lookups: before.and_then(|b| b.lookups),
+            last_expansion: self.clock.unix_now(),
+            last_change: self.last_change.get(&domain).copied(),
+            held: before.map(|b| b.held.clone()).unwrap_or_default(),
+            error: Some(why.clone()),
+            changes: self.changes_for(&domain),
+        };
+        self.board_writer.set(status);
         self.status.insert(domain, Status::Failed(why));
         (false, self.settings.refresh_min)
+    }
+
+    /// This round's status of a policy whose expansion was published.
+    fn post_status(
+        &mut self,
+        domain: &str,
+        mode: SpfMode,
+        lookups: Option<usize>,
+        stale: Option<String>,
+        expansion: &flatten::Expansion,
+        now: u64,
+    ) {
+        let held = expansion
+            .details
+            .iter()
+            .flat_map(|d| {
+                d.held_until.iter().map(|(until, range)| HeldRange {
+                    term: d.key.clone(),
+                    range: range.clone(),
+                    until: *until,
+                })
+            })
+            .collect();
+        let status = PolicyStatus {
+            domain: domain.to_string(),
+            mode: mode.as_str(),
+            state: if stale.is_some() { State::Stale } else { State::Ok },
+            lookups,
+            last_expansion: now,
+            last_change: self.last_change.get(domain).copied(),
+            held,
+            error: stale,
+            changes: self.changes_for(domain),
+        };
+        self.board_writer.set(status);
+    }
+
+    /// The recent upstream changes of the terms `domain` uses.
+    fn changes_for(&self, domain: &str) -> Vec<UpstreamChange> {
+        let terms = self.used.get(domain).into_iter().flatten().map(String::as_str);
+        self.board_writer.changes_of(terms)
     }
 
     /// The earliest expiry of the upstream answers the expansion used, clamped and
@@ -393,18 +508,27 @@ impl<S: Source> Flattener<S> {
     /// Logs, per expanded term, the addresses added and removed since it was last seen.
     fn log_diff(&mut self, domain: &str, expansion: &flatten::Expansion) {
         for d in &expansion.details {
-            let nets: Vec<String> =
-                d.v4.to_nets()
-                    .iter()
-                    .map(|n| format!("ip4:{n}"))
-                    .chain(d.v6.to_nets().iter().map(|n| format!("ip6:{n}")))
-                    .collect();
+            // What the provider publishes now: a range it dropped shows as removed when
+            // it is dropped, not when its hold-down ends.
+            let (v4, v6) = (d.v4.difference(&d.held_v4), d.v6.difference(&d.held_v6));
+            let nets: Vec<String> = v4
+                .to_nets()
+                .iter()
+                .map(|n| format!("ip4:{n}"))
+                .chain(v6.to_nets().iter().map(|n| format!("ip6:{n}")))
+                .collect();
             let line = nets.join(" ");
             match self.last_terms.get(&d.key) {
                 Some(old) if *old == line => {}
                 Some(old) => {
                     let (added, removed) = word_diff(old, &line);
                     info!(term = %d.key, seen_by = domain, added = %added, removed = %removed, "upstream change");
+                    self.board_writer.changed(UpstreamChange {
+                        at: self.clock.unix_now(),
+                        term: d.key.clone(),
+                        added: added.split_whitespace().map(String::from).collect(),
+                        removed: removed.split_whitespace().map(String::from).collect(),
+                    });
                     self.last_terms.insert(d.key.clone(), line);
                 }
                 None => {

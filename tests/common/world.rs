@@ -17,6 +17,8 @@ type Key = (String, RecordType);
 pub struct World {
     records: Mutex<HashMap<Key, (Vec<RData>, u32)>>,
     failing: Mutex<Vec<String>>,
+    /// Names whose lookup panics (a bug somewhere below the flattener, simulated).
+    panicking: Mutex<Vec<String>>,
     asked: Mutex<HashMap<Key, usize>>,
 }
 
@@ -71,7 +73,13 @@ impl World {
         self.failing.lock().unwrap().push(suffix.to_ascii_lowercase());
     }
 
+    /// A lookup of `name` panics until [`World::heal`].
+    pub fn panic_on(&self, name: &str) {
+        self.panicking.lock().unwrap().push(key(name, RecordType::TXT).0);
+    }
+
     pub fn heal(&self) {
+        self.panicking.lock().unwrap().clear();
         self.failing.lock().unwrap().clear();
     }
 
@@ -81,6 +89,8 @@ impl World {
 
     fn answer(&self, name: &str, rtype: RecordType) -> Cached {
         let k = key(name, rtype);
+        let panics = self.panicking.lock().unwrap().contains(&k.0);
+        assert!(!panics, "simulated bug looking up {name}");
         *self.asked.lock().unwrap().entry(k.clone()).or_default() += 1;
         let failing = self.failing.lock().unwrap();
         if failing
