@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::record::{Mechanism, Modifier, Qualifier, Record, Term, VERSION};
+use super::directive::{Mechanism, Modifier, Qualifier, Term, TermKind};
+use super::record::{Record, VERSION};
 
 /// The most DNS-querying terms a receiver evaluates (RFC 7208 4.6.4).
 pub const MAX_LOOKUP_TERMS: usize = 10;
@@ -133,8 +134,8 @@ impl Record {
         let mut count = 0;
         for t in self.terms() {
             let costs = match t.kind() {
-                super::record::TermKind::Directive(d) => d.mechanism.does_lookup(),
-                super::record::TermKind::Modifier(m) => matches!(m, Modifier::Redirect(_)) && redirect_runs,
+                TermKind::Directive(d) => d.mechanism.does_lookup(),
+                TermKind::Modifier(m) => matches!(m, Modifier::Redirect(_)) && redirect_runs,
             };
             count += usize::from(costs);
             if costs && count == MAX_LOOKUP_TERMS + 1 {

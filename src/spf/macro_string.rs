@@ -4,8 +4,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::error::ParseError;
 use super::name;
-use super::record::ParseError;
 
 /// A macro letter (RFC 7208 7.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

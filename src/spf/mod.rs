@@ -3,13 +3,17 @@
 //!
 //! - [`record`]: [`Record::parse`] of TXT text into terms (exact text kept) with
 //!   [`Record::lookup_terms`]; the per-term grammar lives in `term`, the lints
-//!   ([`Record::warnings`]) in `lint`.
+//!   ([`Record::warnings`]) in `lint`. The parsed terms ([`Term`], [`Mechanism`],
+//!   [`Modifier`]) are in `directive`, [`ParseError`] in `error` and [`SpfResult`] in
+//!   `result`: leaves that the grammar and the evaluator both import.
 //! - [`macro_string`]: the macro-string grammar ([`MacroString`]) behind domain-specs
 //!   and explanations; [`macros`] expands them ([`MacroContext`]).
 //! - [`eval`]: [`check_host`] and [`check_record`] against any [`DnsLookup`] (see
 //!   [`dns`]); [`MemoryDns`] answers from memory.
 
+mod directive;
 pub mod dns;
+mod error;
 pub mod eval;
 mod lint;
 pub mod macro_string;
@@ -18,15 +22,16 @@ mod mechanisms;
 pub mod memory;
 pub mod name;
 pub mod record;
+mod result;
 mod term;
 
+pub use directive::{Directive, DomainSpec, Mechanism, Modifier, Qualifier, Term, TermKind};
 pub use dns::{DnsLookup, LookupError, reverse_name};
-pub use eval::{EvalOptions, Query, SpfResult, Verdict, check_host, check_record};
+pub use error::ParseError;
+pub use eval::{EvalOptions, Query, Verdict, check_host, check_record};
 pub use lint::{MAX_LOOKUP_TERMS, Warning};
 pub use macro_string::{Macro, MacroItem, MacroLetter, MacroString};
 pub use macros::{MacroContext, canonical_ip};
 pub use memory::MemoryDns;
-pub use record::{
-    Directive, DomainSpec, Mechanism, Modifier, ParseError, Qualifier, Record, Term, TermKind, VERSION,
-    is_spf_record,
-};
+pub use record::{Record, VERSION, is_spf_record};
+pub use result::SpfResult;

@@ -1,6 +1,7 @@
 //! Table tests of whole records: (text, expected) for valid and invalid records.
 
 use super::*;
+use crate::spf::Qualifier;
 
 #[test]
 fn valid_records() {
