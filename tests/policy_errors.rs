@@ -138,6 +138,16 @@ fn policy_level_errors() {
             "3:11",
             "v=spf1",
         ),
+        (
+            "domain = \"-a-.test\"\n",
+            "1:10",
+            "starting or ending with a hyphen",
+        ),
+        (
+            "domain = \"a.test\"\nzone = \"_spf.-a.test\"\n",
+            "2:8",
+            "\"-a\" starting or ending",
+        ),
     ] {
         let src = SourceFile::new("/p/a.toml", text);
         let errors = policy::parse(&src).unwrap_err();
@@ -147,6 +157,60 @@ fn policy_level_errors() {
                 .iter()
                 .any(|e| e.starts_with(&format!("/p/a.toml:{at}: error:")) && e.contains(message)),
             "{text:?}: {shown:?}"
+        );
+    }
+}
+
+/// Names receivers and resolvers refuse are errors when the policy is checked, at
+/// the offending label, not failed lookups later.
+#[test]
+fn spf_targets_that_are_not_dns_names_are_errors_at_their_label() {
+    // (record, line:column of the bad label, part of the message)
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "v=spf1 a:-bad-.test -all",
+            "3:20",
+            "\"-bad-\" starting or ending with a hyphen",
+        ),
+        ("v=spf1 a:bad..test -all", "3:24", "empty label"),
+        (
+            "v=spf1 include:-x.test -all",
+            "3:26",
+            "starting or ending with a hyphen",
+        ),
+        ("v=spf1 mx:mail.test redirect=x..test", "3:42", "empty label"),
+    ];
+    for (record, at, message) in table {
+        let text = format!("domain = \"a.test\"\n[spf]\nrecord = \"{record}\"\n");
+        let src = SourceFile::new("/p/a.toml", text);
+        let errors: Vec<String> = match policy::parse(&src) {
+            Ok(_) => panic!("{record:?} was accepted"),
+            Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+        };
+        let want = format!("/p/a.toml:{at}: error: spf record:");
+        assert!(
+            errors.iter().any(|e| e.starts_with(&want) && e.contains(message)),
+            "{record:?}: want {want} ... {message:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn spf_networks_of_the_whole_internet_are_warnings() {
+    for (record, at, family) in [
+        ("v=spf1 ip4:0.0.0.0/0 -all", "3:18", "IPv4"),
+        ("v=spf1 mx ip6:::/0 -all", "3:21", "IPv6"),
+    ] {
+        let text = format!("domain = \"a.test\"\n[spf]\nrecord = \"{record}\"\n");
+        let loaded = policy::parse(&SourceFile::new("/p/a.toml", text))
+            .unwrap_or_else(|e| panic!("{record:?} must stay valid: {e:?}"));
+        let warnings: Vec<String> = loaded.warnings.iter().map(|d| d.to_string()).collect();
+        let want = format!("/p/a.toml:{at}: warning: spf record:");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&want) && w.contains(&format!("every {family} address"))),
+            "{record:?}: {warnings:?}"
         );
     }
 }

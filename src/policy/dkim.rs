@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diag::{Diagnostics, Severity};
+use crate::names::{self, NameError, Rules};
 
 /// One `[dkim.<selector>]` table as written. Every field keeps its span because
 /// every check happens after deserialisation, and the message must point at the value.
@@ -212,14 +213,14 @@ fn error_count(diags: &Diagnostics) -> usize {
         .count()
 }
 
-/// sub-domain *( "." sub-domain ) (RFC 6376 3.1, RFC 5321): labels of letters,
-/// digits and inner hyphens, at most 63 octets each.
+/// sub-domain *( "." sub-domain ) (RFC 6376 3.1, RFC 5321): host-name labels
+/// ([`Rules::Host`]), with no dot at the end.
 fn check_selector(selector: &Spanned<String>, diags: &mut Diagnostics) {
     let name = selector.get_ref();
-    let problem = if name.is_empty() {
-        Some("is empty".to_string())
-    } else {
-        name.split('.').find_map(label_problem)
+    let problem = match name.as_str() {
+        "" => Some("is empty".to_string()),
+        _ if name.ends_with('.') => Some(NameError::EmptyLabel.to_string()),
+        _ => names::check_name(name, Rules::Host).err().map(|e| e.to_string()),
     };
     if let Some(problem) = problem {
         diags.error(
@@ -231,22 +232,6 @@ fn check_selector(selector: &Spanned<String>, diags: &mut Diagnostics) {
             ),
         );
     }
-}
-
-fn label_problem(label: &str) -> Option<String> {
-    if label.is_empty() {
-        return Some("has an empty label (two dots in a row, or a dot at an end)".to_string());
-    }
-    if label.len() > 63 {
-        return Some(format!("has a label of {} octets", label.len()));
-    }
-    if let Some(c) = label.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
-        return Some(format!("contains {c:?}"));
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Some(format!("has label {label:?} starting or ending with a hyphen"));
-    }
-    None
 }
 
 fn check_key_type(label: &str, k: Option<&Spanned<String>>, diags: &mut Diagnostics) -> Option<KeyType> {

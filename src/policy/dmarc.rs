@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, IntoDeserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 use crate::diag::{Diagnostics, Severity};
+use crate::names::{self, Rules};
 
 /// The `[dmarc]` table as written. Every field keeps its span because every
 /// check happens after deserialisation, and the message must point at the value.
@@ -435,7 +436,9 @@ fn check_uri(raw: &str, domain: &str) -> Result<UriKind, String> {
     }
     let address = rest.split('?').next().unwrap_or_default();
     match address.rsplit_once('@') {
-        Some((local, host)) if !local.is_empty() && is_hostname(host) => {
+        Some((local, host))
+            if !local.is_empty() && !host.ends_with('.') && names::check_name(host, Rules::Host).is_ok() =>
+        {
             Ok(UriKind::Mailbox(host.to_ascii_lowercase()))
         }
         _ => Err(format!(
@@ -469,18 +472,6 @@ fn split_scheme(uri: &str) -> Option<(&str, &str)> {
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     (first_ok && rest_ok).then_some((scheme, rest))
-}
-
-/// Letters, digits and inner hyphens, labels of 1 to 63 octets joined by dots.
-fn is_hostname(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 /// `t` as written: the record's "y"/"n", or a TOML boolean.

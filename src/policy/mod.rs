@@ -23,8 +23,8 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::parse_host_name;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+use crate::names::{self, Rules};
 use crate::spf;
 use crate::txt;
 
@@ -180,10 +180,10 @@ pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
 fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
     let src = diags.source();
     let base_dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let domain = parse_host_name(&raw.domain, "domain", diags);
+    let domain = parse_name(&raw.domain, "domain", Rules::Host, diags);
     let zone = match (&raw.zone, &domain) {
-        (Some(zone), _) => parse_host_name(zone, "zone", diags),
-        (None, Some(domain)) => Some(crate::snapshot::prepend(domain, "_spf")),
+        (Some(zone), _) => parse_name(zone, "zone", Rules::Service, diags),
+        (None, Some(domain)) => default_zone(&raw.domain, domain, diags),
         (None, None) => None,
     };
     let ttl = raw
@@ -224,6 +224,26 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
     })
+}
+
+/// A name of the policy file, absolute and lower-cased; an error names the field.
+fn parse_name(raw: &Spanned<String>, what: &str, rules: Rules, diags: &mut Diagnostics) -> Option<Name> {
+    names::parse_name(raw.get_ref(), rules)
+        .map_err(|why| diags.error(raw.span(), format!("{what} {:?} {why}", raw.get_ref())))
+        .ok()
+}
+
+/// `_spf.<domain>`, when that is short enough to be a name.
+fn default_zone(raw: &Spanned<String>, domain: &Name, diags: &mut Diagnostics) -> Option<Name> {
+    names::parse_name(&format!("_spf.{domain}"), Rules::Service)
+        .map_err(|why| {
+            let message = format!(
+                "domain {:?}: the default zone _spf.{domain} {why}; write a shorter zone",
+                raw.get_ref()
+            );
+            diags.error(raw.span(), message)
+        })
+        .ok()
 }
 
 fn validate_ttl(ttl: &Spanned<i64>, diags: &mut Diagnostics) -> Option<u32> {
@@ -273,6 +293,14 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
             return None;
         }
     };
+    let name_errors = record.name_errors();
+    for e in &name_errors {
+        let at = value_offset(diags.source(), &raw.record, e.offset);
+        diags.error(at..at, format!("spf record: {}", e.message));
+    }
+    if !name_errors.is_empty() {
+        return None;
+    }
     for w in record.warnings() {
         let at = value_offset(diags.source(), &raw.record, w.offset);
         diags.warning(at..at, format!("spf record: {}", w.message));

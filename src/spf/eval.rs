@@ -12,9 +12,9 @@ use super::directive::{Mechanism, Modifier};
 use super::dns::{DnsLookup, LookupError, non_empty};
 use super::macro_string::{MacroLetter, MacroString};
 use super::macros::{MacroContext, split_sender};
-use super::name;
 use super::record::{Record, is_spf_record};
 use super::result::SpfResult;
+use crate::names;
 
 /// How to evaluate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +300,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
     /// the evaluation. Boxed because include and redirect recurse.
     fn check_domain(&mut self, domain: String) -> BoxedOutcome<'_> {
         Box::pin(async move {
-            if !name::is_valid_domain(&domain) {
+            if !names::is_valid_domain(&domain) {
                 let why = format!("`{domain}` is not a valid domain name (RFC 7208 4.3)");
                 return Outcome::new(SpfResult::None, &domain, None, Some(why));
             }
@@ -338,7 +338,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
     }
 
     pub(super) async fn eval_record(&mut self, domain: &str, record: &Record) -> Outcome {
-        self.stack.push(name::normalize(domain));
+        self.stack.push(names::normalize(domain));
         let outcome = self.eval_terms(domain, record).await;
         self.stack.pop();
         outcome
@@ -489,7 +489,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
         if self.limits {
             return Ok(());
         }
-        if self.stack.contains(&name::normalize(target)) {
+        if self.stack.contains(&names::normalize(target)) {
             return Err(Abort::perm(format!(
                 "{target} includes or redirects to itself (a loop)"
             )));
@@ -521,7 +521,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
     /// The explanation of a fail (6.2): any problem means there is none.
     async fn explanation(&mut self, spec: &MacroString, domain: &str) -> Option<String> {
         let name = self.expand_name(spec, domain).await;
-        if !name::is_queryable(&name) {
+        if !names::is_queryable(&name) {
             return None;
         }
         let texts = self.dns.txt(&name).await.ok()?;

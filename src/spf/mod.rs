@@ -3,7 +3,8 @@
 //!
 //! - [`record`]: [`Record::parse`] of TXT text into terms (exact text kept) with
 //!   [`Record::lookup_terms`]; the per-term grammar lives in `term`, the lints
-//!   ([`Record::warnings`]) in `lint`. The parsed terms ([`Term`], [`Mechanism`],
+//!   ([`Record::warnings`]) in `lint`, the strict check of target names
+//!   ([`Record::name_errors`]) in `targets`. The parsed terms ([`Term`], [`Mechanism`],
 //!   [`Modifier`]) are in `directive`, [`ParseError`] in `error` and [`SpfResult`] in
 //!   `result`: leaves that the grammar and the evaluator both import.
 //! - [`macro_string`]: the macro-string grammar ([`MacroString`]) behind domain-specs
@@ -20,9 +21,9 @@ pub mod macro_string;
 pub mod macros;
 mod mechanisms;
 pub mod memory;
-pub mod name;
 pub mod record;
 mod result;
+mod targets;
 mod term;
 
 pub use directive::{Directive, DomainSpec, Mechanism, Modifier, Qualifier, Term, TermKind};
