@@ -111,6 +111,12 @@ fn unknown_keys_are_rejected_at_every_level() {
 
 #[test]
 fn policy_level_errors() {
+    // A 200-octet domain and a 60-octet selector: the key's name is over 253 octets.
+    let long_selector = format!(
+        "domain = \"{}.test\"\n[dkim.{}]\nrevoked = true\n",
+        vec!["a".repeat(49); 4].join("."),
+        "s".repeat(60)
+    );
     for (text, at, message) in [
         ("domain = \"not a domain\"\n", "1:10", "domain \"not a domain\""),
         (
@@ -138,6 +144,7 @@ fn policy_level_errors() {
             "3:11",
             "v=spf1",
         ),
+        (&long_selector, "1:10", "._domainkey."),
         (
             "domain = \"-a-.test\"\n",
             "1:10",

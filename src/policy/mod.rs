@@ -212,6 +212,16 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         );
     }
     let (domain, zone) = (domain?, zone?);
+    let mut below = Vec::new();
+    if dmarc.is_some() {
+        below.push("_dmarc".to_string());
+    }
+    below.extend(
+        dkim.iter()
+            .flatten()
+            .map(|k| format!("{}._domainkey", k.selector)),
+    );
+    check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
     Some(ValidPolicy {
         path: src.path.clone(),
         domain_text: domain.to_string(),
@@ -244,6 +254,24 @@ fn default_zone(raw: &Spanned<String>, domain: &Name, diags: &mut Diagnostics) -
             diags.error(raw.span(), message)
         })
         .ok()
+}
+
+/// The names published below the zone (and those the owner adds below the domain)
+/// must be names: [`names::prepend`] relies on it when the snapshot is built.
+fn check_name_lengths(raw: &Spanned<String>, apexes: [&Name; 2], below: &[String], diags: &mut Diagnostics) {
+    for apex in apexes {
+        for prefix in below {
+            let name = format!("{prefix}.{apex}");
+            if let Err(why) = names::check_name(&name, Rules::Service) {
+                let message = format!(
+                    "domain {:?}: the record name {name} {why}; use a shorter zone or selector",
+                    raw.get_ref()
+                );
+                diags.error(raw.span(), message);
+                return;
+            }
+        }
+    }
 }
 
 fn validate_ttl(ttl: &Spanned<i64>, diags: &mut Diagnostics) -> Option<u32> {
