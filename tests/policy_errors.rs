@@ -64,6 +64,12 @@ fn dmarc_tag_errors_are_named_with_their_position() {
         ("p = \"none\"\nfo = \"2\"", "4:6", "fo"),
         ("p = \"none\"\nfo = \"1:1\"", "4:6", "fo"),
         ("p = \"none\"\nri = 0", "4:6", "ri"),
+        (
+            "p = \"none\"\npsd = \"maybe\"",
+            "4:7",
+            "psd must be one of y, n, u",
+        ),
+        ("p = \"none\"\nrf = \"iodef\"", "4:6", "rf must be \"afrf\""),
         ("p = \"none\"\nt = \"maybe\"", "4:5", "t"),
     ];
     let mut failures = Vec::new();
@@ -80,6 +86,29 @@ fn dmarc_tag_errors_are_named_with_their_position() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// RFC 9989's psd is a tag; rf and ri are historic: valid, with a warning each.
+#[test]
+fn dmarc_psd_is_accepted_and_rf_ri_are_historic() {
+    let body = "p = \"reject\"\nrua = [\"mailto:d@example.test\"]\npsd = \"n\"\nrf = \"afrf\"\nri = 86400";
+    let src = SourceFile::new("/p/example.test.toml", format!("{HEAD}{body}\n"));
+    let loaded = policy::parse(&src).unwrap_or_else(|e| panic!("{e:?}"));
+    let txt = loaded.policy.dmarc.as_ref().unwrap().txt();
+    assert!(
+        txt.contains("; psd=n; ") && txt.contains("; rf=afrf; ri=86400"),
+        "{txt}"
+    );
+    let warnings: Vec<String> = loaded.warnings.iter().map(|d| d.to_string()).collect();
+    for at in ["6:6", "7:6"] {
+        let want = format!("/p/example.test.toml:{at}: warning: dmarc");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&want) && w.contains("historic under RFC 9989")),
+            "{at}: {warnings:?}"
+        );
+    }
 }
 
 #[test]

@@ -192,6 +192,7 @@ fn split_scheme(uri: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::run;
     use super::*;
 
     #[test]
@@ -211,5 +212,23 @@ mod tests {
         for uri in ["mailto:", "1mailto:a@b", "mailto:a@b!k", "mailto:a@-b.com", "a b"] {
             assert!(check_uri(uri, "example.com").is_err(), "{uri}");
         }
+    }
+
+    #[test]
+    fn each_outside_report_domain_is_named_once() {
+        let body = "p = \"reject\"\n\
+                    rua = [\"mailto:a@v.example.net\", \"mailto:b@V.example.net\"]\n\
+                    ruf = [\"mailto:c@v.example.net\", \"mailto:d@w.example.org\"]";
+        let (_, diags) = run(body);
+        let outside: Vec<_> = diags
+            .iter()
+            .filter(|d| d.message.contains("_report._dmarc"))
+            .collect();
+        assert_eq!(outside.len(), 2, "{outside:?}");
+        assert!(
+            outside[1]
+                .message
+                .contains("at example.com._report._dmarc.w.example.org")
+        );
     }
 }

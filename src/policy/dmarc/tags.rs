@@ -7,6 +7,8 @@ use super::de::{Flag, OneOrMany, StrOrInt};
 use crate::diag::Diagnostics;
 
 pub(super) const POLICIES: &[&str] = &["none", "quarantine", "reject"];
+/// RFC 9989 psd: a public suffix domain, not one, or unknown.
+pub(super) const PSD_VALUES: &[&str] = &["y", "n", "u"];
 const FO_OPTIONS: &[&str] = &["0", "1", "d", "s"];
 
 /// A value from a fixed set, matched without regard to case (RFC 7489 tag
@@ -67,9 +69,35 @@ pub(super) fn check_testing(value: &Spanned<Flag>, diags: &mut Diagnostics) -> O
     }
 }
 
+/// `rf` (RFC 7489 6.3): afrf is the only report format ever defined. Historic
+/// under RFC 9989, so accepted with a warning.
+pub(super) fn check_rf(value: &Spanned<String>, diags: &mut Diagnostics) -> Option<String> {
+    if !value.get_ref().eq_ignore_ascii_case("afrf") {
+        let msg = format!(
+            "dmarc rf must be \"afrf\", the only failure report format (RFC 7489 6.3); got {:?}",
+            value.get_ref()
+        );
+        diags.error(value.span(), msg);
+        return None;
+    }
+    diags.warning(
+        value.span(),
+        "dmarc rf is historic under RFC 9989 and its receivers ignore it: remove rf",
+    );
+    Some("afrf".to_string())
+}
+
+/// `ri`: a number of seconds; historic under RFC 9989, so accepted with a warning.
 pub(super) fn check_ri(value: &Spanned<i64>, diags: &mut Diagnostics) -> Option<u32> {
     match u32::try_from(*value.get_ref()) {
-        Ok(ri) if ri > 0 => Some(ri),
+        Ok(ri) if ri > 0 => {
+            diags.warning(
+                value.span(),
+                "dmarc ri is historic under RFC 9989 and its receivers ignore it (aggregate \
+                 reports come about once a day): remove ri",
+            );
+            Some(ri)
+        }
         _ => {
             let msg = format!(
                 "dmarc ri must be a number of seconds from 1 to {} (the default is 86400); got {}",
@@ -108,4 +136,38 @@ pub(super) fn check_fo(value: Spanned<OneOrMany<StrOrInt>>, diags: &mut Diagnost
         }
     }
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{RUA, of, run};
+    use crate::diag::Severity;
+
+    #[test]
+    fn psd_is_published() {
+        for (value, published) in [("y", "psd=y"), ("N", "psd=n"), ("u", "psd=u")] {
+            let body = format!("p = \"reject\"\n{RUA}\npsd = \"{value}\"");
+            let (record, diags) = run(&body);
+            assert!(diags.is_empty(), "{body}: {diags:?}");
+            let txt = record.unwrap().txt();
+            assert!(txt.contains(&format!("; {published}; ")), "{txt}");
+        }
+    }
+
+    #[test]
+    fn rf_and_ri_are_historic_warnings() {
+        let body = format!("p = \"reject\"\n{RUA}\nrf = \"AFRF\"\nri = 3600");
+        let (record, diags) = run(&body);
+        assert_eq!(
+            record.unwrap().txt(),
+            "v=DMARC1; p=reject; rf=afrf; ri=3600; rua=mailto:d@example.com"
+        );
+        let warnings = of(&diags, Severity::Warning);
+        let at: Vec<(usize, usize, bool)> = warnings
+            .iter()
+            .map(|w| (w.line, w.column, w.message.contains("historic under RFC 9989")))
+            .collect();
+        assert_eq!(at, [(4, 6, true), (5, 6, true)], "{diags:?}");
+        assert!(of(&diags, Severity::Error).is_empty(), "{diags:?}");
+    }
 }
