@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::dns::{self, DnsLookup, LookupError, non_empty, reverse_name};
-use super::eval::{Abort, Evaluator, MAX_MX_NAMES, MAX_PTR_NAMES, Match};
+use super::eval::Evaluator;
+use super::outcome::{Abort, MAX_MX_NAMES, MAX_PTR_NAMES, Match};
 use crate::names;
 
 /// True when `client` is within the CIDR length of `addr` (5.6); an address of

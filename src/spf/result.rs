@@ -49,3 +49,24 @@ impl fmt::Display for SpfResult {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_names() {
+        for r in [
+            SpfResult::None,
+            SpfResult::Neutral,
+            SpfResult::Pass,
+            SpfResult::Fail,
+            SpfResult::SoftFail,
+            SpfResult::TempError,
+            SpfResult::PermError,
+        ] {
+            assert_eq!(SpfResult::from_name(&r.to_string().to_uppercase()), Some(r));
+        }
+        assert_eq!(SpfResult::from_name("unknown"), None);
+    }
+}
