@@ -212,15 +212,7 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         );
     }
     let (domain, zone) = (domain?, zone?);
-    let mut below = Vec::new();
-    if dmarc.is_some() {
-        below.push("_dmarc".to_string());
-    }
-    below.extend(
-        dkim.iter()
-            .flatten()
-            .map(|k| format!("{}._domainkey", k.selector)),
-    );
+    let below = published_below(dmarc.is_some(), &dkim);
     check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
     Some(ValidPolicy {
         path: src.path.clone(),
@@ -254,6 +246,16 @@ fn default_zone(raw: &Spanned<String>, domain: &Name, diags: &mut Diagnostics) -
             diags.error(raw.span(), message)
         })
         .ok()
+}
+
+/// The labels put before the apex: `_dmarc` and `<selector>._domainkey`.
+fn published_below(dmarc: bool, dkim: &[Option<DkimRecord>]) -> Vec<String> {
+    let dmarc = dmarc.then(|| "_dmarc".to_string());
+    let keys = dkim
+        .iter()
+        .flatten()
+        .map(|k| format!("{}._domainkey", k.selector));
+    dmarc.into_iter().chain(keys).collect()
 }
 
 /// The names published below the zone (and those the owner adds below the domain)
@@ -312,27 +314,7 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
             }
         },
     };
-    let text = raw.record.get_ref();
-    let record = match spf::Record::parse(text) {
-        Ok(record) => record,
-        Err(e) => {
-            let at = value_offset(diags.source(), &raw.record, e.offset);
-            diags.error(at..at, format!("spf record: {}", e.message));
-            return None;
-        }
-    };
-    let name_errors = record.name_errors();
-    for e in &name_errors {
-        let at = value_offset(diags.source(), &raw.record, e.offset);
-        diags.error(at..at, format!("spf record: {}", e.message));
-    }
-    if !name_errors.is_empty() {
-        return None;
-    }
-    for w in record.warnings() {
-        let at = value_offset(diags.source(), &raw.record, w.offset);
-        diags.warning(at..at, format!("spf record: {}", w.message));
-    }
+    let record = parse_spf_record(&raw.record, diags)?;
     if mode == SpfMode::Macro {
         let span = raw.mode.as_ref().map_or(raw.record.span(), |m| m.span());
         diags.warning(
@@ -342,6 +324,34 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
         );
     }
     Some(SpfPolicy::new(&record, mode))
+}
+
+/// The record, its syntax and target names checked, its warnings pushed; errors
+/// point at their byte of the record in the file.
+fn parse_spf_record(raw: &Spanned<String>, diags: &mut Diagnostics) -> Option<spf::Record> {
+    let mut report = |offset: usize, message: &str, error: bool| {
+        let at = value_offset(diags.source(), raw, offset);
+        let message = format!("spf record: {message}");
+        if error {
+            diags.error(at..at, message);
+        } else {
+            diags.warning(at..at, message);
+        }
+    };
+    let record = spf::Record::parse(raw.get_ref())
+        .map_err(|e| report(e.offset, &e.message, true))
+        .ok()?;
+    let name_errors = record.name_errors();
+    for e in &name_errors {
+        report(e.offset, &e.message, true);
+    }
+    if !name_errors.is_empty() {
+        return None;
+    }
+    for w in record.warnings() {
+        report(w.offset, &w.message, false);
+    }
+    Some(record)
 }
 
 /// The position in the file of byte `offset` of a string value: exact when the value
