@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+use crate::names;
 
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
@@ -209,55 +210,28 @@ fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostic
 
 /// SOA RNAME: accepts `hostmaster.example.net` or the mailbox form `hostmaster@example.net`.
 fn parse_hostmaster(raw: &Spanned<String>, diags: &mut Diagnostics) -> Option<Name> {
-    let text = raw.get_ref();
-    let as_name = match text.split_once('@') {
-        Some((local, domain)) => format!("{}.{domain}", local.replace('.', "\\.")),
-        None => text.clone(),
-    };
-    let spanned = Spanned::new(raw.span(), as_name);
-    parse_host_name(&spanned, "server hostmaster", diags)
+    report_name(
+        raw,
+        "server hostmaster",
+        names::parse_mailbox(raw.get_ref()),
+        diags,
+    )
 }
 
-/// A fully qualified domain name, returned absolute and lower-cased.
-pub(crate) fn parse_host_name(raw: &Spanned<String>, what: &str, diags: &mut Diagnostics) -> Option<Name> {
-    match parse_fqdn(raw.get_ref()) {
-        Ok(name) => Some(name),
-        Err(why) => {
-            diags.error(raw.span(), format!("{what} {:?} {why}", raw.get_ref()));
-            None
-        }
-    }
+/// A host name (letters, digits, inner hyphens), returned absolute and lower-cased.
+fn parse_host_name(raw: &Spanned<String>, what: &str, diags: &mut Diagnostics) -> Option<Name> {
+    report_name(raw, what, names::parse_host_name(raw.get_ref()), diags)
 }
 
-/// Parses a domain name as written in a config or policy file: absolute or not,
-/// with at least two labels, each a valid DNS label.
-pub fn parse_fqdn(text: &str) -> Result<Name, String> {
-    let trimmed = text.trim_end_matches('.');
-    if trimmed.is_empty() {
-        return Err("is empty: write a domain name like example.com".into());
-    }
-    if trimmed.len() > 253 {
-        return Err("is longer than 253 octets".into());
-    }
-    for label in trimmed.split('.') {
-        if label.is_empty() {
-            return Err("has an empty label (two dots in a row)".into());
-        }
-        if label.len() > 63 {
-            return Err(format!("has a label longer than 63 octets ({label:.20}...)"));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-_\\".contains(*c)))
-        {
-            return Err(format!(
-                "has the character {c:?}, which is not allowed in a domain name"
-            ));
-        }
-    }
-    let mut name = Name::from_ascii(trimmed).map_err(|e| format!("is not a domain name: {e}"))?;
-    name.set_fqdn(true);
-    Ok(name.to_lowercase())
+fn report_name(
+    raw: &Spanned<String>,
+    what: &str,
+    parsed: Result<Name, names::NameError>,
+    diags: &mut Diagnostics,
+) -> Option<Name> {
+    parsed
+        .map_err(|why| diags.error(raw.span(), format!("{what} {:?} {why}", raw.get_ref())))
+        .ok()
 }
 
 pub(crate) fn parse_duration(raw: &Spanned<String>, what: &str, diags: &mut Diagnostics) -> Option<Duration> {

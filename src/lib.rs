@@ -16,6 +16,8 @@
 //! ```
 //!
 //! - [`diag`]: file:line:column diagnostics shared by every parser.
+//! - [`names`]: the one validator of DNS names (host names, `_spf`-style names, SPF
+//!   domains), and building names from validated parts.
 //! - [`config`]: the server configuration file.
 //! - [`spf`]: the RFC 7208 grammar, lookup cost, macro expansion and evaluator.
 //! - [`policy`]: one policy file per mail domain, validated into [`policy::ValidPolicy`].
@@ -37,6 +39,7 @@ pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod flatten;
+pub mod names;
 pub mod os;
 pub mod policy;
 pub mod published;

@@ -64,6 +64,38 @@ fn check_reports_errors_with_file_line_column_and_fails() {
     assert!(out.contains("0 policies valid, 1 errors"), "{out}");
 }
 
+/// Target names resolvers refuse fail `spfd check` at their label; a network of the
+/// whole Internet is a warning only.
+#[test]
+fn check_refuses_spf_targets_that_are_not_dns_names() {
+    let policy = |record: &str| format!("domain = \"bad.test\"\n[spf]\nrecord = \"{record}\"\n");
+    let setup = Setup::new(&[
+        ("hyphen.toml", &policy("v=spf1 a:-bad-.test -all")),
+        (
+            "empty.toml",
+            &policy("v=spf1 a:bad..test -all").replace("bad.test", "empty.test"),
+        ),
+        (
+            "wide.toml",
+            &policy("v=spf1 ip4:0.0.0.0/0 -all").replace("bad.test", "wide.test"),
+        ),
+    ]);
+    let (code, out, _) = spfd(&["check", "--config", setup.config_path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    for (file, at, severity) in [
+        ("hyphen.toml", "3:20", "error"),
+        ("empty.toml", "3:24", "error"),
+        ("wide.toml", "3:18", "warning"),
+    ] {
+        let expected = format!(
+            "{}:{at}: {severity}: spf record:",
+            setup.policy_path(file).display()
+        );
+        assert!(out.contains(&expected), "{expected} in {out}");
+    }
+    assert!(out.contains("1 policies valid, 2 errors"), "{out}");
+}
+
 #[test]
 fn check_rejects_an_unknown_key_in_the_config() {
     let setup = Setup::new(&[]);

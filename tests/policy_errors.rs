@@ -64,6 +64,12 @@ fn dmarc_tag_errors_are_named_with_their_position() {
         ("p = \"none\"\nfo = \"2\"", "4:6", "fo"),
         ("p = \"none\"\nfo = \"1:1\"", "4:6", "fo"),
         ("p = \"none\"\nri = 0", "4:6", "ri"),
+        (
+            "p = \"none\"\npsd = \"maybe\"",
+            "4:7",
+            "psd must be one of y, n, u",
+        ),
+        ("p = \"none\"\nrf = \"iodef\"", "4:6", "rf must be \"afrf\""),
         ("p = \"none\"\nt = \"maybe\"", "4:5", "t"),
     ];
     let mut failures = Vec::new();
@@ -80,6 +86,29 @@ fn dmarc_tag_errors_are_named_with_their_position() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// RFC 9989's psd is a tag; rf and ri are historic: valid, with a warning each.
+#[test]
+fn dmarc_psd_is_accepted_and_rf_ri_are_historic() {
+    let body = "p = \"reject\"\nrua = [\"mailto:d@example.test\"]\npsd = \"n\"\nrf = \"afrf\"\nri = 86400";
+    let src = SourceFile::new("/p/example.test.toml", format!("{HEAD}{body}\n"));
+    let loaded = policy::parse(&src).unwrap_or_else(|e| panic!("{e:?}"));
+    let txt = loaded.policy.dmarc.as_ref().unwrap().txt();
+    assert!(
+        txt.contains("; psd=n; ") && txt.contains("; rf=afrf; ri=86400"),
+        "{txt}"
+    );
+    let warnings: Vec<String> = loaded.warnings.iter().map(|d| d.to_string()).collect();
+    for at in ["6:6", "7:6"] {
+        let want = format!("/p/example.test.toml:{at}: warning: dmarc");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&want) && w.contains("historic under RFC 9989")),
+            "{at}: {warnings:?}"
+        );
+    }
 }
 
 #[test]
@@ -111,6 +140,12 @@ fn unknown_keys_are_rejected_at_every_level() {
 
 #[test]
 fn policy_level_errors() {
+    // A 200-octet domain and a 60-octet selector: the key's name is over 253 octets.
+    let long_selector = format!(
+        "domain = \"{}.test\"\n[dkim.{}]\nrevoked = true\n",
+        vec!["a".repeat(49); 4].join("."),
+        "s".repeat(60)
+    );
     for (text, at, message) in [
         ("domain = \"not a domain\"\n", "1:10", "domain \"not a domain\""),
         (
@@ -138,6 +173,17 @@ fn policy_level_errors() {
             "3:11",
             "v=spf1",
         ),
+        (&long_selector, "1:10", "._domainkey."),
+        (
+            "domain = \"-a-.test\"\n",
+            "1:10",
+            "starting or ending with a hyphen",
+        ),
+        (
+            "domain = \"a.test\"\nzone = \"_spf.-a.test\"\n",
+            "2:8",
+            "\"-a\" starting or ending",
+        ),
     ] {
         let src = SourceFile::new("/p/a.toml", text);
         let errors = policy::parse(&src).unwrap_err();
@@ -147,6 +193,60 @@ fn policy_level_errors() {
                 .iter()
                 .any(|e| e.starts_with(&format!("/p/a.toml:{at}: error:")) && e.contains(message)),
             "{text:?}: {shown:?}"
+        );
+    }
+}
+
+/// Names receivers and resolvers refuse are errors when the policy is checked, at
+/// the offending label, not failed lookups later.
+#[test]
+fn spf_targets_that_are_not_dns_names_are_errors_at_their_label() {
+    // (record, line:column of the bad label, part of the message)
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "v=spf1 a:-bad-.test -all",
+            "3:20",
+            "\"-bad-\" starting or ending with a hyphen",
+        ),
+        ("v=spf1 a:bad..test -all", "3:24", "empty label"),
+        (
+            "v=spf1 include:-x.test -all",
+            "3:26",
+            "starting or ending with a hyphen",
+        ),
+        ("v=spf1 mx:mail.test redirect=x..test", "3:42", "empty label"),
+    ];
+    for (record, at, message) in table {
+        let text = format!("domain = \"a.test\"\n[spf]\nrecord = \"{record}\"\n");
+        let src = SourceFile::new("/p/a.toml", text);
+        let errors: Vec<String> = match policy::parse(&src) {
+            Ok(_) => panic!("{record:?} was accepted"),
+            Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+        };
+        let want = format!("/p/a.toml:{at}: error: spf record:");
+        assert!(
+            errors.iter().any(|e| e.starts_with(&want) && e.contains(message)),
+            "{record:?}: want {want} ... {message:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn spf_networks_of_the_whole_internet_are_warnings() {
+    for (record, at, family) in [
+        ("v=spf1 ip4:0.0.0.0/0 -all", "3:18", "IPv4"),
+        ("v=spf1 mx ip6:::/0 -all", "3:21", "IPv6"),
+    ] {
+        let text = format!("domain = \"a.test\"\n[spf]\nrecord = \"{record}\"\n");
+        let loaded = policy::parse(&SourceFile::new("/p/a.toml", text))
+            .unwrap_or_else(|e| panic!("{record:?} must stay valid: {e:?}"));
+        let warnings: Vec<String> = loaded.warnings.iter().map(|d| d.to_string()).collect();
+        let want = format!("/p/a.toml:{at}: warning: spf record:");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&want) && w.contains(&format!("every {family} address"))),
+            "{record:?}: {warnings:?}"
         );
     }
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use super::{join_diagnostics, load_offline};
-use crate::config::{Config, parse_fqdn};
+use crate::config::Config;
+use crate::names::{parse_host_name, prepend};
 use crate::policy::{SpfMode, ValidPolicy};
-use crate::snapshot::{Snapshot, prepend};
+use crate::snapshot::Snapshot;
 
 /// `spfd check`: every diagnostic, then one summary line per policy. The bool is false
 /// when any error was found.
@@ -76,7 +77,7 @@ const OWNER_TTL: u32 = 3600;
 /// `spfd records`: zone-file lines the owner adds at their own DNS provider.
 pub fn records(config: &Config, snapshot: &Snapshot, only: Option<&str>) -> anyhow::Result<String> {
     let only = only
-        .map(parse_fqdn)
+        .map(parse_host_name)
         .transpose()
         .map_err(anyhow::Error::msg)
         .context("DOMAIN")?;

@@ -14,8 +14,9 @@ use anyhow::bail;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, parse_fqdn};
+use crate::config::Config;
 use crate::diag::Diagnostic;
+use crate::names::parse_host_name;
 use crate::policy::ValidPolicy;
 use crate::reload::{ReloadReport, Reloader};
 use crate::snapshot::Snapshot;
@@ -124,7 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The valid policy of a mail domain, as the server would load it.
 fn find_policy(config: &Config, domain: &str) -> anyhow::Result<Arc<ValidPolicy>> {
-    let wanted = parse_fqdn(domain).map_err(|e| anyhow::anyhow!("DOMAIN {domain:?} {e}"))?;
+    let wanted = parse_host_name(domain).map_err(|e| anyhow::anyhow!("DOMAIN {domain:?} {e}"))?;
     let (snapshot, report) = load_offline(config);
     let found = snapshot
         .zones

@@ -15,7 +15,7 @@ use super::model::{
     Body, ExpandError, ExpandOptions, Expansion, Level, Rule, TermDetail, Terminal, Warning, prefix,
 };
 use super::rewrite;
-use crate::spf::name::{is_queryable, is_valid_domain, normalize};
+use crate::names::{is_queryable, is_valid_domain, normalize};
 use crate::spf::{Directive, DnsLookup, LookupError, Mechanism, Qualifier, Record, is_spf_record};
 
 /// Nesting deeper than this is an error, as in the evaluator with limits lifted.

@@ -8,7 +8,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::ipset::{Ip4Set, Ip6Set};
 use super::model::{Expansion, Rule, Terminal, prefix};
-use crate::spf::name::{MAX_NAME, normalize};
+use crate::names::{MAX_NAME, normalize};
 use crate::spf::{Qualifier, VERSION};
 use crate::txt::split_words;
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hickory_proto::rr::Name;
 
 use super::{Chain, ExpandOptions, Expansion, FlattenError, Memory, Rule, flatten};
-use crate::spf::name::normalize;
+use crate::names::normalize;
 use crate::spf::{EvalOptions, MemoryDns, Query, Record, SpfResult, check_host, check_record};
 
 pub fn block<F: Future>(f: F) -> F::Output {

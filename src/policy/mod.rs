@@ -24,8 +24,8 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::parse_host_name;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+use crate::names::{self, Rules};
 use crate::spf;
 use crate::txt;
 
@@ -181,10 +181,10 @@ pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
 fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
     let src = diags.source();
     let base_dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let domain = parse_host_name(&raw.domain, "domain", diags);
+    let domain = parse_name(&raw.domain, "domain", Rules::Host, diags);
     let zone = match (&raw.zone, &domain) {
-        (Some(zone), _) => parse_host_name(zone, "zone", diags),
-        (None, Some(domain)) => Some(crate::snapshot::prepend(domain, "_spf")),
+        (Some(zone), _) => parse_name(zone, "zone", Rules::Service, diags),
+        (None, Some(domain)) => default_zone(&raw.domain, domain, diags),
         (None, None) => None,
     };
     let ttl = raw
@@ -221,6 +221,8 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         );
     }
     let (domain, zone) = (domain?, zone?);
+    let below = published_below(dmarc.is_some(), &dkim);
+    check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
     Some(ValidPolicy {
         path: src.path.clone(),
         domain_text: domain.to_string(),
@@ -233,6 +235,54 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
     })
+}
+
+/// A name of the policy file, absolute and lower-cased; an error names the field.
+fn parse_name(raw: &Spanned<String>, what: &str, rules: Rules, diags: &mut Diagnostics) -> Option<Name> {
+    names::parse_name(raw.get_ref(), rules)
+        .map_err(|why| diags.error(raw.span(), format!("{what} {:?} {why}", raw.get_ref())))
+        .ok()
+}
+
+/// `_spf.<domain>`, when that is short enough to be a name.
+fn default_zone(raw: &Spanned<String>, domain: &Name, diags: &mut Diagnostics) -> Option<Name> {
+    names::parse_name(&format!("_spf.{domain}"), Rules::Service)
+        .map_err(|why| {
+            let message = format!(
+                "domain {:?}: the default zone _spf.{domain} {why}; write a shorter zone",
+                raw.get_ref()
+            );
+            diags.error(raw.span(), message)
+        })
+        .ok()
+}
+
+/// The labels put before the apex: `_dmarc` and `<selector>._domainkey`.
+fn published_below(dmarc: bool, dkim: &[Option<DkimRecord>]) -> Vec<String> {
+    let dmarc = dmarc.then(|| "_dmarc".to_string());
+    let keys = dkim
+        .iter()
+        .flatten()
+        .map(|k| format!("{}._domainkey", k.selector));
+    dmarc.into_iter().chain(keys).collect()
+}
+
+/// The names published below the zone (and those the owner adds below the domain)
+/// must be names: [`names::prepend`] relies on it when the snapshot is built.
+fn check_name_lengths(raw: &Spanned<String>, apexes: [&Name; 2], below: &[String], diags: &mut Diagnostics) {
+    for apex in apexes {
+        for prefix in below {
+            let name = format!("{prefix}.{apex}");
+            if let Err(why) = names::check_name(&name, Rules::Service) {
+                let message = format!(
+                    "domain {:?}: the record name {name} {why}; use a shorter zone or selector",
+                    raw.get_ref()
+                );
+                diags.error(raw.span(), message);
+                return;
+            }
+        }
+    }
 }
 
 fn validate_ttl(ttl: &Spanned<i64>, diags: &mut Diagnostics) -> Option<u32> {
@@ -273,19 +323,7 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
             }
         },
     };
-    let text = raw.record.get_ref();
-    let record = match spf::Record::parse(text) {
-        Ok(record) => record,
-        Err(e) => {
-            let at = value_offset(diags.source(), &raw.record, e.offset);
-            diags.error(at..at, format!("spf record: {}", e.message));
-            return None;
-        }
-    };
-    for w in record.warnings() {
-        let at = value_offset(diags.source(), &raw.record, w.offset);
-        diags.warning(at..at, format!("spf record: {}", w.message));
-    }
+    let record = parse_spf_record(&raw.record, diags)?;
     if mode == SpfMode::Macro {
         let span = raw.mode.as_ref().map_or(raw.record.span(), |m| m.span());
         diags.warning(
@@ -295,6 +333,34 @@ fn validate_spf(raw: Spanned<RawSpf>, diags: &mut Diagnostics) -> Option<SpfPoli
         );
     }
     Some(SpfPolicy::new(&record, mode))
+}
+
+/// The record, its syntax and target names checked, its warnings pushed; errors
+/// point at their byte of the record in the file.
+fn parse_spf_record(raw: &Spanned<String>, diags: &mut Diagnostics) -> Option<spf::Record> {
+    let mut report = |offset: usize, message: &str, error: bool| {
+        let at = value_offset(diags.source(), raw, offset);
+        let message = format!("spf record: {message}");
+        if error {
+            diags.error(at..at, message);
+        } else {
+            diags.warning(at..at, message);
+        }
+    };
+    let record = spf::Record::parse(raw.get_ref())
+        .map_err(|e| report(e.offset, &e.message, true))
+        .ok()?;
+    let name_errors = record.name_errors();
+    for e in &name_errors {
+        report(e.offset, &e.message, true);
+    }
+    if !name_errors.is_empty() {
+        return None;
+    }
+    for w in record.warnings() {
+        report(w.offset, &w.message, false);
+    }
+    Some(record)
 }
 
 /// The position in the file of byte `offset` of a string value: exact when the value

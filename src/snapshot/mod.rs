@@ -17,6 +17,7 @@ pub mod serials;
 pub use build::{Builder, Conflict};
 pub use macro_table::MacroTable;
 
+use crate::names::prepend;
 use crate::policy::ValidPolicy;
 use crate::txt;
 
@@ -306,13 +307,6 @@ pub struct ServerIdentity {
     /// NS names; the first is the SOA MNAME. Never empty (the config requires one).
     pub nameservers: Vec<Name>,
     pub hostmaster: Name,
-}
-
-/// `label.name`, for names built from validated parts (labels are checked on load).
-pub fn prepend(name: &Name, label: &str) -> Name {
-    let mut out = Name::from_ascii(label).expect("validated label");
-    out = out.append_domain(name).expect("validated name length");
-    out
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

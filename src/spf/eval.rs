@@ -2,179 +2,20 @@
 //! record of a domain for a client address, following include and redirect, and
 //! says which term decided the result and through which domains.
 
-use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::directive::{Mechanism, Modifier};
 use super::dns::{DnsLookup, LookupError, non_empty};
 use super::macro_string::{MacroLetter, MacroString};
-use super::macros::{MacroContext, split_sender};
-use super::name;
-use super::record::{Mechanism, Modifier, Record, is_spf_record};
-
-/// The results of check_host() (RFC 7208 2.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SpfResult {
-    None,
-    Neutral,
-    Pass,
-    Fail,
-    SoftFail,
-    TempError,
-    PermError,
-}
-
-impl SpfResult {
-    /// The name RFC 7208 and Received-SPF use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Neutral => "neutral",
-            Self::Pass => "pass",
-            Self::Fail => "fail",
-            Self::SoftFail => "softfail",
-            Self::TempError => "temperror",
-            Self::PermError => "permerror",
-        }
-    }
-
-    /// The result with this name (any case).
-    pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::None,
-            Self::Neutral,
-            Self::Pass,
-            Self::Fail,
-            Self::SoftFail,
-            Self::TempError,
-            Self::PermError,
-        ]
-        .into_iter()
-        .find(|r| r.as_str().eq_ignore_ascii_case(name))
-    }
-}
-
-impl fmt::Display for SpfResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How to evaluate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvalOptions {
-    /// Apply the processing limits of RFC 7208 4.6.4 (10 lookup terms, 2 void
-    /// lookups, 10 MX names, 10 PTR names). Off, a record is judged by what it
-    /// authorises however many lookups that takes (to compare a flattened record with
-    /// its source); loops and nesting deeper than 50 still end in permerror.
-    pub limits: bool,
-    /// `%{r}` in explanations: the name of the host doing the check.
-    pub receiver: String,
-}
-
-impl Default for EvalOptions {
-    fn default() -> Self {
-        Self {
-            limits: true,
-            receiver: "unknown".to_string(),
-        }
-    }
-}
-
-impl EvalOptions {
-    /// The default options with the lookup limits lifted.
-    pub fn without_limits() -> Self {
-        Self {
-            limits: false,
-            ..Self::default()
-        }
-    }
-}
-
-/// The message being checked: the arguments of check_host() other than `<domain>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
-    pub client_ip: IpAddr,
-    /// `<sender>`: the MAIL FROM address, or `postmaster@<helo>` when it is empty.
-    pub sender: String,
-    pub helo: String,
-}
-
-impl Query {
-    /// The MAIL FROM identity (RFC 7208 2.4): an empty reverse-path is checked as
-    /// `postmaster@<helo>`.
-    pub fn new(client_ip: IpAddr, mail_from: &str, helo: &str) -> Self {
-        let sender = if mail_from.is_empty() {
-            format!("postmaster@{helo}")
-        } else {
-            mail_from.to_string()
-        };
-        Self {
-            client_ip,
-            sender,
-            helo: helo.to_string(),
-        }
-    }
-
-    /// The domain check_host() starts from: the domain of the sender.
-    pub fn domain(&self) -> String {
-        split_sender(&self.sender).1
-    }
-}
-
-/// The result of check_host() and how it came about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub result: SpfResult,
-    /// The exact text of the term that decided: the mechanism that matched (inside
-    /// an include, the inner one), or the term that caused an error. `None` when no
-    /// term matched (neutral by default) or the record itself was the problem.
-    pub decided_by: Option<String>,
-    /// The domains traversed, from the one checked to the one holding `decided_by`.
-    pub path: Vec<String>,
-    /// The include or redirect term that led from each domain of `path` to the next.
-    pub via: Vec<String>,
-    /// Why, in words, for none, neutral by default, permerror and temperror.
-    pub reason: Option<String>,
-    /// For fail, the expanded text of the deciding record's `exp=` (RFC 7208 6.2).
-    pub explanation: Option<String>,
-    /// DNS-querying terms evaluated (include a mx ptr exists redirect).
-    pub lookups: usize,
-    /// Terms whose lookup found nothing (NXDOMAIN or NODATA).
-    pub void_lookups: usize,
-}
-
-impl Verdict {
-    /// `example.com -> include:_spf.provider.test -> ip4:192.0.2.0/24`
-    pub fn trail(&self) -> String {
-        let mut out = self.path.first().cloned().unwrap_or_default();
-        for (i, via) in self.via.iter().enumerate() {
-            out.push_str(" -> ");
-            out.push_str(via);
-            let next = self.path.get(i + 1).map(String::as_str).unwrap_or("");
-            if !via.to_ascii_lowercase().contains(&next.to_ascii_lowercase()) {
-                out.push_str(&format!(" ({next})"));
-            }
-        }
-        if let Some(term) = &self.decided_by {
-            out.push_str(" -> ");
-            out.push_str(term);
-        }
-        out
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.result, self.trail())?;
-        if let Some(reason) = &self.reason {
-            write!(f, " ({reason})")?;
-        }
-        Ok(())
-    }
-}
+use super::macros::MacroContext;
+use super::outcome::{Abort, MAX_LOOKUPS, MAX_VOID_LOOKUPS, Match, Outcome, SAFETY_DEPTH, SAFETY_LOOKUPS};
+use super::query::{EvalOptions, Query, Verdict};
+use super::record::{Record, is_spf_record};
+use super::result::SpfResult;
+use crate::names;
 
 /// check_host(`<ip>`, `<domain>`, `<sender>`) of RFC 7208 4: fetches and evaluates
 /// the SPF record of `domain`.
@@ -201,97 +42,6 @@ pub async fn check_record<D: DnsLookup>(
     let mut ev = Evaluator::new(dns, domain, query, options);
     let outcome = ev.eval_record(domain, record).await;
     ev.finish(outcome).await
-}
-
-/// RFC 7208 4.6.4.
-pub(super) const MAX_LOOKUPS: usize = 10;
-pub(super) const MAX_VOID_LOOKUPS: usize = 2;
-pub(super) const MAX_MX_NAMES: usize = 10;
-pub(super) const MAX_PTR_NAMES: usize = 10;
-/// With the limits lifted, evaluation still stops here (permerror): a record that
-/// needs more is broken, not large.
-const SAFETY_LOOKUPS: usize = 1000;
-const SAFETY_DEPTH: usize = 50;
-
-/// How far one record's evaluation got, before it is turned into a [`Verdict`].
-#[derive(Debug)]
-pub(super) struct Outcome {
-    result: SpfResult,
-    decided_by: Option<String>,
-    path: Vec<String>,
-    via: Vec<String>,
-    reason: Option<String>,
-    /// The `exp=` of the record that decided and that record's domain. An include's
-    /// is dropped; a redirect's target replaces the redirecting record's (6.2).
-    exp: Option<(MacroString, String)>,
-}
-
-impl Outcome {
-    fn new(result: SpfResult, domain: &str, decided_by: Option<&str>, reason: Option<String>) -> Self {
-        Self {
-            result,
-            decided_by: decided_by.map(str::to_string),
-            path: vec![domain.to_string()],
-            via: Vec::new(),
-            reason,
-            exp: None,
-        }
-    }
-
-    /// This outcome as reached from `domain` through the term `via`.
-    fn under(mut self, domain: &str, via: &str) -> Self {
-        self.path.insert(0, domain.to_string());
-        self.via.insert(0, via.to_string());
-        self
-    }
-}
-
-/// Stops the evaluation of a record with an error result.
-#[derive(Debug)]
-pub(super) struct Abort {
-    result: SpfResult,
-    reason: String,
-    /// The error came from an include target: its own outcome, to keep the path.
-    inner: Option<Box<Outcome>>,
-}
-
-impl Abort {
-    pub(super) fn perm(reason: String) -> Self {
-        Self {
-            result: SpfResult::PermError,
-            reason,
-            inner: None,
-        }
-    }
-
-    pub(super) fn temp(what: &str, error: &LookupError) -> Self {
-        Self {
-            result: SpfResult::TempError,
-            reason: format!("{what}: {error}"),
-            inner: None,
-        }
-    }
-
-    fn into_outcome(self, domain: &str, term: &str) -> Outcome {
-        match self.inner {
-            Some(inner) => inner.under(domain, term),
-            None => Outcome::new(self.result, domain, Some(term), Some(self.reason)),
-        }
-    }
-}
-
-/// Whether a mechanism matched.
-pub(super) enum Match {
-    No,
-    Yes,
-    /// An include whose target passed: its outcome, for the path.
-    Through(Outcome),
-}
-
-impl From<bool> for Match {
-    fn from(matched: bool) -> Self {
-        if matched { Match::Yes } else { Match::No }
-    }
 }
 
 /// The state of one check_host() evaluation, shared across includes and redirects.
@@ -346,7 +96,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
     /// the evaluation. Boxed because include and redirect recurse.
     fn check_domain(&mut self, domain: String) -> BoxedOutcome<'_> {
         Box::pin(async move {
-            if !name::is_valid_domain(&domain) {
+            if !names::is_valid_domain(&domain) {
                 let why = format!("`{domain}` is not a valid domain name (RFC 7208 4.3)");
                 return Outcome::new(SpfResult::None, &domain, None, Some(why));
             }
@@ -384,7 +134,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
     }
 
     pub(super) async fn eval_record(&mut self, domain: &str, record: &Record) -> Outcome {
-        self.stack.push(name::normalize(domain));
+        self.stack.push(names::normalize(domain));
         let outcome = self.eval_terms(domain, record).await;
         self.stack.pop();
         outcome
@@ -535,7 +285,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
         if self.limits {
             return Ok(());
         }
-        if self.stack.contains(&name::normalize(target)) {
+        if self.stack.contains(&names::normalize(target)) {
             return Err(Abort::perm(format!(
                 "{target} includes or redirects to itself (a loop)"
             )));
@@ -567,7 +317,7 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
     /// The explanation of a fail (6.2): any problem means there is none.
     async fn explanation(&mut self, spec: &MacroString, domain: &str) -> Option<String> {
         let name = self.expand_name(spec, domain).await;
-        if !name::is_queryable(&name) {
+        if !names::is_queryable(&name) {
             return None;
         }
         let texts = self.dns.txt(&name).await.ok()?;
@@ -579,4 +329,264 @@ impl<'a, D: DnsLookup> Evaluator<'a, D> {
 }
 
 #[cfg(test)]
-mod tests;
+/// check_host() scenarios: how the deciding term and the path are reported, the
+/// include and redirect mappings, the limits and their lifting. The RFC 7208 suite
+/// (tests/spf_rfc7208.rs) covers the rest of the semantics.
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::spf::MemoryDns;
+
+    fn block<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn world() -> MemoryDns {
+        let mut dns = MemoryDns::new();
+        dns.add_txt(
+            "example.com",
+            "v=spf1 -ip4:192.0.2.66 include:_spf.provider.test mx ~all exp=why.example.com",
+        )
+        .add_txt("why.example.com", "%{i} is not allowed to send as %{d}")
+        .add_mx("example.com", "mx.example.com")
+        .add_a("mx.example.com", Ipv4Addr::new(198, 51, 100, 25))
+        .add_txt(
+            "_spf.provider.test",
+            "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all",
+        )
+        .add_txt(
+            "redirected.test",
+            "v=spf1 redirect=example.com exp=never.example.com",
+        )
+        .add_txt("broken.test", "v=spf1 include:nothing.test -all")
+        .add_txt("slow.test", "v=spf1 a:timeout.test -all")
+        .add_name("timeout.test")
+        .fail_temporarily("timeout.test")
+        .add_txt("loop.test", "v=spf1 include:loop.test -all")
+        .add_txt(
+            "many.test",
+            "v=spf1 a:1.many.test a:2.many.test a:3.many.test ip4:192.0.2.9 -all",
+        );
+        dns
+    }
+
+    fn check(dns: &MemoryDns, domain: &str, ip: &str, options: &EvalOptions) -> Verdict {
+        let query = Query::new(ip.parse().unwrap(), &format!("user@{domain}"), "mail.example.org");
+        block(check_host(dns, domain, &query, options))
+    }
+
+    #[test]
+    fn verdicts() {
+        let dns = world();
+        // (domain, client, result, decided_by, trail)
+        let cases = [
+            (
+                "example.com",
+                "192.0.2.10",
+                SpfResult::Pass,
+                Some("ip4:192.0.2.0/24"),
+                "example.com -> include:_spf.provider.test -> ip4:192.0.2.0/24",
+            ),
+            (
+                "example.com",
+                "2001:db8::5",
+                SpfResult::Pass,
+                Some("ip6:2001:db8::/32"),
+                "example.com -> include:_spf.provider.test -> ip6:2001:db8::/32",
+            ),
+            (
+                "example.com",
+                "::ffff:192.0.2.10",
+                SpfResult::Pass,
+                Some("ip4:192.0.2.0/24"),
+                "example.com -> include:_spf.provider.test -> ip4:192.0.2.0/24",
+            ),
+            (
+                "example.com",
+                "192.0.2.66",
+                SpfResult::Fail,
+                Some("-ip4:192.0.2.66"),
+                "example.com -> -ip4:192.0.2.66",
+            ),
+            (
+                "example.com",
+                "198.51.100.25",
+                SpfResult::Pass,
+                Some("mx"),
+                "example.com -> mx",
+            ),
+            (
+                "example.com",
+                "203.0.113.1",
+                SpfResult::SoftFail,
+                Some("~all"),
+                "example.com -> ~all",
+            ),
+            (
+                "redirected.test",
+                "192.0.2.10",
+                SpfResult::Pass,
+                Some("ip4:192.0.2.0/24"),
+                "redirected.test -> redirect=example.com -> include:_spf.provider.test -> ip4:192.0.2.0/24",
+            ),
+            (
+                "broken.test",
+                "192.0.2.10",
+                SpfResult::PermError,
+                Some("include:nothing.test"),
+                "broken.test -> include:nothing.test",
+            ),
+            (
+                "slow.test",
+                "192.0.2.10",
+                SpfResult::TempError,
+                Some("a:timeout.test"),
+                "slow.test -> a:timeout.test",
+            ),
+            (
+                "nothing.test",
+                "192.0.2.10",
+                SpfResult::None,
+                None,
+                "nothing.test",
+            ),
+            (
+                "many.test",
+                "192.0.2.9",
+                SpfResult::PermError,
+                Some("a:3.many.test"),
+                "many.test -> a:3.many.test",
+            ),
+        ];
+        for (domain, ip, result, decided_by, trail) in cases {
+            let v = check(&dns, domain, ip, &EvalOptions::default());
+            assert_eq!(v.result, result, "{domain} {ip}: {v}");
+            assert_eq!(v.decided_by.as_deref(), decided_by, "{domain} {ip}: {v}");
+            assert_eq!(v.trail(), trail, "{domain} {ip}");
+        }
+    }
+
+    #[test]
+    fn reasons_explain_errors_and_defaults() {
+        let dns = world();
+        let broken = check(&dns, "broken.test", "192.0.2.10", &EvalOptions::default());
+        assert!(
+            broken.reason.as_deref().unwrap().contains("has no SPF record"),
+            "{broken}"
+        );
+        let slow = check(&dns, "slow.test", "192.0.2.10", &EvalOptions::default());
+        assert!(
+            slow.reason
+                .as_deref()
+                .unwrap()
+                .contains("A lookup of timeout.test"),
+            "{slow}"
+        );
+        let voids = check(&dns, "many.test", "192.0.2.9", &EvalOptions::default());
+        assert!(
+            voids.reason.as_deref().unwrap().contains("void lookups"),
+            "{voids}"
+        );
+        assert_eq!((voids.lookups, voids.void_lookups), (3, 3));
+    }
+
+    #[test]
+    fn explanation_comes_from_the_deciding_record_only() {
+        let dns = world();
+        let fail = check(&dns, "example.com", "192.0.2.66", &EvalOptions::default());
+        assert_eq!(
+            fail.explanation.as_deref(),
+            Some("192.0.2.66 is not allowed to send as example.com")
+        );
+        // After a redirect the target's exp= applies; the redirecting record's does not.
+        let redirected = check(&dns, "redirected.test", "192.0.2.66", &EvalOptions::default());
+        assert_eq!(
+            redirected.explanation.as_deref(),
+            Some("192.0.2.66 is not allowed to send as example.com")
+        );
+        let softfail = check(&dns, "example.com", "203.0.113.1", &EvalOptions::default());
+        assert_eq!(softfail.explanation, None);
+    }
+
+    #[test]
+    fn lifting_the_limits() {
+        let dns = world();
+        let lifted = check(&dns, "many.test", "192.0.2.9", &EvalOptions::without_limits());
+        assert_eq!(lifted.result, SpfResult::Pass, "{lifted}");
+        let looped = check(&dns, "loop.test", "192.0.2.9", &EvalOptions::without_limits());
+        assert_eq!(looped.result, SpfResult::PermError);
+        assert!(looped.reason.as_deref().unwrap().contains("loop"), "{looped}");
+        let limited = check(&dns, "loop.test", "192.0.2.9", &EvalOptions::default());
+        assert_eq!(limited.result, SpfResult::PermError);
+        assert!(
+            limited.reason.as_deref().unwrap().contains("more than 10"),
+            "{limited}"
+        );
+    }
+
+    #[test]
+    fn a_record_not_yet_published() {
+        let dns = world();
+        let record = Record::parse("v=spf1 include:_spf.provider.test a:mx.example.com/24 -all").unwrap();
+        let query = Query::new(IpAddr::V6(Ipv6Addr::LOCALHOST), "user@new.test", "h.example");
+        let v6 = block(check_record(
+            &dns,
+            &record,
+            "new.test",
+            &query,
+            &EvalOptions::default(),
+        ));
+        assert_eq!(
+            (v6.result, v6.decided_by.as_deref()),
+            (SpfResult::Fail, Some("-all"))
+        );
+        let query = Query::new("198.51.100.200".parse().unwrap(), "user@new.test", "h.example");
+        let v4 = block(check_record(
+            &dns,
+            &record,
+            "new.test",
+            &query,
+            &EvalOptions::default(),
+        ));
+        assert_eq!(
+            (v4.result, v4.decided_by.as_deref()),
+            (SpfResult::Pass, Some("a:mx.example.com/24"))
+        );
+        assert_eq!(v4.path, vec!["new.test".to_string()]);
+    }
+
+    #[test]
+    fn macro_targets_show_the_expanded_domain() {
+        let mut dns = MemoryDns::new();
+        dns.add_txt("example.com", "v=spf1 include:%{ir}.%{v}._spf.example.com -all")
+            .add_txt("5.2.0.192.in-addr._spf.example.com", "v=spf1 +all");
+        let v = check(&dns, "example.com", "192.0.2.5", &EvalOptions::default());
+        assert_eq!(v.result, SpfResult::Pass);
+        assert_eq!(
+            v.trail(),
+            "example.com -> include:%{ir}.%{v}._spf.example.com (5.2.0.192.in-addr._spf.example.com) -> +all"
+        );
+    }
+
+    #[test]
+    fn evaluation_runs_on_a_multi_threaded_runtime() {
+        // tokio::spawn requires the future to be Send: this test compiles only if it is.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let verdict = runtime.block_on(async {
+            let dns = world();
+            let query = Query::new("192.0.2.10".parse().unwrap(), "user@example.com", "h.example");
+            let task = tokio::spawn(async move {
+                check_host(&dns, "example.com", &query, &EvalOptions::default()).await
+            });
+            task.await.unwrap()
+        });
+        assert_eq!(verdict.result, SpfResult::Pass);
+    }
+}

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::record::{Mechanism, Modifier, Qualifier, Record, Term, VERSION};
+use super::directive::{Mechanism, Modifier, Qualifier, Term, TermKind};
+use super::record::{Record, VERSION};
 
 /// The most DNS-querying terms a receiver evaluates (RFC 7208 4.6.4).
 pub const MAX_LOOKUP_TERMS: usize = 10;
@@ -34,6 +35,7 @@ impl Record {
         self.lint_all(&mut out);
         self.lint_duplicate_includes(&mut out);
         self.lint_host_bits(&mut out);
+        self.lint_whole_internet(&mut out);
         self.lint_lookups(&mut out);
         out.sort_by_key(|w| w.offset);
         out
@@ -124,6 +126,27 @@ impl Record {
         }
     }
 
+    /// `ip4:0.0.0.0/0` and `ip6:::/0` (any address, prefix length 0): like `+all`
+    /// for one address family, valid but almost always a mistake.
+    fn lint_whole_internet(&self, out: &mut Vec<Warning>) {
+        for t in self.terms() {
+            let Some(d) = t.directive() else { continue };
+            let family = match &d.mechanism {
+                Mechanism::Ip4(net) if net.prefix_len() == 0 => "IPv4",
+                Mechanism::Ip6(net) if net.prefix_len() == 0 => "IPv6",
+                _ => continue,
+            };
+            if d.qualifier == Qualifier::Fail {
+                continue;
+            }
+            let message = format!(
+                "`{}` matches every {family} address on the Internet: list your senders' networks instead",
+                t.text()
+            );
+            out.push(Warning::at(t, message));
+        }
+    }
+
     fn lint_lookups(&self, out: &mut Vec<Warning>) {
         let total = self.lookup_terms();
         if total <= MAX_LOOKUP_TERMS {
@@ -133,8 +156,8 @@ impl Record {
         let mut count = 0;
         for t in self.terms() {
             let costs = match t.kind() {
-                super::record::TermKind::Directive(d) => d.mechanism.does_lookup(),
-                super::record::TermKind::Modifier(m) => matches!(m, Modifier::Redirect(_)) && redirect_runs,
+                TermKind::Directive(d) => d.mechanism.does_lookup(),
+                TermKind::Modifier(m) => matches!(m, Modifier::Redirect(_)) && redirect_runs,
             };
             count += usize::from(costs);
             if costs && count == MAX_LOOKUP_TERMS + 1 {
@@ -216,6 +239,14 @@ mod tests {
                 "v=spf1 ip6:2001:db8::1/32 -all",
                 vec![(7, "it means ip6:2001:db8::/32")],
             ),
+            ("v=spf1 ip4:0.0.0.0/0 -all", vec![(7, "every IPv4 address")]),
+            ("v=spf1 ~ip6:::/0 -all", vec![(7, "every IPv6 address")]),
+            (
+                "v=spf1 IP4:0.0.0.0/0 ip6:::/0 -all",
+                vec![(7, "IPv4"), (21, "IPv6")],
+            ),
+            ("v=spf1 -ip4:0.0.0.0/0 ip6:2001:db8::/32 -all", vec![]),
+            ("v=spf1 ip4:0.0.0.0/1 ip6:::/1 -all", vec![]),
             ("v=spf1 a a a a a a a a a a -all", vec![]),
             ("v=spf1 a a a a a a a a a a a -all", vec![(27, "11 terms")]),
             (

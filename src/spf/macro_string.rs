@@ -4,8 +4,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::name;
-use super::record::ParseError;
+use super::error::ParseError;
+use crate::names;
 
 /// A macro letter (RFC 7208 7.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -362,7 +362,7 @@ fn check_domain_end(text: &str, expand_end: usize) -> Result<(), ParseError> {
         return Err(ParseError::new(expand_end, message));
     };
     let label = &trimmed[dot + 1..];
-    match name::toplabel_problem(label) {
+    match names::toplabel_problem(label) {
         None => Ok(()),
         Some(why) => Err(ParseError::new(
             expand_end + dot + 1,

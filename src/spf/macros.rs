@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::macro_string::{Macro, MacroItem, MacroLetter, MacroString};
-use super::name::MAX_NAME;
+use crate::names::MAX_NAME;
 
 /// What macros expand to: the arguments of check_host() and the state of the
 /// evaluation (the current domain changes across include and redirect).

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::dns::{self, DnsLookup, LookupError, non_empty, reverse_name};
-use super::eval::{Abort, Evaluator, MAX_MX_NAMES, MAX_PTR_NAMES, Match};
-use super::name;
+use super::eval::Evaluator;
+use super::outcome::{Abort, MAX_MX_NAMES, MAX_PTR_NAMES, Match};
+use crate::names;
 
 /// True when `client` is within the CIDR length of `addr` (5.6); an address of
 /// the other family never matches.
@@ -37,7 +38,7 @@ impl<D: DnsLookup> Evaluator<'_, D> {
         target: &str,
         answer: impl Future<Output = Result<Vec<T>, LookupError>>,
     ) -> Result<Vec<T>, Abort> {
-        let answer = if name::is_queryable(target) {
+        let answer = if names::is_queryable(target) {
             answer.await.and_then(non_empty)
         } else {
             Err(LookupError::NxDomain)
@@ -89,7 +90,7 @@ impl<D: DnsLookup> Evaluator<'_, D> {
         let client = self.client();
         for host in &hosts {
             let host = host.strip_suffix('.').unwrap_or(host);
-            if !name::is_queryable(host) {
+            if !names::is_queryable(host) {
                 continue;
             }
             match dns::addresses(dns, host, client).await {
@@ -124,7 +125,7 @@ impl<D: DnsLookup> Evaluator<'_, D> {
             }
         };
         for candidate in self.first_names(&names) {
-            if name::is_at_or_below(candidate, target) && self.validates(candidate).await {
+            if names::is_at_or_below(candidate, target) && self.validates(candidate).await {
                 return Ok(Match::Yes);
             }
         }
@@ -145,8 +146,8 @@ impl<D: DnsLookup> Evaluator<'_, D> {
         }
         let exact = valid
             .iter()
-            .position(|n| name::normalize(n) == name::normalize(domain));
-        let below = valid.iter().position(|n| name::is_at_or_below(n, domain));
+            .position(|n| names::normalize(n) == names::normalize(domain));
+        let below = valid.iter().position(|n| names::is_at_or_below(n, domain));
         let pick = exact.or(below).unwrap_or(0);
         (pick < valid.len()).then(|| valid.swap_remove(pick))
     }
@@ -163,7 +164,7 @@ impl<D: DnsLookup> Evaluator<'_, D> {
     /// True when `host` has an address equal to the client's; DNS errors are no.
     async fn validates(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
-        if !name::is_queryable(host) {
+        if !names::is_queryable(host) {
             return false;
         }
         let client = self.client();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::dns::{DnsLookup, LookupError};
-use super::name::normalize;
+use crate::names::normalize;
 
 /// The longest CNAME chain followed; longer (or a loop) is a server failure, as a
 /// resolver reports it.

@@ -3,203 +3,13 @@
 
 use std::fmt;
 
-use ipnet::{Ipv4Net, Ipv6Net};
-
-use super::eval::SpfResult;
+use super::directive::{Directive, Mechanism, Modifier, Term};
+use super::error::ParseError;
 use super::macro_string::{self, MacroString};
 use super::term;
 
 /// The version tag every SPF record starts with (case-insensitive).
 pub const VERSION: &str = "v=spf1";
-
-/// A domain-spec (RFC 7208 7.1): a macro-string already checked to end in a macro
-/// or a top-level label and to use no explanation-only macro letters.
-pub type DomainSpec = MacroString;
-
-/// A syntax error in record text, at a byte offset of that text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("at byte {offset}: {message}")]
-pub struct ParseError {
-    /// Byte offset in the text where the problem is.
-    pub offset: usize,
-    /// What is wrong, and what to write instead when that is clear.
-    pub message: String,
-}
-
-impl ParseError {
-    pub fn new(offset: usize, message: impl Into<String>) -> Self {
-        Self {
-            offset,
-            message: message.into(),
-        }
-    }
-
-    /// The same error, for text that starts `by` bytes further on.
-    pub(crate) fn shifted(mut self, by: usize) -> Self {
-        self.offset += by;
-        self
-    }
-}
-
-/// `qualifier = "+" / "-" / "?" / "~"`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Qualifier {
-    #[default]
-    Pass,
-    Fail,
-    SoftFail,
-    Neutral,
-}
-
-impl Qualifier {
-    pub fn from_char(c: char) -> Option<Self> {
-        match c {
-            '+' => Some(Self::Pass),
-            '-' => Some(Self::Fail),
-            '~' => Some(Self::SoftFail),
-            '?' => Some(Self::Neutral),
-            _ => None,
-        }
-    }
-
-    pub fn as_char(self) -> char {
-        match self {
-            Self::Pass => '+',
-            Self::Fail => '-',
-            Self::SoftFail => '~',
-            Self::Neutral => '?',
-        }
-    }
-
-    /// The result of check_host() when a mechanism with this qualifier matches.
-    pub fn result(self) -> SpfResult {
-        match self {
-            Self::Pass => SpfResult::Pass,
-            Self::Fail => SpfResult::Fail,
-            Self::SoftFail => SpfResult::SoftFail,
-            Self::Neutral => SpfResult::Neutral,
-        }
-    }
-}
-
-/// A mechanism (RFC 7208 5). CIDR lengths are `None` when not written; the
-/// defaults (32 and 128) apply then.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mechanism {
-    All,
-    Include(DomainSpec),
-    A {
-        domain: Option<DomainSpec>,
-        cidr4: Option<u8>,
-        cidr6: Option<u8>,
-    },
-    Mx {
-        domain: Option<DomainSpec>,
-        cidr4: Option<u8>,
-        cidr6: Option<u8>,
-    },
-    Ptr(Option<DomainSpec>),
-    /// The network as written: host bits after the prefix are kept (`contains`
-    /// masks them, as RFC 7208 5.6 says the length applies).
-    Ip4(Ipv4Net),
-    Ip6(Ipv6Net),
-    Exists(DomainSpec),
-}
-
-impl Mechanism {
-    /// The name in lower case, as the grammar spells it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::Include(_) => "include",
-            Self::A { .. } => "a",
-            Self::Mx { .. } => "mx",
-            Self::Ptr(_) => "ptr",
-            Self::Ip4(_) => "ip4",
-            Self::Ip6(_) => "ip6",
-            Self::Exists(_) => "exists",
-        }
-    }
-
-    /// True for the mechanisms that count against the limit of 10 (RFC 7208 4.6.4).
-    pub fn does_lookup(&self) -> bool {
-        matches!(
-            self,
-            Self::Include(_) | Self::A { .. } | Self::Mx { .. } | Self::Ptr(_) | Self::Exists(_)
-        )
-    }
-
-    /// The domain-spec, when one is written.
-    pub fn domain_spec(&self) -> Option<&DomainSpec> {
-        match self {
-            Self::Include(d) | Self::Exists(d) => Some(d),
-            Self::A { domain, .. } | Self::Mx { domain, .. } | Self::Ptr(domain) => domain.as_ref(),
-            Self::All | Self::Ip4(_) | Self::Ip6(_) => None,
-        }
-    }
-}
-
-/// `directive = [ qualifier ] mechanism`
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directive {
-    pub qualifier: Qualifier,
-    pub mechanism: Mechanism,
-}
-
-/// A modifier (RFC 7208 6). Names are case-insensitive; `Unknown` keeps the name as
-/// written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Modifier {
-    Redirect(DomainSpec),
-    Exp(DomainSpec),
-    Unknown { name: String, value: MacroString },
-}
-
-/// `term = directive / modifier`
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TermKind {
-    Directive(Directive),
-    Modifier(Modifier),
-}
-
-/// One term: its exact source text, where it starts, and what it means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Term {
-    pub(crate) text: String,
-    /// Byte offset of the term in the record text, for warnings.
-    pub(crate) offset: usize,
-    pub(crate) kind: TermKind,
-}
-
-impl Term {
-    /// The term exactly as written.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
-    /// Byte offset of the term in the record text it was parsed from.
-    pub fn offset(&self) -> usize {
-        self.offset
-    }
-
-    pub fn kind(&self) -> &TermKind {
-        &self.kind
-    }
-
-    pub fn directive(&self) -> Option<&Directive> {
-        match &self.kind {
-            TermKind::Directive(d) => Some(d),
-            TermKind::Modifier(_) => None,
-        }
-    }
-
-    pub fn modifier(&self) -> Option<&Modifier> {
-        match &self.kind {
-            TermKind::Modifier(m) => Some(m),
-            TermKind::Directive(_) => None,
-        }
-    }
-}
 
 /// True when `text` is an SPF record by the selection rule of RFC 7208 4.5: it
 /// starts with `v=spf1` (any case) followed by a space or the end.
@@ -339,4 +149,188 @@ fn check_modifiers_once(terms: &[Term]) -> Result<(), ParseError> {
 }
 
 #[cfg(test)]
-mod tests;
+/// Table tests of whole records: (text, expected) for valid and invalid records.
+mod tests {
+    use super::*;
+    use crate::spf::Qualifier;
+
+    #[test]
+    fn valid_records() {
+        // (text, term texts, lookup terms)
+        let cases: Vec<(&str, Vec<&str>, usize)> = vec![
+            ("v=spf1", vec![], 0),
+            ("V=SPF1 -ALL", vec!["-ALL"], 0),
+            ("v=spf1 a  -all", vec!["a", "-all"], 1),
+            ("v=spf1 a -all ", vec!["a", "-all"], 1),
+            (
+                "v=spf1 IP4:192.0.2.0/24 Include:_spf.example.com ~all",
+                vec!["IP4:192.0.2.0/24", "Include:_spf.example.com", "~all"],
+                1,
+            ),
+            (
+                "v=spf1 a/24//64 mx:%{d}/24 -all",
+                vec!["a/24//64", "mx:%{d}/24", "-all"],
+                2,
+            ),
+            (
+                "v=spf1 exists:%{ir}.%{l1r+-}._spf.%{d} -all",
+                vec!["exists:%{ir}.%{l1r+-}._spf.%{d}", "-all"],
+                1,
+            ),
+            (
+                "v=spf1 a:macro%%percent%_%_space%-url-space.example.com -all",
+                vec!["a:macro%%percent%_%_space%-url-space.example.com", "-all"],
+                1,
+            ),
+            ("v=spf1 foo=bar -all", vec!["foo=bar", "-all"], 0),
+            (
+                "v=spf1 moo.cow-far_out=man:dog/cat ip4:1.2.3.4 -all",
+                vec!["moo.cow-far_out=man:dog/cat", "ip4:1.2.3.4", "-all"],
+                0,
+            ),
+            (
+                "v=spf1 ptr mx a include:x.example exists:%{i}.x.example redirect=y.example",
+                vec![
+                    "ptr",
+                    "mx",
+                    "a",
+                    "include:x.example",
+                    "exists:%{i}.x.example",
+                    "redirect=y.example",
+                ],
+                6,
+            ),
+            (
+                "v=spf1 redirect=y.example -all",
+                vec!["redirect=y.example", "-all"],
+                0,
+            ),
+            (
+                "v=spf1 -all exp=explain.%{d}",
+                vec!["-all", "exp=explain.%{d}"],
+                0,
+            ),
+            (
+                "v=spf1 ip6:2001:db8::/32 ip4:192.0.2.77/24 -all",
+                vec!["ip6:2001:db8::/32", "ip4:192.0.2.77/24", "-all"],
+                0,
+            ),
+        ];
+        for (text, terms, lookups) in cases {
+            let record = Record::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: Vec<&str> = record.terms().iter().map(Term::text).collect();
+            assert_eq!(got, terms, "{text}");
+            assert_eq!(record.lookup_terms(), lookups, "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_records() {
+        // (text, byte offset, words the message must contain)
+        let cases = [
+            ("", 0, "starts with `v=spf1`"),
+            ("spf1 -all", 0, "starts with `v=spf1`"),
+            (" v=spf1 -all", 0, "starts with `v=spf1`"),
+            ("v=spf10", 6, "`v=spf10` is not the SPF version"),
+            ("v=spf1-all", 6, "followed by a space"),
+            ("v=spf1 foo", 7, "unknown mechanism `foo`"),
+            (
+                "v=spf1 ip4:1.2.3.4/33",
+                19,
+                "ip4 CIDR length 33 is out of range 0-32",
+            ),
+            (
+                "v=spf1 redirect=a.example redirect=b.example",
+                26,
+                "`redirect` given twice (first at byte 7)",
+            ),
+            ("v=spf1 exp=a.example -all exp=b.example", 26, "`exp` given twice"),
+            (
+                "v=spf1 include -all",
+                14,
+                "include needs a domain: write include:example.com",
+            ),
+            ("v=spf1 ip4:1.2.3.4 -all moo", 24, "unknown mechanism `moo`"),
+            (
+                "v=spf1 a:ctrl.example.com\rptr -all",
+                25,
+                "control character U+000D",
+            ),
+            ("v=spf1 a\t-all", 8, "control character U+0009"),
+            (
+                "v=spf1 a:\u{ef}\u{bb}\u{bf}garbage.example.net -all",
+                9,
+                "not allowed",
+            ),
+            ("v=spf1 \u{96}all", 7, "not allowed"),
+            ("v=spf1 a:foo.example.com\0", 24, "U+0000"),
+            ("v=spf1 exists:%(ir).sbl.example.com ?all", 14, "invalid macro"),
+            ("v=spf1 -all exp=%{r}.example.com", 16, "only in explanation"),
+            ("v=spf1 =all", 7, "needs a name"),
+            ("v=spf1 a:%{a}.example.com -all", 9, "invalid macro `%{a}`"),
+        ];
+        for (text, offset, words) in cases {
+            let err = Record::parse(text).expect_err(text);
+            assert_eq!(err.offset, offset, "{text:?}: {}", err.message);
+            assert!(err.message.contains(words), "{text:?}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn display_is_version_and_exact_terms() {
+        let cases = [
+            ("v=spf1", "v=spf1"),
+            ("V=SpF1   IP4:192.0.2.0/24  ~ALL ", "v=spf1 IP4:192.0.2.0/24 ~ALL"),
+            (
+                "v=spf1 a:%{d}/24//64 -all exp=x.%{d}",
+                "v=spf1 a:%{d}/24//64 -all exp=x.%{d}",
+            ),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(Record::parse(text).unwrap().to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn term_offsets_and_parsed_forms() {
+        let record = Record::parse("v=spf1  -include:x.example redirect=y.example").unwrap();
+        let terms = record.terms();
+        assert_eq!(terms[0].offset(), 8);
+        assert_eq!(terms[1].offset(), 27);
+        let d = terms[0].directive().unwrap();
+        assert_eq!(d.qualifier, Qualifier::Fail);
+        assert_eq!(d.mechanism.name(), "include");
+        assert_eq!(record.redirect().map(MacroString::as_str), Some("y.example"));
+        assert!(record.exp().is_none());
+        assert!(!record.has_all());
+    }
+
+    #[test]
+    fn record_selection() {
+        let cases = [
+            ("v=spf1", true),
+            ("v=spf1 -all", true),
+            ("V=SPF1 ~all", true),
+            ("v=spf10", false),
+            ("v=spf1mx", false),
+            ("v=spf1\t-all", false),
+            ("v=spfl am not an SPF record", false),
+            ("spf2.0/pra", false),
+            ("", false),
+        ];
+        for (text, is) in cases {
+            assert_eq!(is_spf_record(text), is, "{text}");
+        }
+    }
+
+    #[test]
+    fn ip_networks_keep_host_bits_but_match_by_prefix() {
+        let record = Record::parse("v=spf1 ip4:192.0.2.77/24").unwrap();
+        let Some(Mechanism::Ip4(net)) = record.directives().next().map(|d| &d.mechanism) else {
+            panic!("not ip4");
+        };
+        assert_eq!(net.addr().to_string(), "192.0.2.77");
+        assert!(net.contains(&"192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap()));
+        assert!(!net.contains(&"192.0.3.1".parse::<std::net::Ipv4Addr>().unwrap()));
+    }
+}

@@ -5,8 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use super::directive::{Directive, Mechanism, Modifier, Qualifier, Term, TermKind};
+use super::error::ParseError;
 use super::macro_string::MacroString;
-use super::record::{Directive, Mechanism, Modifier, ParseError, Qualifier, Term, TermKind};
 
 /// Parses the term `text` found at byte `at` of the record; error offsets are
 /// offsets in the record.
