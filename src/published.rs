@@ -201,6 +201,9 @@ impl Entry {
 pub struct Published {
     /// FxHash: every swap looks up each changed policy here.
     entries: Mutex<Entries>,
+    /// Domains whose entry changed since the snapshot writer last asked: the zones it
+    /// rebuilds after an expansion round, and no others.
+    dirty: Mutex<rustc_hash::FxHashSet<String>>,
 }
 
 type Entries = HashMap<String, Entry, BuildHasherDefault<FxHasher>>;
@@ -284,7 +287,16 @@ impl Published {
             }
         }
         entries.insert(domain.to_string(), entry);
+        self.dirty
+            .lock()
+            .expect("published lock")
+            .insert(domain.to_string());
         true
+    }
+
+    /// The domains whose entry changed since the last call.
+    pub fn take_dirty(&self) -> rustc_hash::FxHashSet<String> {
+        std::mem::take(&mut *self.dirty.lock().expect("published lock"))
     }
 
     /// Forgets domains no longer expanded.
@@ -299,6 +311,7 @@ impl Published {
         let entries = crate::state::load_json(state_dir, FILE_NAME)?.unwrap_or_default();
         Ok(Published {
             entries: Mutex::new(entries),
+            dirty: Mutex::default(),
         })
     }
 

@@ -84,7 +84,7 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         finish(out, request, &q, &[], None);
         return Outcome::Answered;
     };
-    let zone = &compiled.zones[name.zone as usize];
+    let zone = &name.zone;
     if labels_above == 0 {
         answer_at(out, request, &q, name, zone);
         return Outcome::Answered;

@@ -1,18 +1,22 @@
-//! Building a snapshot from validated policies: every name claimed once, a serial that
-//! grows only when a zone's content changes.
+//! Building snapshots: every name served by one policy only, a serial that grows only
+//! when a zone's content changes. The writer keeps the [`Claims`] between swaps, so a
+//! swap checks and builds the policies it changes and nothing else: its cost follows
+//! the size of the change, not the number of zones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{LowerName, Name};
 use rustc_hash::FxHasher;
 
 use super::compiled::wire_name;
 use super::serials::SerialBook;
-use super::{ServerIdentity, Snapshot, SpfAnswer, Zone, ZoneContent, ZoneMap};
+use super::{Changes, ServerIdentity, Snapshot, SpfAnswer, ZoneContent};
 use crate::policy::ValidPolicy;
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Two policies claiming the same zone, domain or name.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,25 +27,78 @@ pub struct Conflict {
     pub other: PathBuf,
 }
 
-/// A zone waiting for [`Builder::finish`]: built anew, or taken as it is from the
-/// snapshot in service.
-enum Pending {
-    New(ZoneContent, Arc<ValidPolicy>),
-    Kept(Arc<Zone>),
+/// Who serves each name (apexes and empty non-terminals too, in lower-case wire form)
+/// and each mail domain.
+#[derive(Debug, Default)]
+pub struct Claims {
+    names: FxMap<Arc<[u8]>, PathBuf>,
+    domains: FxMap<String, PathBuf>,
 }
 
-/// Collects policies, refusing any that claims a name another one has.
+impl Claims {
+    /// The file that serves a mail domain (lower case, absolute).
+    pub fn file_of(&self, domain: &str) -> Option<&PathBuf> {
+        self.domains.get(domain)
+    }
+
+    fn conflict(&self, path: &Path, domain: &str, names: &[Arc<[u8]>]) -> Option<Conflict> {
+        let other = |owner: &PathBuf| (owner != path).then(|| owner.clone());
+        if let Some(other) = self.domains.get(domain).and_then(other) {
+            return Some(Conflict {
+                what: format!("mail domain {domain}"),
+                other,
+            });
+        }
+        names.iter().find_map(|n| {
+            let other = self.names.get(n).and_then(other)?;
+            Some(Conflict {
+                what: format!("name {}", display_wire(n)),
+                other,
+            })
+        })
+    }
+
+    fn claim(&mut self, path: &Path, domain: &str, names: &[Arc<[u8]>]) {
+        self.domains.insert(domain.to_string(), path.to_path_buf());
+        for n in names {
+            self.names.insert(n.clone(), path.to_path_buf());
+        }
+    }
+
+    /// Gives up what `path` claims among `domain` and `names`.
+    fn release(&mut self, path: &Path, domain: &str, names: &[Arc<[u8]>]) {
+        if self.domains.get(domain).is_some_and(|p| p == path) {
+            self.domains.remove(domain);
+        }
+        for n in names {
+            if self.names.get(n).is_some_and(|p| p == path) {
+                self.names.remove(n);
+            }
+        }
+    }
+}
+
+/// What a finished build changed, for logs.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub added: Vec<(LowerName, u32)>,
+    pub changed: Vec<(LowerName, u32)>,
+    pub removed: Vec<LowerName>,
+}
+
+impl Summary {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// A new version of a snapshot: the zones of changed policies on top of `base`.
 #[derive(Default)]
 pub struct Builder {
-    zones: Vec<Pending>,
-    /// Every owner name of every accepted zone (apexes and empty non-terminals too), in
-    /// lower-case wire form (the zones' own keys, shared), and the policy that has it.
-    names: HashMap<Arc<[u8]>, Arc<ValidPolicy>, BuildHasherDefault<FxHasher>>,
-    /// Every accepted policy, by mail domain.
-    domains: HashSet<ByDomain, BuildHasherDefault<FxHasher>>,
-    /// The snapshot in service: a zone whose policy and SPF answer are unchanged is
-    /// kept as it is (same serial, same wire data), so a swap costs little per zone.
-    previous: Option<Arc<Snapshot>>,
+    base: Arc<Snapshot>,
+    claims: Claims,
+    staged: Vec<(ZoneContent, Arc<ValidPolicy>)>,
+    removals: Vec<LowerName>,
 }
 
 impl Builder {
@@ -49,54 +106,76 @@ impl Builder {
         Self::default()
     }
 
-    /// A builder that keeps the unchanged zones of `previous`.
-    pub fn reusing(previous: Arc<Snapshot>) -> Self {
+    /// A builder on top of the snapshot in service and the claims that go with it.
+    pub fn on(base: Arc<Snapshot>, claims: Claims) -> Self {
         Builder {
-            previous: Some(previous),
+            base,
+            claims,
             ..Self::default()
         }
     }
 
-    /// Adds a policy unless one already added claims its mail domain or one of its names.
+    /// Adds a policy unless another one claims its mail domain or one of its names.
     /// `spf` replaces the record as written (a flattened chain, or macro answers).
     pub fn add(&mut self, policy: Arc<ValidPolicy>, spf: Option<Arc<SpfAnswer>>) -> Result<(), Conflict> {
-        if let Some(other) = self.domains.get(policy.domain_text.as_str()) {
-            return Err(conflict(format!("mail domain {}", policy.domain), &other.0));
+        self.replace(None, policy, spf)
+    }
+
+    /// Serves `policy` in place of `previous` (the version of the same file in service,
+    /// if any). On a conflict nothing changes: `previous` stays served.
+    pub fn replace(
+        &mut self,
+        previous: Option<&ValidPolicy>,
+        policy: Arc<ValidPolicy>,
+        spf: Option<Arc<SpfAnswer>>,
+    ) -> Result<(), Conflict> {
+        let content = ZoneContent::from_policy(&policy, spf);
+        let names: Vec<Arc<[u8]>> = content
+            .names()
+            .map(|n| Arc::from(wire_name(&Name::from(n.clone()))))
+            .collect();
+        let old_names = previous.map(|p| (p, self.served_names(p)));
+        if let Some((p, old)) = &old_names {
+            self.claims.release(&p.path, &p.domain_text, old);
         }
-        let pending = match self.unchanged(&policy, spf.as_ref()) {
-            Some(zone) => Pending::Kept(zone),
-            None => Pending::New(ZoneContent::from_policy(&policy, spf), policy.clone()),
-        };
-        let names: Vec<Arc<[u8]>> = match &pending {
-            Pending::New(content, _) => content
-                .names()
-                .map(|n| Arc::from(wire_name(&Name::from(n.clone()))))
-                .collect(),
-            Pending::Kept(zone) => zone.wire.names.iter().map(|(key, _)| key.clone()).collect(),
-        };
-        if let Some(other) = names.iter().find_map(|n| self.names.get(n)) {
-            let name = names
-                .iter()
-                .find(|n| self.names.contains_key(*n))
-                .map(|n| display_wire(n));
-            return Err(conflict(format!("name {}", name.unwrap_or_default()), other));
+        if let Some(conflict) = self.claims.conflict(&policy.path, &policy.domain_text, &names) {
+            if let Some((p, old)) = &old_names {
+                self.claims.claim(&p.path, &p.domain_text, old);
+            }
+            return Err(conflict);
         }
-        for name in names {
-            self.names.insert(name, policy.clone());
+        self.claims.claim(&policy.path, &policy.domain_text, &names);
+        if let Some(p) = previous.filter(|p| p.zone_lower != policy.zone_lower) {
+            self.removals.push(p.zone_lower.clone());
         }
-        self.domains.insert(ByDomain(policy));
-        self.zones.push(pending);
+        let same = self
+            .base
+            .zones
+            .get(&policy.zone_lower)
+            .is_some_and(|z| z.policy.path == policy.path && z.content_hash == content.fingerprint());
+        if !same {
+            self.staged.push((content, policy));
+        }
         Ok(())
     }
 
-    fn unchanged(&self, policy: &Arc<ValidPolicy>, spf: Option<&Arc<SpfAnswer>>) -> Option<Arc<Zone>> {
-        let zone = self.previous.as_ref()?.zones.get(&policy.zone_lower)?;
-        let same_spf = match (zone.spf_answer.as_ref(), spf) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        (Arc::ptr_eq(&zone.policy, policy) && same_spf).then(|| zone.clone())
+    /// Stops serving `previous` (its file was removed).
+    pub fn remove(&mut self, previous: &ValidPolicy) {
+        let names = self.served_names(previous);
+        self.claims.release(&previous.path, &previous.domain_text, &names);
+        if !names.is_empty() {
+            self.removals.push(previous.zone_lower.clone());
+        }
+    }
+
+    /// The names the base serves for `policy`'s file in its zone.
+    fn served_names(&self, policy: &ValidPolicy) -> Vec<Arc<[u8]>> {
+        match self.base.zones.get(&policy.zone_lower) {
+            Some(zone) if zone.policy.path == policy.path => {
+                zone.wire.names.iter().map(|(k, _)| k.clone()).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The snapshot, with serials from `book` (which learns the new ones).
@@ -107,51 +186,41 @@ impl Builder {
         book: &mut SerialBook,
         now_unix: u64,
     ) -> Snapshot {
-        let zones = self
-            .zones
-            .into_iter()
-            .map(|pending| {
-                let zone = match pending {
-                    Pending::Kept(zone) => zone,
-                    Pending::New(content, policy) => {
-                        let fingerprint = content.fingerprint();
-                        let serial = book.serial_for(&content.apex, fingerprint, now_unix);
-                        Arc::new(content.into_zone(serial, fingerprint, servers, policy))
-                    }
-                };
-                (zone.policy.zone_lower.clone(), zone)
-            })
-            .collect::<ZoneMap>();
-        // Every zone served has a serial (kept zones had one, new ones were just given
-        // one), so equal counts mean nothing is left to forget: a swap after one edit
-        // does not walk every zone's name.
-        if book.len() != zones.len() {
-            book.retain(zones.keys());
+        self.finish_keeping_claims(generation, servers, book, now_unix).0
+    }
+
+    /// The snapshot, what changed, and the claims for the next build.
+    pub fn finish_keeping_claims(
+        self,
+        generation: u64,
+        servers: &ServerIdentity,
+        book: &mut SerialBook,
+        now_unix: u64,
+    ) -> (Snapshot, Summary, Claims) {
+        let mut summary = Summary::default();
+        let mut changes = Changes::default();
+        for (content, policy) in self.staged {
+            let fingerprint = content.fingerprint();
+            let serial = book.serial_for(&content.apex, fingerprint, now_unix);
+            let apex = policy.zone_lower.clone();
+            match self.base.zones.contains_key(&apex) {
+                true => summary.changed.push((apex, serial)),
+                false => summary.added.push((apex, serial)),
+            }
+            changes
+                .upserts
+                .push(Arc::new(content.into_zone(serial, fingerprint, servers, policy)));
         }
-        Snapshot::new(generation, zones)
-    }
-}
-
-/// A policy keyed by its mail domain (lower case, absolute), without copying the name.
-struct ByDomain(Arc<ValidPolicy>);
-
-impl std::hash::Hash for ByDomain {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.domain_text.as_str().hash(state);
-    }
-}
-
-impl PartialEq for ByDomain {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.domain_text == other.0.domain_text
-    }
-}
-
-impl Eq for ByDomain {}
-
-impl std::borrow::Borrow<str> for ByDomain {
-    fn borrow(&self) -> &str {
-        &self.0.domain_text
+        for apex in self.removals {
+            let replaced = changes.upserts.iter().any(|z| z.policy.zone_lower == apex);
+            if !replaced && self.base.zones.contains_key(&apex) {
+                book.forget(&apex);
+                summary.removed.push(apex.clone());
+                changes.removals.push(apex);
+            }
+        }
+        let snapshot = self.base.apply(generation, &changes);
+        (snapshot, summary, self.claims)
     }
 }
 
@@ -169,11 +238,4 @@ fn display_wire(wire: &[u8]) -> String {
         at += 1 + usize::from(len);
     }
     if out.is_empty() { ".".to_string() } else { out }
-}
-
-fn conflict(what: String, other: &ValidPolicy) -> Conflict {
-    Conflict {
-        what,
-        other: other.path.clone(),
-    }
 }

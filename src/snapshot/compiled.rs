@@ -4,16 +4,13 @@
 //! (offset 12), which also echoes the name in the case it was asked.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
-use rustc_hash::FxHasher;
 
+use super::sharded::{Editor, Sharded};
 use super::{MacroAnswers, MacroTable, Node, Zone};
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// A pointer to the question name: every answer's owner.
 const TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
@@ -29,9 +26,9 @@ pub struct WireSet {
 pub type WireSets = Arc<[(u16, WireSet)]>;
 
 /// A name: its zone and its RRsets by type.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WireName {
-    pub zone: u32,
+    pub zone: Arc<WireZone>,
     pub sets: WireSets,
 }
 
@@ -149,34 +146,21 @@ impl ZoneWire {
     }
 }
 
-/// Every zone's wire data, indexed by name: rebuilt per swap from the zones' own
-/// (shared) wire data, so a swap costs a map insert per name, not an encoding.
+/// Every zone's wire data, indexed by name, in shards shared between snapshots: a
+/// swap inserts the names of the zones it changes, not every name.
 #[derive(Debug, Default)]
 pub struct Compiled {
-    pub names: FxMap<Arc<[u8]>, WireName>,
-    pub zones: Vec<Arc<WireZone>>,
+    pub names: Sharded<Arc<[u8]>, WireName>,
 }
 
-impl Compiled {
-    pub fn build<'a>(zones: impl ExactSizeIterator<Item = &'a Zone>) -> Compiled {
-        let mut out = Compiled {
-            names: FxMap::with_capacity_and_hasher(zones.len() * 4, Default::default()),
-            zones: Vec::with_capacity(zones.len()),
+/// Adds a zone's names to an index being built.
+pub fn insert_names(names: &mut Editor<Arc<[u8]>, WireName>, zone: &Zone) {
+    for (key, sets) in zone.wire.names.iter() {
+        let name = WireName {
+            zone: zone.wire.zone.clone(),
+            sets: sets.clone(),
         };
-        for zone in zones {
-            let index = u32::try_from(out.zones.len()).expect("fewer than 2^32 zones");
-            out.zones.push(zone.wire.zone.clone());
-            for (key, sets) in &zone.wire.names {
-                out.names.insert(
-                    key.clone(),
-                    WireName {
-                        zone: index,
-                        sets: sets.clone(),
-                    },
-                );
-            }
-        }
-        out
+        names.insert(key.clone(), name);
     }
 }
 

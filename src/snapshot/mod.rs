@@ -13,8 +13,9 @@ pub mod build;
 pub mod compiled;
 pub mod macro_table;
 pub mod serials;
+pub mod sharded;
 
-pub use build::{Builder, Conflict};
+pub use build::{Builder, Claims, Conflict, Summary};
 pub use macro_table::MacroTable;
 
 use crate::names::prepend;
@@ -26,9 +27,9 @@ const SOA_REFRESH: i32 = 3600;
 const SOA_RETRY: i32 = 900;
 const SOA_EXPIRE: i32 = 1_209_600;
 
-/// The zones of a snapshot by apex (FxHash: the keys are our own names, and a swap
-/// builds the map anew).
-pub type ZoneMap = HashMap<LowerName, Arc<Zone>, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
+/// The zones of a snapshot by apex, in shards shared between snapshots (a swap copies
+/// only the shards its changes fall in).
+pub type ZoneMap = sharded::Sharded<LowerName, Arc<Zone>>;
 
 /// The one cell the handler reads and the reload service writes.
 pub type SnapshotCell = ArcSwap<Snapshot>;
@@ -73,35 +74,102 @@ impl Zone {
 }
 
 /// Everything a query reads: immutable once built.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// Grows by one with every swap; shown in logs so an operator sees which is served.
     pub generation: u64,
     pub zones: ZoneMap,
-    /// The most labels of any apex: the zone search starts no deeper than this.
-    max_apex_labels: u8,
+    /// How many apexes have each number of labels, kept with each change so the most
+    /// labels of any apex (where the zone search starts) is known without a walk.
+    apex_labels: Arc<[u32; 128]>,
     /// The same answers as wire bytes, for the UDP fast path.
     pub compiled: compiled::Compiled,
 }
 
-impl Snapshot {
-    pub fn new(generation: u64, zones: ZoneMap) -> Self {
-        let max_apex_labels = zones.keys().map(|k| k.num_labels()).max().unwrap_or(0);
-        let compiled = compiled::Compiled::build(zones.values().map(|z| z.as_ref()));
-        Self {
-            generation,
-            zones,
-            max_apex_labels,
-            compiled,
+/// What one swap changes: zones added or replaced, and zones removed (by apex).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub upserts: Vec<Arc<Zone>>,
+    pub removals: Vec<LowerName>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.upserts.len() + self.removals.len()
+    }
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            generation: 0,
+            zones: ZoneMap::default(),
+            apex_labels: Arc::new([0; 128]),
+            compiled: compiled::Compiled::default(),
         }
+    }
+}
+
+impl Snapshot {
+    pub fn new(generation: u64, zones: impl IntoIterator<Item = Arc<Zone>>) -> Self {
+        let changes = Changes {
+            upserts: zones.into_iter().collect(),
+            removals: Vec::new(),
+        };
+        Snapshot::default().apply(generation, &changes)
+    }
+
+    /// This snapshot with `changes` applied, sharing every shard they do not touch:
+    /// the cost of a swap follows the size of the change.
+    pub fn apply(&self, generation: u64, changes: &Changes) -> Snapshot {
+        let mut zones = self.zones.edit();
+        let mut names = self.compiled.names.edit();
+        let mut labels = *self.apex_labels;
+        let mut forget = |old: &Zone, names: &mut sharded::Editor<Arc<[u8]>, compiled::WireName>| {
+            for (key, _) in old.wire.names.iter() {
+                names.remove(key);
+            }
+            labels[usize::from(old.apex.num_labels())] -= 1;
+        };
+        for apex in &changes.removals {
+            if let Some(old) = zones.remove(apex) {
+                forget(&old, &mut names);
+            }
+        }
+        for zone in &changes.upserts {
+            if let Some(old) = zones.insert(zone.policy.zone_lower.clone(), zone.clone()) {
+                forget(&old, &mut names);
+            }
+        }
+        for zone in &changes.upserts {
+            compiled::insert_names(&mut names, zone);
+            labels[usize::from(zone.apex.num_labels())] += 1;
+        }
+        Snapshot {
+            generation,
+            zones: zones.finish(),
+            apex_labels: Arc::new(labels),
+            compiled: compiled::Compiled {
+                names: names.finish(),
+            },
+        }
+    }
+
+    fn max_apex_labels(&self) -> u8 {
+        self.apex_labels.iter().rposition(|n| *n > 0).unwrap_or(0) as u8
     }
 
     /// The closest enclosing zone of a name (longest suffix match).
     pub fn find_zone(&self, name: &LowerName) -> Option<&Arc<Zone>> {
         // Names deeper than every apex start at the deepest apex level: one step, not
         // one rebuilt name per label.
-        let mut candidate = if name.num_labels() > self.max_apex_labels {
-            LowerName::new(&Name::from(name.clone()).trim_to(usize::from(self.max_apex_labels)))
+        let max = self.max_apex_labels();
+        let mut candidate = if name.num_labels() > max {
+            LowerName::new(&Name::from(name.clone()).trim_to(usize::from(max)))
         } else {
             name.clone()
         };

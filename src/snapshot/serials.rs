@@ -67,6 +67,12 @@ impl SerialBook {
         self.entries.is_empty()
     }
 
+    /// Forgets a zone no longer served. Its serial restarts from the clock if it comes
+    /// back, which still moves forward.
+    pub fn forget(&mut self, apex: &LowerName) {
+        self.entries.remove(&apex.to_string());
+    }
+
     /// Forgets zones that are no longer served. Their serial restarts from the clock if
     /// they come back, which still moves forward.
     pub fn retain<'a>(&mut self, apexes: impl Iterator<Item = &'a LowerName>) {

@@ -3,24 +3,28 @@
 //! snapshot and swaps it in. Triggers: a change in the policy directory (debounced) and
 //! SIGHUP.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::rr::LowerName;
 use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
-use crate::policy::{self, ValidPolicy};
+use crate::policy::ValidPolicy;
 use crate::published::Published;
 use crate::service::ServiceHandle;
+
+mod files;
+
 use crate::snapshot::serials::SerialBook;
-use crate::snapshot::{Builder, ServerIdentity, Snapshot, SnapshotCell};
+use crate::snapshot::{Builder, Claims, ServerIdentity, Snapshot, SnapshotCell, Summary};
+pub use files::policy_files;
+use files::{FileChange, PolicyFiles, file_error};
 
 /// How long file events are gathered before one reload: editors write a file in
 /// several steps (truncate, write, rename).
@@ -48,33 +52,14 @@ impl ReloadReport {
     }
 }
 
-/// The state of one policy file as last read.
-struct FileState {
-    /// A digest of the text last read, to skip files that did not change (the text
-    /// itself is not kept: a hundred thousand policies would hold it all).
-    digest: TextDigest,
-    /// The version of this file in service, if any: the last valid one.
-    served: Option<Arc<ValidPolicy>>,
-}
-
-/// The length and a 64-bit hash of a file's text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TextDigest(usize, u64);
-
-impl TextDigest {
-    fn of(bytes: &[u8]) -> Self {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> = Default::default();
-        TextDigest(bytes.len(), hasher.hash_one(bytes))
-    }
-}
-
 pub struct Reloader {
-    policy_dir: PathBuf,
+    files: PolicyFiles,
     state_dir: PathBuf,
     servers: ServerIdentity,
     cell: Arc<SnapshotCell>,
-    files: BTreeMap<PathBuf, FileState>,
+    /// Who serves each name and mail domain in the snapshot in service: kept between
+    /// swaps, so a swap checks only the policies it changes.
+    claims: Claims,
     serials: SerialBook,
     /// Flattened SPF records, published in place of the records as written.
     published: Arc<Published>,
@@ -97,18 +82,18 @@ impl Reloader {
             warn!(dir = %config.state_dir.display(), "cannot read zone serials, starting from the clock: {e}");
             SerialBook::default()
         });
+        // Canonical, so that paths from file events and from listing the directory
+        // name a file the same way.
+        let dir = std::fs::canonicalize(&config.policy_dir).unwrap_or_else(|_| config.policy_dir.clone());
         Self {
-            // Canonical, so that paths from file events and from listing the directory
-            // name a file the same way.
-            policy_dir: std::fs::canonicalize(&config.policy_dir)
-                .unwrap_or_else(|_| config.policy_dir.clone()),
+            files: PolicyFiles::new(dir),
             state_dir: config.state_dir.clone(),
             servers: ServerIdentity {
                 nameservers: config.nameservers.clone(),
                 hostmaster: config.hostmaster.clone(),
             },
             cell,
-            files: BTreeMap::new(),
+            claims: Claims::default(),
             serials,
             published,
             served: tokio::sync::watch::Sender::new(Vec::new()),
@@ -132,7 +117,7 @@ impl Reloader {
     }
 
     pub fn policy_dir(&self) -> &Path {
-        &self.policy_dir
+        self.files.dir()
     }
 
     /// Reads the whole policy directory and swaps in a new snapshot if anything served
@@ -142,7 +127,8 @@ impl Reloader {
     }
 
     /// Reads what `scope` says (every file, some files, or none: only the flattened
-    /// records changed) and swaps in a new snapshot if anything served changed.
+    /// records changed) and swaps in a new snapshot with the zones that changed: those
+    /// of changed files and of domains whose published expansion changed.
     pub fn reload_scope(&mut self, scope: Scope) -> ReloadReport {
         let mut report = ReloadReport::default();
         let started = std::time::Instant::now();
@@ -151,62 +137,100 @@ impl Reloader {
         } else {
             scope
         };
-        let changed = match scope {
-            Scope::All => match policy_files(&self.policy_dir) {
-                Ok(paths) => {
-                    let listed: HashSet<&PathBuf> = paths.iter().collect();
-                    self.files.retain(|path, _| listed.contains(path));
-                    self.read_files(&paths, &mut report.diagnostics)
-                }
+        let file_changes = match scope {
+            Scope::All => match self.files.read_all(&mut report.diagnostics) {
+                Ok(changes) => changes,
                 Err(d) => {
                     report.diagnostics.push(d);
                     report.generation = self.cell.load().generation;
                     return report;
                 }
             },
-            Scope::Paths(paths) => {
-                let mut present = Vec::new();
-                let ours: Vec<PathBuf> = paths.into_iter().filter(|p| self.is_policy_file(p)).collect();
-                for path in ours {
-                    if path.is_file() {
-                        present.push(path);
-                    } else {
-                        self.files.remove(&path);
-                    }
-                }
-                self.read_files(&present, &mut report.diagnostics)
-            }
-            Scope::Nothing => HashSet::new(),
+            Scope::Paths(paths) => self.files.read_paths(paths, &mut report.diagnostics),
+            Scope::Nothing => Vec::new(),
         };
-        let builder = self.assemble(&changed, &mut report.diagnostics);
-        self.announce_served();
+        let files_changed = !file_changes.is_empty();
+        let changes = self.with_republished(file_changes);
         let current = self.cell.load_full();
-        let candidate = builder.finish(
+        let builder = self.stage(&current, changes, &mut report.diagnostics);
+        if files_changed {
+            self.announce_served();
+        }
+        let (candidate, summary, claims) = builder.finish_keeping_claims(
             current.generation + 1,
             &self.servers,
             &mut self.serials,
             unix_now(),
         );
+        self.claims = claims;
         report.zones = candidate.zone_count();
-        if same_content(&current, &candidate) {
+        if summary.is_empty() {
             report.generation = current.generation;
+            report.zones = current.zone_count();
             return report;
         }
         report.generation = candidate.generation;
         report.swapped = true;
-        let candidate = Arc::new(candidate);
-        self.cell.store(candidate.clone());
-        self.retired = Some(current.clone());
+        self.cell.store(Arc::new(candidate));
+        self.retired = Some(current);
         report.build_time = started.elapsed();
         if self.persist {
-            log_zone_changes(&current, &candidate, report.build_time);
+            log_zone_changes(&summary, report.generation, report.zones, report.build_time);
             if let Err(e) = self.serials.save(&self.state_dir) {
                 warn!(dir = %self.state_dir.display(), "cannot save zone serials: {e}");
             }
         }
-        drop(current);
-        self.release_retired();
+        self.release_retired(summary.added.len() + summary.changed.len() + summary.removed.len());
         report
+    }
+
+    /// The file changes plus the files of domains whose published expansion changed
+    /// (their served version stays: the zone is rebuilt with the new answers).
+    fn with_republished(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
+        let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
+        for domain in self.published.take_dirty() {
+            let Some(path) = self.claims.file_of(&domain).cloned() else {
+                continue;
+            };
+            if seen.insert(path.clone()) {
+                let previous = self.files.served(&path).cloned();
+                changes.push(FileChange { path, previous });
+            }
+        }
+        changes
+    }
+
+    /// Stages every change on a builder over `current`: removals first, then new
+    /// versions, so that a new or changed file claiming a name another file serves is
+    /// the one refused (and its previous version stays served).
+    fn stage(
+        &mut self,
+        current: &Arc<Snapshot>,
+        changes: Vec<FileChange>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Builder {
+        let mut builder = Builder::on(current.clone(), std::mem::take(&mut self.claims));
+        let (removed, updated): (Vec<FileChange>, Vec<FileChange>) = changes
+            .into_iter()
+            .partition(|c| self.files.served(&c.path).is_none());
+        for change in removed {
+            if let Some(previous) = &change.previous {
+                builder.remove(previous);
+            }
+        }
+        for change in updated {
+            let Some(policy) = self.files.served(&change.path).cloned() else {
+                continue;
+            };
+            let spf = self
+                .published
+                .answer_for(&policy, served_answer(current, &policy));
+            if let Err(conflict) = builder.replace(change.previous.as_deref(), policy, spf) {
+                diags.push(file_error(&change.path, conflict.to_string()));
+                self.files.set_served(&change.path, change.previous);
+            }
+        }
+        builder
     }
 
     /// Frees the replaced snapshot here once the queries that were reading it are done
@@ -214,25 +238,19 @@ impl Reloader {
     /// after a swap that changed every zone. If a reader still holds it after
     /// [`RELEASE_WAIT`], it stays retired until the next swap; a query thread never
     /// frees it.
-    fn release_retired(&mut self) {
+    fn release_retired(&mut self, replaced: usize) {
         let Some(mut retired) = self.retired.take() else {
             return;
         };
+        let total = retired.zone_count().max(1);
         let deadline = std::time::Instant::now() + RELEASE_WAIT;
         loop {
             match Arc::try_unwrap(retired) {
                 Ok(snapshot) => {
-                    // Zones the new snapshot kept are shared; the others are freed here.
-                    let freed = snapshot
-                        .zones
-                        .values()
-                        .filter(|z| Arc::strong_count(z) == 1)
-                        .count();
-                    let total = snapshot.zone_count();
                     drop(snapshot);
                     // Trimming walks the whole heap: worth it after a large part of the
                     // zones was replaced, not after one edit among many.
-                    if freed > 0 && freed * 8 >= total {
+                    if replaced > 0 && replaced * 8 >= total {
                         crate::os::return_free_memory();
                     }
                     return;
@@ -249,114 +267,19 @@ impl Reloader {
 
     /// Policy files that are symbolic links, by canonical target.
     fn symlinked_files(&self) -> HashMap<PathBuf, PathBuf> {
-        self.files
-            .keys()
-            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
-            .filter_map(|p| Some((std::fs::canonicalize(p).ok()?, p.clone())))
-            .collect()
+        self.files.symlinked()
     }
 
     /// Forgets what was read (not what is served): the next reload reads and parses
     /// every file again.
     fn forget_files(&mut self) {
-        for file in self.files.values_mut() {
-            file.digest = TextDigest(usize::MAX, 0);
-        }
+        self.files.forget_digests();
         self.read_all_next = true;
     }
 
-    /// A `*.toml` file directly in the policy directory, not hidden.
-    fn is_policy_file(&self, path: &Path) -> bool {
-        path.parent() == Some(self.policy_dir.as_path()) && is_policy_name(path)
-    }
-
-    /// Re-reads every file; parses those whose text changed. Returns the paths whose new
-    /// version is valid and differs from the one served.
-    fn read_files(&mut self, paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> HashSet<PathBuf> {
-        let mut changed = HashSet::new();
-        for path in paths {
-            let bytes = match std::fs::read(path) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    diags.push(file_error(path, format!("cannot read file: {e}")));
-                    continue;
-                }
-            };
-            let digest = TextDigest::of(&bytes);
-            if self.files.get(path).is_some_and(|f| f.digest == digest) {
-                continue;
-            }
-            let served = self.files.get(path).and_then(|f| f.served.clone());
-            let parsed = crate::diag::SourceFile::from_bytes(path, bytes)
-                .map_err(|d| vec![d])
-                .and_then(|src| policy::parse(&src));
-            let served = match parsed {
-                Ok(loaded) => {
-                    diags.extend(loaded.warnings);
-                    changed.insert(path.clone());
-                    Some(Arc::new(loaded.policy))
-                }
-                Err(problems) => {
-                    diags.extend(problems);
-                    served
-                }
-            };
-            self.files.insert(path.clone(), FileState { digest, served });
-        }
-        changed
-    }
-
-    /// Adds the served policies to a builder: unchanged ones first, so that a changed
-    /// or new file that claims their names is the one refused. A refused changed file
-    /// falls back to its previous version.
-    fn assemble(&mut self, changed: &HashSet<PathBuf>, diags: &mut Vec<Diagnostic>) -> Builder {
-        let current = self.cell.load_full();
-        let previously = |path: &PathBuf| {
-            current
-                .zones
-                .values()
-                .find(|z| &z.policy.path == path)
-                .map(|z| z.policy.clone())
-        };
-        let mut builder = Builder::reusing(current.clone());
-        // Policies in service go first, then the changed ones: a changed or new file that
-        // claims a served name is the one refused.
-        let fresh: HashSet<*const ValidPolicy> = changed
-            .iter()
-            .filter_map(|path| self.files.get(path)?.served.as_ref().map(Arc::as_ptr))
-            .collect();
-        let fresh = &fresh;
-        let served = |want_fresh: bool| {
-            self.files
-                .values()
-                .filter_map(|f| f.served.clone())
-                .filter(move |p| fresh.contains(&Arc::as_ptr(p)) == want_fresh)
-        };
-        let order: Vec<Arc<ValidPolicy>> = served(false).chain(served(true)).collect();
-        let in_service = |policy: &ValidPolicy| served_answer(&current, policy);
-        for policy in order {
-            let spf = self.published.answer_for(&policy, in_service(&policy));
-            let path = policy.path.clone();
-            if let Err(conflict) = builder.add(policy, spf) {
-                diags.push(file_error(&path, conflict.to_string()));
-                let fallback = previously(&path);
-                let kept = fallback.filter(|old| {
-                    let spf = self.published.answer_for(old, in_service(old));
-                    builder.add(old.clone(), spf).is_ok()
-                });
-                if let Some(file) = self.files.get_mut(&path) {
-                    file.served = kept;
-                }
-            }
-        }
-        builder
-    }
-}
-
-impl Reloader {
     /// Tells the flattening service which policies are in service, when that changed.
     fn announce_served(&self) {
-        let served: Vec<Arc<ValidPolicy>> = self.files.values().filter_map(|f| f.served.clone()).collect();
+        let served: Vec<Arc<ValidPolicy>> = self.files.all_served().cloned().collect();
         self.served.send_if_modified(|current| {
             let same =
                 current.len() == served.len() && current.iter().zip(&served).all(|(a, b)| Arc::ptr_eq(a, b));
@@ -381,93 +304,32 @@ fn served_answer<'s>(
     zone.spf_answer.as_ref()
 }
 
-/// The `*.toml` files of the policy directory, sorted; hidden files (editor swap files)
-/// are skipped.
-pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| file_error(dir, format!("cannot read the policy directory: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "toml")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                && p.is_file()
-        })
-        .collect();
-    paths.sort();
-    Ok(paths)
-}
-
-/// `*.toml`, not hidden (editors' swap and temporary files are).
-fn is_policy_name(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "toml")
-        && !path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-}
-
-fn file_error(path: &Path, message: String) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Error,
-        path: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        message,
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// Same zones with the same serials means the same answers.
-fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
-    a.zones.len() == b.zones.len()
-        && a.zones.iter().all(|(apex, za)| {
-            b.zones.get(apex).is_some_and(|zb| {
-                za.serial == zb.serial
-                    && za.content_hash == zb.content_hash
-                    && za.wire.zone.soa_tail == zb.wire.zone.soa_tail
-            })
-        })
-}
-
 /// Logs what a swap changed: each zone when few changed, counts when many did.
-fn log_zone_changes(old: &Snapshot, new: &Snapshot, build_time: std::time::Duration) {
+fn log_zone_changes(summary: &Summary, generation: u64, zones: usize, build_time: Duration) {
     const DETAIL: usize = 20;
-    let added: Vec<&LowerName> = new.zones.keys().filter(|a| !old.zones.contains_key(*a)).collect();
-    let removed: Vec<&LowerName> = old.zones.keys().filter(|a| !new.zones.contains_key(*a)).collect();
-    let changed: Vec<(&LowerName, u32)> = new
-        .zones
-        .iter()
-        .filter_map(|(apex, z)| {
-            old.zones
-                .get(apex)
-                .filter(|o| o.serial != z.serial)
-                .map(|_| (apex, z.serial))
-        })
-        .collect();
-    if added.len() + removed.len() + changed.len() <= DETAIL {
-        for apex in &added {
-            info!(zone = %apex, serial = new.zones[*apex].serial, "zone added");
+    if summary.added.len() + summary.removed.len() + summary.changed.len() <= DETAIL {
+        for (apex, serial) in &summary.added {
+            info!(zone = %apex, serial, "zone added");
         }
-        for (apex, serial) in &changed {
+        for (apex, serial) in &summary.changed {
             info!(zone = %apex, serial, "zone changed");
         }
-        for apex in &removed {
+        for apex in &summary.removed {
             info!(zone = %apex, "zone removed");
         }
     }
     info!(
-        generation = new.generation,
-        zones = new.zones.len(),
-        added = added.len(),
-        changed = changed.len(),
-        removed = removed.len(),
+        generation,
+        zones,
+        added = summary.added.len(),
+        changed = summary.changed.len(),
+        removed = summary.removed.len(),
         build_ms = build_time.as_millis() as u64,
         "snapshot swapped"
     );

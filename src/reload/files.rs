@@ -1,0 +1,209 @@
+//! The policy directory as last read: each `*.toml` file's digest and the version of it
+//! in service (its last valid one). Reading tells which files changed and which
+//! version each replaces, so the writer rebuilds only those zones.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diag::{Diagnostic, Severity};
+use crate::policy::{self, ValidPolicy};
+
+/// The state of one policy file as last read.
+struct FileState {
+    /// A digest of the bytes last read, to skip files that did not change (the text
+    /// itself is not kept: a hundred thousand policies would hold it all).
+    digest: TextDigest,
+    /// The version of this file in service, if any: the last valid one.
+    served: Option<Arc<ValidPolicy>>,
+}
+
+/// The length and a 64-bit hash of a file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextDigest(usize, u64);
+
+impl TextDigest {
+    fn of(bytes: &[u8]) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> = Default::default();
+        TextDigest(bytes.len(), hasher.hash_one(bytes))
+    }
+
+    /// Matches no file: the next read parses it again.
+    const UNREAD: TextDigest = TextDigest(usize::MAX, 0);
+}
+
+/// A file whose served version may change: its new valid version (in `served`), or
+/// its removal, and the version it replaces.
+#[derive(Debug)]
+pub struct FileChange {
+    pub path: PathBuf,
+    pub previous: Option<Arc<ValidPolicy>>,
+}
+
+pub struct PolicyFiles {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+impl PolicyFiles {
+    pub fn new(dir: PathBuf) -> Self {
+        PolicyFiles {
+            dir,
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The version of a file in service.
+    pub fn served(&self, path: &Path) -> Option<&Arc<ValidPolicy>> {
+        self.files.get(path)?.served.as_ref()
+    }
+
+    /// Every version in service, in path order.
+    pub fn all_served(&self) -> impl Iterator<Item = &Arc<ValidPolicy>> {
+        self.files.values().filter_map(|f| f.served.as_ref())
+    }
+
+    /// Sets the version in service (a refused new version leaves the previous one).
+    pub fn set_served(&mut self, path: &Path, served: Option<Arc<ValidPolicy>>) {
+        if let Some(file) = self.files.get_mut(path) {
+            file.served = served;
+        }
+    }
+
+    /// Reads the whole directory: files gone are removed, the others read.
+    pub fn read_all(&mut self, diags: &mut Vec<Diagnostic>) -> Result<Vec<FileChange>, Diagnostic> {
+        let paths = policy_files(&self.dir)?;
+        let listed: HashSet<&PathBuf> = paths.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !listed.contains(p))
+            .cloned()
+            .collect();
+        let mut changes = self.forget(gone);
+        changes.extend(self.read(&paths, diags));
+        Ok(changes)
+    }
+
+    /// Reads the files named (those that exist; the others are removed).
+    pub fn read_paths(&mut self, paths: HashSet<PathBuf>, diags: &mut Vec<Diagnostic>) -> Vec<FileChange> {
+        let ours = paths.into_iter().filter(|p| self.is_policy_file(p));
+        let (present, gone): (Vec<PathBuf>, Vec<PathBuf>) = ours.partition(|p| p.is_file());
+        let mut changes = self.forget(gone);
+        let mut present = present;
+        present.sort();
+        changes.extend(self.read(&present, diags));
+        changes
+    }
+
+    fn forget(&mut self, gone: Vec<PathBuf>) -> Vec<FileChange> {
+        gone.into_iter()
+            .filter_map(|path| {
+                let previous = self.files.remove(&path)?.served;
+                Some(FileChange { path, previous })
+            })
+            .collect()
+    }
+
+    /// Re-reads every file; parses those whose bytes changed. Returns the files whose
+    /// new version is valid, with the version each replaces.
+    fn read(&mut self, paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<FileChange> {
+        let mut changed = Vec::new();
+        for path in paths {
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    diags.push(file_error(path, format!("cannot read file: {e}")));
+                    continue;
+                }
+            };
+            let digest = TextDigest::of(&bytes);
+            if self.files.get(path).is_some_and(|f| f.digest == digest) {
+                continue;
+            }
+            let previous = self.files.get(path).and_then(|f| f.served.clone());
+            let parsed = crate::diag::SourceFile::from_bytes(path, bytes)
+                .map_err(|d| vec![d])
+                .and_then(|src| policy::parse(&src));
+            let served = match parsed {
+                Ok(loaded) => {
+                    diags.extend(loaded.warnings);
+                    changed.push(FileChange {
+                        path: path.clone(),
+                        previous: previous.clone(),
+                    });
+                    Some(Arc::new(loaded.policy))
+                }
+                Err(problems) => {
+                    diags.extend(problems);
+                    previous
+                }
+            };
+            self.files.insert(path.clone(), FileState { digest, served });
+        }
+        changed
+    }
+
+    /// Forgets what was read (not what is served): the next read parses every file.
+    pub fn forget_digests(&mut self) {
+        for file in self.files.values_mut() {
+            file.digest = TextDigest::UNREAD;
+        }
+    }
+
+    /// Policy files that are symbolic links, by canonical target.
+    pub fn symlinked(&self) -> HashMap<PathBuf, PathBuf> {
+        self.files
+            .keys()
+            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+            .filter_map(|p| Some((std::fs::canonicalize(p).ok()?, p.clone())))
+            .collect()
+    }
+
+    /// A `*.toml` file directly in the policy directory, not hidden.
+    fn is_policy_file(&self, path: &Path) -> bool {
+        path.parent() == Some(self.dir.as_path()) && is_policy_name(path)
+    }
+}
+
+/// The `*.toml` files of the policy directory, sorted; hidden files (editor swap files)
+/// are skipped.
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| file_error(dir, format!("cannot read the policy directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// `*.toml`, not hidden (editors' swap and temporary files are).
+fn is_policy_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "toml")
+        && !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+pub fn file_error(path: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message,
+    }
+}
