@@ -246,7 +246,7 @@ fn a_swap_after_one_edit_touches_only_the_changed_zone() {
     let changed: Vec<String> = after
         .zones
         .iter()
-        .filter(|(apex, zone)| !Arc::ptr_eq(zone, &before.zones.get(*apex).unwrap()))
+        .filter(|(apex, zone)| !Arc::ptr_eq(zone, before.zones.get(*apex).unwrap()))
         .map(|(apex, _)| apex.to_string())
         .collect();
     assert_eq!(changed, ["_spf.d7.test."]);
