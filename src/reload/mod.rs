@@ -189,7 +189,7 @@ impl Reloader {
     fn with_republished(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
         let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
         for domain in self.published.take_dirty() {
-            let Some(path) = self.claims.file_of(&domain).cloned() else {
+            let Some(path) = self.claims.file_of(&domain).map(Path::to_path_buf) else {
                 continue;
             };
             if seen.insert(path.clone()) {

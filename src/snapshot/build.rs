@@ -31,18 +31,19 @@ pub struct Conflict {
 /// and each mail domain.
 #[derive(Debug, Default)]
 pub struct Claims {
-    names: FxMap<Arc<[u8]>, PathBuf>,
-    domains: FxMap<String, PathBuf>,
+    /// The owner is shared by every name it claims (one allocation per policy).
+    names: FxMap<Arc<[u8]>, Arc<Path>>,
+    domains: FxMap<String, Arc<Path>>,
 }
 
 impl Claims {
     /// The file that serves a mail domain (lower case, absolute).
-    pub fn file_of(&self, domain: &str) -> Option<&PathBuf> {
-        self.domains.get(domain)
+    pub fn file_of(&self, domain: &str) -> Option<&Path> {
+        self.domains.get(domain).map(|p| &**p)
     }
 
     fn conflict(&self, path: &Path, domain: &str, names: &[Arc<[u8]>]) -> Option<Conflict> {
-        let other = |owner: &PathBuf| (owner != path).then(|| owner.clone());
+        let other = |owner: &Arc<Path>| (**owner != *path).then(|| owner.to_path_buf());
         if let Some(other) = self.domains.get(domain).and_then(other) {
             return Some(Conflict {
                 what: format!("mail domain {domain}"),
@@ -59,19 +60,20 @@ impl Claims {
     }
 
     fn claim(&mut self, path: &Path, domain: &str, names: &[Arc<[u8]>]) {
-        self.domains.insert(domain.to_string(), path.to_path_buf());
+        let owner: Arc<Path> = Arc::from(path);
+        self.domains.insert(domain.to_string(), owner.clone());
         for n in names {
-            self.names.insert(n.clone(), path.to_path_buf());
+            self.names.insert(n.clone(), owner.clone());
         }
     }
 
     /// Gives up what `path` claims among `domain` and `names`.
     fn release(&mut self, path: &Path, domain: &str, names: &[Arc<[u8]>]) {
-        if self.domains.get(domain).is_some_and(|p| p == path) {
+        if self.domains.get(domain).is_some_and(|p| **p == *path) {
             self.domains.remove(domain);
         }
         for n in names {
-            if self.names.get(n).is_some_and(|p| p == path) {
+            if self.names.get(n).is_some_and(|p| **p == *path) {
                 self.names.remove(n);
             }
         }
