@@ -84,13 +84,13 @@ pub struct Config {
     /// Where state that must survive a restart lives (zone serials, later the
     /// last good upstream answers).
     pub state_dir: PathBuf,
-    pub upstream: Upstream,
+    pub upstream: UpstreamConfig,
     pub policy_dir: PathBuf,
     pub tcp: crate::dns::tcp::TcpLimits,
 }
 
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub struct UpstreamConfig {
     /// `None`: the system resolver configuration (/etc/resolv.conf).
     pub nameservers: Option<Vec<SocketAddr>>,
     pub timeout: Duration,
@@ -158,7 +158,7 @@ impl Config {
             nameservers,
             hostmaster: hostmaster.expect("checked above"),
             state_dir: base.join(raw.server.state_dir.unwrap_or(DEFAULT_STATE_DIR.into())),
-            upstream: Upstream {
+            upstream: UpstreamConfig {
                 nameservers: raw.upstream.nameservers,
                 timeout: timeout.expect("checked above"),
                 refresh_min: refresh_min.expect("checked above"),

@@ -28,14 +28,16 @@ pub use crate::snapshot::NamedStrings;
 
 /// A packed chain: the head at the zone apex and its parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chain {
+pub struct StoredChain {
     /// Shared with the answers built from it (serialised as plain lists).
     pub head: Arc<[String]>,
     pub parts: Arc<[NamedStrings]>,
     /// DNS lookups a receiver spends on the whole chain.
     pub lookups: usize,
-    /// Content hash carried in the part names.
-    pub generation: String,
+    /// Content hash carried in the part names (`generation` in state files written
+    /// before it was renamed).
+    #[serde(alias = "generation")]
+    pub tag: String,
 }
 
 /// The expansion of one policy's SPF record.
@@ -49,7 +51,7 @@ pub struct Entry {
     pub terminal: Terminal,
     pub exp: Option<String>,
     /// `None` when the rules do not fit a chain within 10 lookups.
-    pub chain: Option<Chain>,
+    pub chain: Option<StoredChain>,
     /// Parts of earlier chains, served until a receiver can no longer hold their head
     /// in cache (Unix time).
     #[serde(default)]
@@ -73,7 +75,7 @@ impl Entry {
         zone: String,
         record: String,
         expansion: &crate::flatten::Expansion,
-        chain: Option<Chain>,
+        chain: Option<StoredChain>,
         now: u64,
     ) -> Self {
         Entry {
@@ -273,7 +275,7 @@ impl Published {
             let old_parts = old
                 .chain
                 .as_ref()
-                .filter(|c| Some(&c.generation) != entry.chain.as_ref().map(|n| &n.generation));
+                .filter(|c| Some(&c.tag) != entry.chain.as_ref().map(|n| &n.tag));
             if let Some(old_chain) = old_parts.filter(|c| !c.parts.is_empty()) {
                 entry.retired.push((now + keep, old_chain.parts.clone()));
             }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::flatten::{self, Memory};
+use crate::flatten::{self, LastGood};
 use crate::policy::ValidPolicy;
 use crate::spf::{self, EvalOptions, Query};
 use crate::upstream::Upstream;
@@ -63,7 +63,7 @@ pub async fn flatten(config: &Config, policy: &ValidPolicy) -> anyhow::Result<(S
     };
     let upstream = Upstream::from_config(&config.upstream)?;
     // Read, never written: a preview must not change what a running server remembers.
-    let mut memory: Memory = crate::state::load_json(&config.state_dir, "flatten-memory.json")
+    let mut memory: LastGood = crate::state::load_json(&config.state_dir, "flatten-memory.json")
         .ok()
         .flatten()
         .unwrap_or_default();

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::test_support::{World, block};
-use super::{ExpandError, ExpandOptions, FlattenError, Memory, Rule, Terminal, expand};
+use super::{ExpandError, ExpandOptions, FlattenError, LastGood, Rule, Terminal, expand};
 use crate::spf::Qualifier;
 
 fn v4(s: &str) -> Ipv4Addr {
@@ -331,7 +331,7 @@ fn macro_targets_and_sender_macros_stay() {
 }
 
 fn expand_error(w: &World) -> ExpandError {
-    match w.flatten_at(&mut Memory::new(), 0) {
+    match w.flatten_at(&mut LastGood::new(), 0) {
         Err(FlattenError::Expand(e)) => e,
         other => panic!("{other:?}"),
     }
@@ -408,7 +408,7 @@ fn the_expansion_future_is_send_and_lists_its_queries() {
     fn assert_send<T: Send>(_: &T) {}
     let w = providers();
     let record = w.record();
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     let opts = ExpandOptions::at(0);
     let future = expand(&w.dns, "example.com", &record, &mut memory, &opts);
     assert_send(&future);

@@ -1,7 +1,7 @@
 //! Expansion: a source record and the DNS behind it turned into ordered rules
 //! (address sets, and terms left for the receiver) with exactly the results of
 //! RFC 7208 check_host() with the lookup limits lifted. Temporary DNS failures fall
-//! back on the last good result kept in [`Memory`].
+//! back on the last good result kept in [`LastGood`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 
 use super::ipset::{Ip4Set, Ip6Set};
-use super::memory::{Memory, Recalled, Remembered};
+use super::last_good::{LastGood, Recalled, Remembered};
 use super::model::{
     Body, ExpandError, ExpandOptions, Expansion, Level, Rule, TermDetail, Terminal, Warning, prefix,
 };
@@ -30,7 +30,7 @@ pub async fn expand<D: DnsLookup>(
     dns: &D,
     domain: &str,
     record: &Record,
-    memory: &mut Memory,
+    memory: &mut LastGood,
     opts: &ExpandOptions,
 ) -> Result<Expansion, ExpandError> {
     let domain = normalize(domain);
@@ -98,7 +98,7 @@ type BoxFuture<'f, T> = Pin<Box<dyn Future<Output = T> + Send + 'f>>;
 /// The state of one expansion.
 struct Expander<'a, D> {
     dns: &'a D,
-    memory: &'a mut Memory,
+    memory: &'a mut LastGood,
     opts: &'a ExpandOptions,
     /// The domains being expanded (include and redirect chain), to catch loops.
     stack: Vec<String>,
@@ -111,7 +111,7 @@ struct Expander<'a, D> {
 }
 
 impl<'a, D: DnsLookup> Expander<'a, D> {
-    fn new(dns: &'a D, memory: &'a mut Memory, opts: &'a ExpandOptions) -> Self {
+    fn new(dns: &'a D, memory: &'a mut LastGood, opts: &'a ExpandOptions) -> Self {
         Self {
             dns,
             memory,

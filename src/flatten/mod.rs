@@ -27,9 +27,9 @@
 //!    adjacent rules with one qualifier, drops rules left empty and trailing rules
 //!    with the terminal's result) and writes them into records of at most
 //!    [`MAX_RECORD`] octets: the head at the zone apex, the rest in parts named
-//!    `_<n>-<generation>.<zone>` chained by `redirect=`. A part's result when none of
+//!    `_<n>-<tag>.<zone>` chained by `redirect=`. A part's result when none of
 //!    its rules matched is exactly the rest of the rules, and only the last part has
-//!    the terminal. The generation is a hash of the whole chain, so identical content
+//!    the terminal. The tag is a hash of the whole chain, so identical content
 //!    gives identical names and a cached head never meets parts of another chain.
 //!
 //! # Safety rules
@@ -38,7 +38,7 @@
 //!   record or two records is an [`ExpandError`] naming the include path (receivers
 //!   would answer permerror); the caller keeps publishing its last good chain.
 //! - A temporary DNS failure anywhere under an include, redirect, `a` or `mx` term
-//!   makes that term use its last good result from [`Memory`], reported with its
+//!   makes that term use its last good result from [`LastGood`], reported with its
 //!   age in [`TermDetail`]; older than `max_stale` it is still used and reported as
 //!   an error-level [`Warning`]. No last good result is an error.
 //! - A range a provider drops stays authorised for `hold_down` after it was first
@@ -54,7 +54,7 @@
 
 mod expand;
 pub mod ipset;
-mod memory;
+mod last_good;
 mod model;
 mod pack;
 mod rewrite;
@@ -68,7 +68,7 @@ mod test_support;
 
 pub use expand::expand;
 pub use ipset::{Ip4Set, Ip6Set};
-pub use memory::Memory;
+pub use last_good::LastGood;
 pub use model::{
     DEFAULT_HOLD_DOWN, DEFAULT_MAX_STALE, ExpandError, ExpandOptions, Expansion, Level, Rule, TermDetail,
     Terminal, Warning, prefix,
@@ -97,7 +97,7 @@ pub async fn flatten<D: DnsLookup>(
     record: &Record,
     zone: &Name,
     owner_redirect: bool,
-    memory: &mut Memory,
+    memory: &mut LastGood,
     opts: &ExpandOptions,
 ) -> Result<(Expansion, Chain), FlattenError> {
     let expansion = expand(dns, domain, record, memory, opts).await?;

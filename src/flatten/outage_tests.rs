@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::test_support::{World, block};
-use super::{Chain, ExpandError, FlattenError, Level, Memory};
+use super::{Chain, ExpandError, FlattenError, LastGood, Level};
 use crate::spf::{EvalOptions, Query, SpfResult, check_host};
 
 const T0: u64 = 1_700_000_000;
@@ -45,7 +45,7 @@ fn healthy() -> World {
     world(Some(PROVIDER), true, true)
 }
 
-fn chain_at(w: &World, memory: &mut Memory, now: u64) -> Chain {
+fn chain_at(w: &World, memory: &mut LastGood, now: u64) -> Chain {
     w.flatten_at(memory, now).unwrap_or_else(|e| panic!("{e}")).1
 }
 
@@ -65,7 +65,7 @@ fn result_of(w: &World, chain: &Chain, ip: &str) -> SpfResult {
 
 #[test]
 fn an_outage_uses_the_last_good_result_and_reports_its_age() {
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     let fresh = chain_at(&healthy(), &mut memory, T0);
     let outage = world(None, true, false);
     let (expansion, chain) = outage.flatten_at(&mut memory, T0 + HOUR).unwrap();
@@ -94,7 +94,7 @@ fn an_outage_uses_the_last_good_result_and_reports_its_age() {
 
 #[test]
 fn a_last_good_result_older_than_max_stale_is_an_error_but_still_used() {
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     let fresh = chain_at(&healthy(), &mut memory, T0);
     let outage = world(None, true, true);
     let (expansion, chain) = outage.flatten_at(&mut memory, T0 + 7 * DAY).unwrap();
@@ -114,7 +114,7 @@ fn a_last_good_result_older_than_max_stale_is_an_error_but_still_used() {
 #[test]
 fn an_outage_without_a_last_good_result_is_an_error() {
     let outage = world(None, true, true);
-    match outage.flatten_at(&mut Memory::new(), T0) {
+    match outage.flatten_at(&mut LastGood::new(), T0) {
         Err(FlattenError::Expand(ExpandError::Temporary { path, error })) => {
             assert_eq!(path, "include:_spf.provider.test");
             assert!(error.contains("TXT lookup of _spf.provider.test"), "{error}");
@@ -125,7 +125,7 @@ fn an_outage_without_a_last_good_result_is_an_error() {
 
 #[test]
 fn a_nested_outage_keeps_the_age_of_the_oldest_part() {
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     let fresh = chain_at(&healthy(), &mut memory, T0);
     let outage = world(Some(PROVIDER), false, true);
     let (expansion, chain) = outage.flatten_at(&mut memory, T0 + 2 * HOUR).unwrap();
@@ -146,7 +146,7 @@ fn a_nested_outage_keeps_the_age_of_the_oldest_part() {
 
 #[test]
 fn a_dropped_range_is_held_down_then_leaves() {
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     chain_at(&healthy(), &mut memory, T0);
     let shrunk = world(Some("v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all"), true, true);
     let dropped_at = T0 + HOUR;
@@ -167,14 +167,14 @@ fn a_dropped_range_is_held_down_then_leaves() {
 
 #[test]
 fn a_restart_during_an_outage_gives_the_same_chain() {
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     let fresh = chain_at(&healthy(), &mut memory, T0);
     // A range dropped just before the restart stays held across it.
     let shrunk = world(Some("v=spf1 ip4:192.0.2.0/24 -all"), true, true);
     let held = chain_at(&shrunk, &mut memory, T0 + HOUR);
     assert_eq!(held, fresh);
     let json = serde_json::to_string(&memory).unwrap();
-    let mut restored: Memory = serde_json::from_str(&json).unwrap();
+    let mut restored: LastGood = serde_json::from_str(&json).unwrap();
     assert_eq!(restored, memory);
     let outage = world(None, false, false);
     let chain = chain_at(&outage, &mut restored, T0 + 2 * HOUR);
@@ -182,7 +182,7 @@ fn a_restart_during_an_outage_gives_the_same_chain() {
     // Fresh results at one time, then an outage: the same chain as before it.
     let before = chain_at(&healthy(), &mut restored, T0 + 3 * HOUR);
     let json = serde_json::to_string(&restored).unwrap();
-    let mut again: Memory = serde_json::from_str(&json).unwrap();
+    let mut again: LastGood = serde_json::from_str(&json).unwrap();
     assert_eq!(chain_at(&outage, &mut again, T0 + 4 * HOUR), before);
 }
 
@@ -190,7 +190,7 @@ fn a_restart_during_an_outage_gives_the_same_chain() {
 /// terms it used, and the caller prunes those no policy uses.
 #[test]
 fn an_expansion_reports_the_terms_it_used_and_forgets_none() {
-    let mut memory = Memory::new();
+    let mut memory = LastGood::new();
     chain_at(&healthy(), &mut memory, T0);
     let first = memory.take_touched();
     assert!(first.contains("include:nested.test"), "{first:?}");

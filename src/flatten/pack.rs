@@ -1,5 +1,5 @@
 //! Packing: an [`Expansion`] written as the shortest chain of SPF records of at most
-//! [`MAX_RECORD`] octets, the head at the zone apex and the rest at generation-named
+//! [`MAX_RECORD`] octets, the head at the zone apex and the rest at tag-named
 //! parts joined by `redirect=`, within the lookup limit of RFC 7208 4.6.4.
 
 use std::fmt::Write as _;
@@ -32,7 +32,7 @@ pub struct Chain {
     pub lookups: usize,
     /// 8 hex digits of a hash of the whole chain, in every part's name, so a
     /// receiver that cached a head never combines it with parts of another one.
-    pub generation: String,
+    pub tag: String,
 }
 
 /// Why an expansion cannot be published within the limits.
@@ -97,10 +97,8 @@ pub fn pack(expansion: &Expansion, zone: &str, owner_redirect: bool) -> Result<C
     let terminal = terminal_word(&expansion.terminal);
     let exp = expansion.exp.as_deref();
     let groups = split(&words, terminal.as_deref(), exp, &zone)?;
-    let generation = generation(&zone, &groups, exp);
-    let names: Vec<String> = (1..groups.len())
-        .map(|i| part_name(i, &generation, &zone))
-        .collect();
+    let tag = content_tag(&zone, &groups, exp);
+    let names: Vec<String> = (1..groups.len()).map(|i| part_name(i, &tag, &zone)).collect();
     if names.iter().any(|n| n.len() > MAX_NAME) {
         return Err(PackError::ZoneTooLong { zone });
     }
@@ -124,7 +122,7 @@ pub fn pack(expansion: &Expansion, zone: &str, owner_redirect: bool) -> Result<C
         head,
         parts: names.into_iter().zip(records).collect(),
         lookups: needed,
-        generation,
+        tag,
     })
 }
 
@@ -281,9 +279,9 @@ fn drop_trailing(rules: &mut Vec<Rule>, terminal: &Terminal) {
     }
 }
 
-/// `_<n>-<generation>.<zone>`
-fn part_name(n: usize, generation: &str, zone: &str) -> String {
-    format!("_{n}-{generation}.{zone}")
+/// `_<n>-<tag>.<zone>`
+fn part_name(n: usize, tag: &str, zone: &str) -> String {
+    format!("_{n}-{tag}.{zone}")
 }
 
 /// The words of each record in order, the terminal in the last. Greedy filling is
@@ -327,7 +325,7 @@ fn split(
 
 /// FNV-1a (64 bits, folded to 32) of the zone and every record's words: stable
 /// across restarts, builds and Rust versions, unlike `std`'s hasher.
-fn generation(zone: &str, groups: &[Vec<String>], exp: Option<&str>) -> String {
+fn content_tag(zone: &str, groups: &[Vec<String>], exp: Option<&str>) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {

@@ -1,4 +1,4 @@
-//! Packing: the reductions, continuation into parts, lookup counting, generations
+//! Packing: the reductions, continuation into parts, lookup counting, content tags
 //! and zone-file lines.
 
 use super::*;
@@ -138,7 +138,7 @@ fn a_long_record_continues_in_parts() {
         if !last {
             let next = records[i + 1].0;
             assert!(text.ends_with(&format!(" redirect={next}")), "{text}");
-            assert_eq!(next, format!("_{}-{}._spf.example.com", i + 1, chain.generation));
+            assert_eq!(next, format!("_{}-{}._spf.example.com", i + 1, chain.tag));
         }
         seen.extend(
             text.split(' ')
@@ -227,11 +227,11 @@ fn identical_input_gives_identical_names() {
     let a = pack(&e, "_spf.example.com", true).unwrap();
     let b = pack(&e.clone(), "_spf.example.com", true).unwrap();
     assert_eq!(a, b);
-    assert_eq!(a.generation.len(), 8);
+    assert_eq!(a.tag.len(), 8);
     let mut other = e.clone();
     other.terminal = Terminal::All(Qualifier::Fail);
     let c = pack(&other, "_spf.example.com", true).unwrap();
-    assert_ne!(c.generation, a.generation);
+    assert_ne!(c.tag, a.tag);
     assert_ne!(c.parts[0].0, a.parts[0].0);
 }
 

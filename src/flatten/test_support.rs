@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
-use super::{Chain, ExpandOptions, Expansion, FlattenError, Memory, Rule, flatten};
+use super::{Chain, ExpandOptions, Expansion, FlattenError, LastGood, Rule, flatten};
 use crate::names::normalize;
 use crate::spf::{EvalOptions, MemoryDns, Query, Record, SpfResult, check_host, check_record};
 
@@ -41,7 +41,7 @@ impl World {
         Record::parse(&self.source).unwrap_or_else(|e| panic!("{}: {e}", self.source))
     }
 
-    pub fn flatten_at(&self, memory: &mut Memory, now: u64) -> Result<(Expansion, Chain), FlattenError> {
+    pub fn flatten_at(&self, memory: &mut LastGood, now: u64) -> Result<(Expansion, Chain), FlattenError> {
         let opts = ExpandOptions::at(now);
         let zone = Name::from_ascii(&self.zone).unwrap();
         let owner_redirect = normalize(&self.zone) != normalize(&self.domain);
@@ -57,7 +57,7 @@ impl World {
     }
 
     pub fn flatten(&self) -> (Expansion, Chain) {
-        self.flatten_at(&mut Memory::new(), 1_000_000)
+        self.flatten_at(&mut LastGood::new(), 1_000_000)
             .unwrap_or_else(|e| panic!("{}: {e}", self.source))
     }
 

@@ -16,15 +16,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Upstream as UpstreamConfig;
-use crate::flatten::{self, Memory};
+use crate::config::UpstreamConfig;
+use crate::flatten::{self, LastGood};
 use crate::policy::{SpfMode, ValidPolicy};
-use crate::published::{Chain, Entry, Published};
+use crate::published::{Entry, Published, StoredChain};
 use crate::upstream::{Source, Upstream};
 
 use super::status::{BoardCell, BoardWriter, HeldRange, PolicyStatus, State, UpstreamChange};
 
-const MEMORY_FILE: &str = "flatten-memory.json";
+const LAST_GOOD_FILE: &str = "flatten-memory.json";
 
 /// The settings of the service, from `[upstream]` and `[server] state_dir`.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub type OnPublish = Box<dyn Fn() + Send>;
 pub struct Flattener<S: Source> {
     upstream: Arc<Upstream<S>>,
     published: Arc<Published>,
-    memory: Memory,
+    last_good: LastGood,
     settings: Settings,
     clock: Clock,
     schedule: BTreeMap<String, Scheduled>,
@@ -104,7 +104,7 @@ pub struct Flattener<S: Source> {
     /// shared by every policy that uses it, so that each upstream change is logged once,
     /// as a diff.
     last_terms: HashMap<String, String>,
-    /// The memory keys each domain's last expansions depended on: an entry is kept
+    /// The last-good keys each domain's last expansions depended on: an entry is kept
     /// while any domain in service uses it, whatever order policies expand in.
     used: HashMap<String, BTreeSet<String>>,
     /// Called when published results changed (the snapshot writer rebuilds).
@@ -129,17 +129,17 @@ impl<S: Source> Flattener<S> {
         settings: Settings,
         on_publish: OnPublish,
     ) -> Self {
-        let memory = match crate::state::load_json::<Memory>(&settings.state_dir, MEMORY_FILE) {
+        let last_good = match crate::state::load_json::<LastGood>(&settings.state_dir, LAST_GOOD_FILE) {
             Ok(m) => m.unwrap_or_default(),
             Err(e) => {
                 warn!(dir = %settings.state_dir.display(), "cannot read the last good upstream results, starting empty: {e}");
-                Memory::default()
+                LastGood::default()
             }
         };
         Flattener {
             upstream,
             published,
-            memory,
+            last_good,
             settings,
             clock: Clock::start(),
             schedule: BTreeMap::new(),
@@ -309,7 +309,7 @@ impl<S: Source> Flattener<S> {
             );
         }
         self.board_writer.publish(&self.board);
-        let remembered = self.memory.take_changed();
+        let remembered = self.last_good.take_changed();
         if changed > 0 || remembered {
             self.persist();
         }
@@ -334,7 +334,7 @@ impl<S: Source> Flattener<S> {
             Err(panic) => {
                 let why = format!("internal error: {}", crate::os::panic_message(&*panic));
                 // Whatever the expansion touched before it stopped stays remembered.
-                self.memory.take_touched();
+                self.last_good.take_touched();
                 self.failed(policy.domain_text.clone(), why)
             }
         }
@@ -350,8 +350,14 @@ impl<S: Source> Flattener<S> {
             max_stale: self.settings.max_stale,
         };
         let owner_redirect = policy.zone != policy.domain;
-        let expanded =
-            flatten::expand(&*self.upstream, &domain, &spf.record(), &mut self.memory, &opts).await;
+        let expanded = flatten::expand(
+            &*self.upstream,
+            &domain,
+            &spf.record(),
+            &mut self.last_good,
+            &opts,
+        )
+        .await;
         self.note_used(&domain, expanded.as_ref().ok());
         let expansion = match expanded {
             Ok(expansion) => expansion,
@@ -383,11 +389,11 @@ impl<S: Source> Flattener<S> {
             }
         };
         let stale = self.report(&domain, &expansion);
-        let chain = chain.ok().map(|c| Chain {
+        let chain = chain.ok().map(|c| StoredChain {
             head: c.head.into(),
             parts: c.parts.into(),
             lookups: c.lookups,
-            generation: c.generation,
+            tag: c.tag,
         });
         let now = self.clock.unix_now();
         let entry = Entry::new(policy.zone_text.clone(), spf.text.clone(), &expansion, chain, now);
@@ -538,12 +544,12 @@ impl<S: Source> Flattener<S> {
         }
     }
 
-    /// Records which memory entries `domain` depends on: exactly those an expansion
+    /// Records which last-good entries `domain` depends on: exactly those an expansion
     /// made of fresh answers touched; after a failure or a fall back on last good
     /// results, those as well as every one it used before (the terms it could not
     /// reach still need theirs).
     fn note_used(&mut self, domain: &str, expansion: Option<&flatten::Expansion>) {
-        let touched = self.memory.take_touched();
+        let touched = self.last_good.take_touched();
         let fresh = expansion.is_some_and(|e| !e.details.iter().any(|d| d.from_last_good));
         let used = self.used.entry(domain.to_string()).or_default();
         if fresh {
@@ -553,10 +559,10 @@ impl<S: Source> Flattener<S> {
         }
     }
 
-    /// Forgets the memory entries no domain in service uses, once every domain in
+    /// Forgets the last-good entries no domain in service uses, once every domain in
     /// service has been expanded since the start (before that, an entry loaded from
     /// the state file may belong to a domain not yet expanded).
-    fn prune_memory(&mut self) -> usize {
+    fn prune_last_good(&mut self) -> usize {
         if !self.schedule.keys().all(|d| self.used.contains_key(d)) {
             return 0;
         }
@@ -565,11 +571,11 @@ impl<S: Source> Flattener<S> {
             .values()
             .flat_map(|keys| keys.iter().map(String::as_str))
             .collect();
-        self.memory.prune(|key| keep.contains(key))
+        self.last_good.prune(|key| keep.contains(key))
     }
 
     fn persist(&mut self) {
-        let pruned = self.prune_memory();
+        let pruned = self.prune_last_good();
         if pruned > 0 {
             tracing::debug!(pruned, "forgot last good results no policy uses");
         }
@@ -577,7 +583,7 @@ impl<S: Source> Flattener<S> {
         if let Err(e) = self.published.save(dir) {
             warn!(dir = %dir.display(), "cannot save published records: {e}");
         }
-        if let Err(e) = crate::state::save_json(dir, MEMORY_FILE, &self.memory) {
+        if let Err(e) = crate::state::save_json(dir, LAST_GOOD_FILE, &self.last_good) {
             warn!(dir = %dir.display(), "cannot save the last good upstream results: {e}");
         }
     }

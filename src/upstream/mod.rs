@@ -15,7 +15,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, net::NetError};
 
-use crate::config::Upstream as UpstreamConfig;
+use crate::config::UpstreamConfig;
 use crate::spf::{DnsLookup, LookupError};
 
 pub use cache::{Cache, CacheKey, Cached};

@@ -13,28 +13,28 @@ use super::model::Body;
 /// Last good results by term key (`include:_spf.example.com`, `a:mail.example.com`),
 /// shared by every policy that uses the term: a provider dropping a range starts one
 /// hold-down that every policy including it honours. An expansion never forgets
-/// entries; the caller prunes those no policy uses any more ([`Memory::prune`]) and
+/// entries; the caller prunes those no policy uses any more ([`LastGood::prune`]) and
 /// persists the rest with `serde_json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Memory {
+pub struct LastGood {
     entries: BTreeMap<String, Entry>,
-    /// The keys read or written since [`Memory::take_touched`] was last called: what
+    /// The keys read or written since [`LastGood::take_touched`] was last called: what
     /// one expansion depends on, so the caller knows which entries each policy needs.
     #[serde(skip)]
     touched: BTreeSet<String>,
-    /// A result or a hold-down changed since [`Memory::take_changed`]: worth saving
+    /// A result or a hold-down changed since [`LastGood::take_changed`]: worth saving
     /// (a new fetch time alone is not).
     #[serde(skip)]
     changed: bool,
 }
 
-impl PartialEq for Memory {
+impl PartialEq for LastGood {
     fn eq(&self, other: &Self) -> bool {
         self.entries == other.entries
     }
 }
 
-impl Eq for Memory {}
+impl Eq for LastGood {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
@@ -82,7 +82,7 @@ pub(super) struct Recalled {
     pub held_until: Vec<(u64, String)>,
 }
 
-impl Memory {
+impl LastGood {
     pub fn new() -> Self {
         Self::default()
     }
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn dropped_ranges_are_held_down_then_released() {
         let key = "include:_spf.provider.test";
-        let mut memory = Memory::new();
+        let mut memory = LastGood::new();
         let both = ["192.0.2.0/24", "198.51.100.0/24"];
         let first = memory.store_include(key, include(&both), 0, 0, HOLD);
         assert_eq!(v4_of(&first), both);
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn a_range_that_returns_is_no_longer_held() {
         let key = "include:p.test";
-        let mut memory = Memory::new();
+        let mut memory = LastGood::new();
         let both = ["192.0.2.0/24", "198.51.100.0/24"];
         memory.store_include(key, include(&both), 0, 0, HOLD);
         memory.store_include(key, include(&both[..1]), HOUR, HOUR, HOLD);
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn json_round_trip_keeps_everything() {
-        let mut memory = Memory::new();
+        let mut memory = LastGood::new();
         let both = ["192.0.2.0/24", "198.51.100.0/24"];
         memory.store_include("include:p.test", include(&both), 0, 0, HOLD);
         memory.store_include("include:p.test", include(&both[..1]), HOUR, HOUR, HOLD);
@@ -299,7 +299,7 @@ mod tests {
         );
         let json = serde_json::to_string_pretty(&memory).unwrap();
         assert!(json.contains("198.51.100.0/24"), "{json}");
-        let back: Memory = serde_json::from_str(&json).unwrap();
+        let back: LastGood = serde_json::from_str(&json).unwrap();
         assert_eq!(back, memory);
         assert_eq!(back.fetched_at("a:mail.example.com"), Some(HOUR));
         assert_eq!(back.keys().count(), 2);
