@@ -23,6 +23,17 @@ struct RawConfig {
     upstream: RawUpstream,
     #[serde(default)]
     policies: RawPolicies,
+    #[serde(default)]
+    admin: Option<Spanned<RawAdmin>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    listen: Option<Spanned<SocketAddr>>,
+    #[serde(default)]
+    token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +98,20 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub policy_dir: PathBuf,
     pub tcp: crate::dns::tcp::TcpLimits,
+    /// The admin HTTP server (metrics, health, status page); off when `None`.
+    pub admin: Option<AdminConfig>,
 }
+
+/// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Read from `token_file` at start; every request must carry it when set.
+    pub token: Option<String>,
+}
+
+/// Loopback by default: the admin server shows every domain's state.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8053";
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -143,6 +167,7 @@ impl Config {
             diags.error(span, "upstream refresh_min is longer than refresh_max");
         }
         let tcp = parse_tcp(&raw.server, &mut diags);
+        let admin = raw.admin.as_ref().and_then(|a| parse_admin(a, base, &mut diags));
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -168,6 +193,7 @@ impl Config {
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,
+            admin,
         })
     }
 }
@@ -193,6 +219,48 @@ fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::Tc
         limits.idle_timeout = d;
     }
     limits
+}
+
+/// `[admin]`: a listen address other than loopback needs a token; the token file must
+/// be readable and not empty.
+fn parse_admin(raw: &Spanned<RawAdmin>, base: &Path, diags: &mut Diagnostics) -> Option<AdminConfig> {
+    let admin = raw.get_ref();
+    let listen = admin.listen.as_ref().map_or_else(
+        || DEFAULT_ADMIN_LISTEN.parse().expect("a socket address"),
+        |l| *l.get_ref(),
+    );
+    let token = match &admin.token_file {
+        None => None,
+        Some(file) => {
+            let path = base.join(file.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+                Ok(_) => {
+                    diags.error(
+                        file.span(),
+                        format!("admin token_file {} is empty", path.display()),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    diags.error(file.span(), format!("admin token_file {}: {e}", path.display()));
+                    return None;
+                }
+            }
+        }
+    };
+    if !listen.ip().is_loopback() && token.is_none() {
+        let span = admin.listen.as_ref().map_or(raw.span(), |l| l.span());
+        diags.error(
+            span,
+            format!(
+                "admin listen {listen} is not a loopback address: set token_file too, or every \
+                 domain's state is open to the network"
+            ),
+        );
+        return None;
+    }
+    Some(AdminConfig { listen, token })
 }
 
 fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostics) -> Vec<Name> {

@@ -34,11 +34,13 @@
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod flatten;
+pub mod metrics;
 pub mod names;
 pub mod os;
 pub mod policy;

@@ -12,9 +12,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::dns::stats::QueryStats;
 use crate::dns::udp::UdpWorkers;
 use crate::dns::{self, listen};
+use crate::metrics;
 use crate::published::Published;
 use crate::refresh::BoardCell;
 use crate::refresh::{Flattener, Settings};
@@ -27,6 +30,8 @@ use crate::upstream::Upstream;
 pub struct Running {
     /// The bound addresses (with the real port when the config said port 0).
     pub addrs: Vec<SocketAddr>,
+    /// The admin server's address, when `[admin]` is configured.
+    pub admin: Option<SocketAddr>,
     pub snapshot: Arc<SnapshotCell>,
     /// Sends reload triggers (SIGHUP does the same).
     pub reload: Sender<Trigger>,
@@ -67,73 +72,56 @@ impl Running {
 }
 
 /// Binds every `listen` address (UDP and TCP; one UDP socket per core with
-/// SO_REUSEPORT), loads the policies and the persisted flattened results into the first
-/// snapshot, and only then starts reading the sockets: a query that arrives meanwhile
-/// waits in the kernel's queue and is answered from the whole snapshot, never REFUSED
-/// or answered with a record as written where a flattened one was kept.
+/// SO_REUSEPORT) and the admin address, loads the policies and the persisted flattened
+/// results into the first snapshot, and only then starts reading the DNS sockets: a
+/// query that arrives meanwhile waits in the kernel's queue and is answered from the
+/// whole snapshot, never REFUSED or answered with a record as written where a
+/// flattened one was kept. `/readyz` says 503 until then.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut addrs = Vec::new();
-    let mut udp_sockets = Vec::new();
-    let mut listeners = Vec::new();
-    for addr in &config.listen {
-        let (udp, listener) =
-            listen::bind_all(*addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
-        addrs.push(udp[0].local_addr()?);
-        udp_sockets.extend(udp);
-        listeners.push(listener);
-    }
-    info!(addrs = ?addrs, "listening; loading policies before answering");
-    // Chains flattened before a restart are served at once, whatever upstream does.
+    let bound = bind_dns(config)?;
+    let stop = CancellationToken::new();
+    let ready = Ready::new();
     let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
         Published::default()
     }));
     let mut reloader = Reloader::new(config, cell.clone(), published.clone());
+    let upstream =
+        Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
+    let board = Arc::new(BoardCell::default());
+    let stats = Arc::new(QueryStats::default());
+    let admin_state = AdminState {
+        snapshot: cell.clone(),
+        board: board.clone(),
+        published: published.clone(),
+        problems: reloader.problems(),
+        ready: ready.subscribe(),
+        metrics: metrics_renderer(&cell, &board, &upstream, reloader.counters(), &stats),
+    };
+    let admin = start_admin(config, admin_state, stop.clone()).await?;
+    info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");
     let initial = reloader.reload();
     reload::log_report(&initial);
+    ready.set();
     let policies = reloader.subscribe();
     let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
-    let ready = Ready::new();
-    ready.set();
-    let stop = CancellationToken::new();
-    let mut tcp = JoinSet::new();
-    for listener in listeners {
-        tcp.spawn(dns::tcp::serve(listener, cell.clone(), config.tcp, stop.clone()));
-    }
-    let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
-    let upstream =
-        Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
-    let settings = Settings::new(&config.upstream, &config.state_dir);
-    let flattened = reload_tx.clone();
-    let on_publish = Box::new(move || {
-        let _ = flattened.send(Trigger::Flattened);
-    });
-    let flattener = Flattener::new(upstream, published.clone(), settings, on_publish);
-    let stop_flattening = flattener.shutdown_token();
-    let board = flattener.board();
-    let flattened = flattener.ready();
-    // Expansion is background work: its own thread and runtime, at the reload thread's
-    // low priority, so that a burst of it never competes with queries (UDP workers and
-    // TCP on the main runtime).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the flattening runtime")?;
-    let flatten = ServiceHandle::spawn(
-        "flatten",
-        move || stop_flattening.cancel(),
-        move || {
-            crate::os::lower_thread_priority();
-            runtime.block_on(flattener.run(policies));
-        },
+    let addrs = bound.addrs.clone();
+    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats)?;
+    let flattener = Flattener::new(
+        upstream,
+        published.clone(),
+        Settings::new(&config.upstream, &config.state_dir),
+        notify_reload(reload_tx.clone()),
     )
-    .context("cannot start the flattening thread")?;
+    .with_board(board.clone());
+    let flattened = flattener.ready();
+    let flatten = spawn_flattener(flattener, policies)?;
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
+        admin,
         snapshot: cell,
         reload: reload_tx,
         initial,
@@ -147,6 +135,118 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         board,
         flattened,
     })
+}
+
+/// The DNS sockets, bound but not read yet.
+struct Bound {
+    addrs: Vec<SocketAddr>,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<tokio::net::TcpListener>,
+}
+
+fn bind_dns(config: &Config) -> anyhow::Result<Bound> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut bound = Bound {
+        addrs: Vec::new(),
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for addr in &config.listen {
+        let (udp, listener) =
+            listen::bind_all(*addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
+        bound.addrs.push(udp[0].local_addr()?);
+        bound.udp.extend(udp);
+        bound.tcp.push(listener);
+    }
+    Ok(bound)
+}
+
+/// Starts reading the DNS sockets: TCP servers on the runtime, UDP worker threads.
+fn serve_dns(
+    bound: Bound,
+    cell: &Arc<SnapshotCell>,
+    config: &Config,
+    stop: &CancellationToken,
+    stats: &QueryStats,
+) -> anyhow::Result<(JoinSet<()>, UdpWorkers)> {
+    let mut tcp = JoinSet::new();
+    for listener in bound.tcp {
+        tcp.spawn(dns::tcp::serve(
+            listener,
+            cell.clone(),
+            config.tcp,
+            stop.clone(),
+            stats.block(),
+        ));
+    }
+    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), stats).context("cannot start the UDP workers")?;
+    Ok((tcp, udp))
+}
+
+/// The admin HTTP server, when `[admin]` is configured: its address.
+async fn start_admin(
+    config: &Config,
+    state: AdminState,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    let listener = admin::bind(admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the admin server", admin.listen))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(admin::serve(listener, state, admin.token.clone(), stop));
+    Ok(Some(addr))
+}
+
+fn metrics_renderer(
+    cell: &Arc<SnapshotCell>,
+    board: &Arc<BoardCell>,
+    upstream: &Upstream,
+    counters: Arc<crate::metrics::Counters>,
+    stats: &Arc<QueryStats>,
+) -> Arc<dyn Fn() -> String + Send + Sync> {
+    let stats = stats.clone();
+    let sources = metrics::Sources {
+        snapshot: cell.clone(),
+        board: board.clone(),
+        upstream: upstream.counts(),
+        counters,
+        queries: Arc::new(move || stats.sum()),
+    };
+    Arc::new(move || metrics::render(&sources))
+}
+
+/// Tells the reload service that published results changed.
+fn notify_reload(reload: Sender<Trigger>) -> crate::refresh::OnPublish {
+    Box::new(move || {
+        let _ = reload.send(Trigger::Flattened);
+    })
+}
+
+/// Expansion is background work: its own thread and runtime, at the reload thread's
+/// low priority, so that a burst of it never competes with queries (UDP workers and
+/// TCP on the main runtime).
+fn spawn_flattener(
+    flattener: Flattener<crate::upstream::ResolverSource>,
+    policies: tokio::sync::watch::Receiver<Vec<Arc<crate::policy::ValidPolicy>>>,
+) -> anyhow::Result<ServiceHandle> {
+    let stop = flattener.shutdown_token();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the flattening runtime")?;
+    let handle = ServiceHandle::spawn(
+        "flatten",
+        move || stop.cancel(),
+        move || {
+            crate::os::lower_thread_priority();
+            runtime.block_on(flattener.run(policies));
+        },
+    )
+    .context("cannot start the flattening thread")?;
+    Ok(handle)
 }
 
 /// `spfd serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the policies.

@@ -8,6 +8,7 @@ pub mod answer;
 pub mod handler;
 pub mod listen;
 pub mod mmsg;
+pub mod stats;
 pub mod tcp;
 pub mod udp;
 pub mod wire;

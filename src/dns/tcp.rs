@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::handler::respond_general;
+use super::stats::{Block, Proto};
 use crate::snapshot::SnapshotCell;
 
 /// Limits of the TCP server.
@@ -41,6 +42,7 @@ pub async fn serve(
     cell: Arc<SnapshotCell>,
     limits: TcpLimits,
     stop: CancellationToken,
+    counts: Arc<Block>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -59,10 +61,10 @@ pub async fn serve(
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let (cell, active, stop) = (cell.clone(), active.clone(), stop.clone());
+        let (cell, active, stop, counts) = (cell.clone(), active.clone(), stop.clone(), counts.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = connection(stream, src, &cell, limits.idle_timeout) => {}
+                _ = connection(stream, src, &cell, limits.idle_timeout, &counts) => {}
                 _ = stop.cancelled() => {}
             }
             active.fetch_sub(1, Ordering::Relaxed);
@@ -70,7 +72,13 @@ pub async fn serve(
     }
 }
 
-async fn connection(mut stream: TcpStream, src: SocketAddr, cell: &SnapshotCell, idle: Duration) {
+async fn connection(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    cell: &SnapshotCell,
+    idle: Duration,
+    counts: &Block,
+) {
     let _ = stream.set_nodelay(true);
     let mut message = Vec::new();
     loop {
@@ -86,7 +94,9 @@ async fn connection(mut stream: TcpStream, src: SocketAddr, cell: &SnapshotCell,
         ) {
             return;
         }
-        let Some(response) = respond_general(&cell.load(), &message, src, Protocol::Tcp) else {
+        let response = respond_general(&cell.load(), &message, src, Protocol::Tcp);
+        counts.count(Proto::Tcp, &message, response.as_deref().unwrap_or_default());
+        let Some(response) = response else {
             continue;
         };
         let mut framed = Vec::with_capacity(response.len() + 2);

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::handler::respond_general;
 use super::mmsg::Batch;
+use super::stats::{Block, Proto, QueryStats};
 use super::wire::{self, Outcome};
 use crate::snapshot::{Snapshot, SnapshotCell};
 
@@ -28,15 +29,19 @@ pub struct UdpWorkers {
 }
 
 impl UdpWorkers {
-    pub fn spawn(sockets: Vec<UdpSocket>, cell: Arc<SnapshotCell>) -> io::Result<UdpWorkers> {
+    pub fn spawn(
+        sockets: Vec<UdpSocket>,
+        cell: Arc<SnapshotCell>,
+        stats: &QueryStats,
+    ) -> io::Result<UdpWorkers> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(STOP_POLL))?;
-            let (cell, stop) = (cell.clone(), stop.clone());
+            let (cell, stop, counts) = (cell.clone(), stop.clone(), stats.block());
             let thread = std::thread::Builder::new()
                 .name(format!("spfd-udp-{i}"))
-                .spawn(move || serve(&socket, &cell, &stop))?;
+                .spawn(move || serve(&socket, &cell, &stop, &counts))?;
             threads.push(thread);
         }
         Ok(UdpWorkers { stop, threads })
@@ -51,7 +56,7 @@ impl UdpWorkers {
     }
 }
 
-fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool) {
+fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool, counts: &Block) {
     let mut batch = Batch::default();
     while !stop.load(Ordering::Relaxed) {
         match batch.receive(socket) {
@@ -70,6 +75,7 @@ fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool) {
             answer.clear();
             if let Some((request, src)) = batch.query(i) {
                 respond(&snapshot, request, src, &mut answer);
+                counts.count(Proto::Udp, request, &answer);
             }
             batch.answers[i] = answer;
         }

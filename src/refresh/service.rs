@@ -213,6 +213,12 @@ impl<S: Source> Flattener<S> {
         self.ready.subscribe()
     }
 
+    /// Writes its status board into `board` (shared with readers made before it).
+    pub fn with_board(mut self, board: Arc<BoardCell>) -> Self {
+        self.board = board;
+        self
+    }
+
     /// The status board, swapped after every round that changed a status.
     pub fn board(&self) -> Arc<BoardCell> {
         self.board.clone()

@@ -13,11 +13,16 @@ use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 use tracing::{error, info, warn};
 
+use crate::admin::Problems;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
+use crate::metrics::Counters;
 use crate::policy::ValidPolicy;
 use crate::published::Published;
 use crate::service::ServiceHandle;
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 mod files;
 
@@ -74,6 +79,8 @@ pub struct Reloader {
     /// The last reload failed half-way: the next one reads every file, whatever
     /// triggered it.
     read_all_next: bool,
+    problems: Arc<ArcSwap<Problems>>,
+    counters: Arc<Counters>,
 }
 
 impl Reloader {
@@ -100,6 +107,8 @@ impl Reloader {
             persist: true,
             retired: None,
             read_all_next: false,
+            problems: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -150,9 +159,11 @@ impl Reloader {
             Scope::Nothing => Vec::new(),
         };
         let files_changed = !file_changes.is_empty();
+        let read: Vec<PathBuf> = file_changes.iter().map(|c| c.path.clone()).collect();
         let changes = self.with_republished(file_changes);
         let current = self.cell.load_full();
         let builder = self.stage(&current, changes, &mut report.diagnostics);
+        self.note_problems(&read, &report.diagnostics);
         if files_changed {
             self.announce_served();
         }
@@ -182,6 +193,38 @@ impl Reloader {
         }
         self.release_retired(summary.added.len() + summary.changed.len() + summary.removed.len());
         report
+    }
+
+    /// The current errors of each file, for the status page: a file with errors in
+    /// this reload has those; a file whose new version was taken (or that is gone)
+    /// has none.
+    fn note_problems(&mut self, read: &[PathBuf], diags: &[Diagnostic]) {
+        let mut problems = (**self.problems.load()).clone();
+        let mut errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for d in diags.iter().filter(|d| d.severity == Severity::Error) {
+            errors.entry(d.path.clone()).or_default().push(d.to_string());
+        }
+        let count = errors.values().map(Vec::len).sum::<usize>() as u64;
+        self.counters.reload_errors.fetch_add(count, Ordering::Relaxed);
+        let cleared = read.iter().filter(|p| !errors.contains_key(*p)).count();
+        if errors.is_empty() && cleared == 0 {
+            return;
+        }
+        for path in read {
+            problems.remove(path);
+        }
+        problems.extend(errors);
+        self.problems.store(Arc::new(problems));
+    }
+
+    /// Current errors of policy files, by file (for the admin server).
+    pub fn problems(&self) -> Arc<ArcSwap<Problems>> {
+        self.problems.clone()
+    }
+
+    /// Counters for metrics.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     /// The file changes plus the files of domains whose published expansion changed

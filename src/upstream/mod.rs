@@ -112,6 +112,30 @@ fn classify(e: &NetError) -> Cached {
 pub struct Upstream<S: Source = ResolverSource> {
     source: Arc<S>,
     cache: Cache,
+    /// Answers from the source (not the cache), by result, for metrics.
+    counts: Arc<UpstreamCounts>,
+}
+
+/// Queries sent upstream, by result.
+#[derive(Debug, Default)]
+pub struct UpstreamCounts {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub nxdomain: std::sync::atomic::AtomicU64,
+    pub nodata: std::sync::atomic::AtomicU64,
+    /// Timeouts, SERVFAIL, REFUSED and other failures.
+    pub error: std::sync::atomic::AtomicU64,
+}
+
+impl UpstreamCounts {
+    fn count(&self, answer: &Cached) {
+        let counter = match answer.result() {
+            Ok(_) => &self.ok,
+            Err(LookupError::NxDomain) => &self.nxdomain,
+            Err(LookupError::NoData) => &self.nodata,
+            Err(LookupError::Temporary(_)) => &self.error,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Upstream<ResolverSource> {
@@ -125,7 +149,13 @@ impl<S: Source> Upstream<S> {
         Upstream {
             source: Arc::new(source),
             cache: Cache::default(),
+            counts: Arc::default(),
         }
+    }
+
+    /// Queries sent upstream so far, by result.
+    pub fn counts(&self) -> Arc<UpstreamCounts> {
+        self.counts.clone()
     }
 
     /// The answer for a name and type: from the cache while its TTL runs, else asked
@@ -133,9 +163,14 @@ impl<S: Source> Upstream<S> {
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Arc<Cached> {
         let key = CacheKey::new(name, rtype);
         let source = self.source.clone();
+        let counts = self.counts.clone();
         let owned = key.name.clone();
         self.cache
-            .get_or_fetch(key, move || async move { source.query(&owned, rtype).await })
+            .get_or_fetch(key, move || async move {
+                let answer = source.query(&owned, rtype).await;
+                counts.count(&answer);
+                answer
+            })
             .await
     }
 

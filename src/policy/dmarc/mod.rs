@@ -82,6 +82,11 @@ pub struct DmarcRecord {
 }
 
 impl DmarcRecord {
+    /// The policy for the domain (`none`, `quarantine` or `reject`).
+    pub fn p(&self) -> &str {
+        &self.p
+    }
+
     /// The record text: `v=DMARC1; p=...` then the tags that were set, in a fixed order.
     pub fn txt(&self) -> String {
         let mut tags = vec!["v=DMARC1".to_string(), format!("p={}", self.p)];

@@ -1,0 +1,108 @@
+//! The admin HTTP server (`[admin]`, off by default): health and readiness for
+//! orchestrators, `/status` as JSON and `/` as a page for people, and `/metrics` for
+//! Prometheus. It reads the same immutable snapshot and status board as everything
+//! else, so nothing it does touches the query path. Loopback only unless a bearer
+//! token is set (the config refuses anything else).
+
+mod auth;
+mod page;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::published::Published;
+use crate::refresh::BoardCell;
+use crate::service::ReadyWatch;
+use crate::snapshot::SnapshotCell;
+
+pub use view::{FileProblem, PolicyView, Problems, StatusView};
+
+/// Everything the admin server reads; all of it is shared, none of it locked on the
+/// query path.
+#[derive(Clone)]
+pub struct AdminState {
+    pub snapshot: Arc<SnapshotCell>,
+    pub board: Arc<BoardCell>,
+    pub published: Arc<Published>,
+    /// Current errors of policy files, by file (from the reload service).
+    pub problems: Arc<ArcSwap<Problems>>,
+    pub ready: ReadyWatch,
+    /// Prometheus text, rendered on scrape.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// Serves the admin routes on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, state: AdminState, token: Option<String>, stop: CancellationToken) {
+    let router = router(state, token);
+    let shutdown = async move { stop.cancelled().await };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("the admin server stopped: {e}");
+    }
+}
+
+/// Binds the admin address (port 0 picks one, for tests).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+fn router(state: AdminState, token: Option<String>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .route("/domain/{domain}", get(domain_page))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            auth::require_token,
+        ))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.ready.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading\n").into_response()
+    }
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    axum::Json(StatusView::build(&state, view::now())).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let body = (state.metrics)();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn index(State(state): State<AdminState>) -> Html<String> {
+    Html(page::index(&StatusView::build(&state, view::now())))
+}
+
+async fn domain_page(State(state): State<AdminState>, Path(domain): Path<String>) -> Response {
+    let view = StatusView::build(&state, view::now());
+    let wanted = domain.trim_end_matches('.').to_ascii_lowercase();
+    match view.policies.iter().find(|p| p.domain == wanted) {
+        Some(policy) => Html(page::domain(policy, &view)).into_response(),
+        None => (StatusCode::NOT_FOUND, Html(page::not_found(&wanted))).into_response(),
+    }
+}

@@ -1,0 +1,147 @@
+//! Prometheus metrics (text format on the admin server's `/metrics`), named as CoreDNS
+//! and NSD exporters name theirs. Everything is read at scrape time from what the
+//! services already keep (the snapshot, the status board, counters), so counting adds
+//! nothing to the query path but the per-worker counters the DNS code keeps itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
+use crate::dns::stats::QueryCounts;
+use crate::refresh::{BoardCell, State};
+use crate::snapshot::SnapshotCell;
+use crate::upstream::UpstreamCounts;
+
+/// Queries received, by `proto` (udp, tcp) and `qtype`.
+pub const DNS_REQUESTS: &str = "spfd_dns_requests";
+/// Responses sent, by `rcode`.
+pub const DNS_RESPONSES: &str = "spfd_dns_responses";
+/// The generation of the snapshot in service.
+pub const SNAPSHOT_GENERATION: &str = "spfd_snapshot_generation";
+/// Snapshot swaps since start.
+pub const SNAPSHOT_SWAPS: &str = "spfd_snapshot_swaps";
+/// Flattened policies by `state` (ok, stale, error).
+pub const POLICIES: &str = "spfd_policies";
+/// DNS lookups receivers spend on a domain's published record, by `domain`.
+pub const FLATTEN_LOOKUPS: &str = "spfd_flatten_lookups";
+/// When a domain's expansion last succeeded (Unix time), by `domain`.
+pub const FLATTEN_LAST_SUCCESS: &str = "spfd_flatten_last_success_timestamp_seconds";
+/// Queries sent upstream, by `result` (ok, nxdomain, nodata, error).
+pub const UPSTREAM_QUERIES: &str = "spfd_upstream_queries";
+/// Policy file errors found by reloads.
+pub const RELOAD_ERRORS: &str = "spfd_reload_errors";
+
+/// Counters the services keep, shared with the scrape.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub reload_errors: AtomicU64,
+}
+
+/// The sources a scrape reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub snapshot: Arc<SnapshotCell>,
+    pub board: Arc<BoardCell>,
+    pub upstream: Arc<UpstreamCounts>,
+    pub counters: Arc<Counters>,
+    /// Query counts by (proto, qtype) and by rcode, summed over the workers.
+    pub queries: Arc<dyn Fn() -> QueryCounts + Send + Sync>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The whole text exposition.
+pub fn render(sources: &Sources) -> String {
+    let mut registry = Registry::default();
+    let snapshot = sources.snapshot.load();
+    registry.register(
+        SNAPSHOT_GENERATION,
+        "generation of the snapshot in service",
+        ConstGauge::new(snapshot.generation as i64),
+    );
+    registry.register(
+        SNAPSHOT_SWAPS,
+        "snapshot swaps since start",
+        ConstCounter::new(snapshot.generation.saturating_sub(1)),
+    );
+    register_policies(&mut registry, sources);
+    register_upstream(&mut registry, &sources.upstream);
+    let reload_errors = sources.counters.reload_errors.load(Ordering::Relaxed);
+    registry.register(
+        RELOAD_ERRORS,
+        "policy file errors found by reloads",
+        ConstCounter::new(reload_errors),
+    );
+    register_queries(&mut registry, &(sources.queries)());
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+fn register_policies(registry: &mut Registry, sources: &Sources) {
+    let board = sources.board.load();
+    let states: Family<Labels, Gauge> = Family::default();
+    for state in [State::Ok, State::Stale, State::Error] {
+        states
+            .get_or_create(&vec![("state", state.as_str().to_string())])
+            .set(0);
+    }
+    let lookups: Family<Labels, Gauge> = Family::default();
+    let success: Family<Labels, Gauge> = Family::default();
+    for (domain, status) in &board.policies {
+        states
+            .get_or_create(&vec![("state", status.state.as_str().to_string())])
+            .inc();
+        let label = vec![("domain", domain.trim_end_matches('.').to_string())];
+        if let Some(n) = status.lookups {
+            lookups.get_or_create(&label).set(n as i64);
+        }
+        if status.state != State::Error {
+            success.get_or_create(&label).set(status.last_expansion as i64);
+        }
+    }
+    registry.register(POLICIES, "flattened policies by state", states);
+    registry.register(
+        FLATTEN_LOOKUPS,
+        "DNS lookups receivers spend on the published record",
+        lookups,
+    );
+    registry.register(FLATTEN_LAST_SUCCESS, "when the expansion last succeeded", success);
+}
+
+fn register_upstream(registry: &mut Registry, counts: &UpstreamCounts) {
+    let family: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    for (result, counter) in [
+        ("ok", &counts.ok),
+        ("nxdomain", &counts.nxdomain),
+        ("nodata", &counts.nodata),
+        ("error", &counts.error),
+    ] {
+        family
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc_by(counter.load(Ordering::Relaxed));
+    }
+    registry.register(UPSTREAM_QUERIES, "queries sent upstream by result", family);
+}
+
+fn register_queries(registry: &mut Registry, counts: &QueryCounts) {
+    let requests: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    for ((proto, qtype), n) in &counts.requests {
+        requests
+            .get_or_create(&vec![("proto", proto.to_string()), ("qtype", qtype.clone())])
+            .inc_by(*n);
+    }
+    let responses: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    for (rcode, n) in &counts.responses {
+        responses
+            .get_or_create(&vec![("rcode", rcode.clone())])
+            .inc_by(*n);
+    }
+    registry.register(DNS_REQUESTS, "DNS queries received", requests);
+    registry.register(DNS_RESPONSES, "DNS responses sent by rcode", responses);
+}
