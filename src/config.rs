@@ -25,6 +25,17 @@ struct RawConfig {
     policies: RawPolicies,
     #[serde(default)]
     admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    alerts: Option<RawAlerts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    #[serde(default)]
+    webhook: Option<Spanned<String>>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +111,8 @@ pub struct Config {
     pub tcp: crate::dns::tcp::TcpLimits,
     /// The admin HTTP server (metrics, health, status page); off when `None`.
     pub admin: Option<AdminConfig>,
+    /// Where alerts go; off when `None`.
+    pub alerts: Option<crate::alerts::AlertConfig>,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -168,6 +181,7 @@ impl Config {
         }
         let tcp = parse_tcp(&raw.server, &mut diags);
         let admin = raw.admin.as_ref().and_then(|a| parse_admin(a, base, &mut diags));
+        let alerts = raw.alerts.as_ref().and_then(|a| parse_alerts(a, &mut diags));
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -194,6 +208,7 @@ impl Config {
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,
             admin,
+            alerts,
         })
     }
 }
@@ -261,6 +276,38 @@ fn parse_admin(raw: &Spanned<RawAdmin>, base: &Path, diags: &mut Diagnostics) ->
         return None;
     }
     Some(AdminConfig { listen, token })
+}
+
+/// `[alerts]`: an http(s) webhook and/or a command (program and arguments).
+fn parse_alerts(raw: &RawAlerts, diags: &mut Diagnostics) -> Option<crate::alerts::AlertConfig> {
+    if let Some(url) = &raw.webhook
+        && !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://"))
+    {
+        diags.error(
+            url.span(),
+            format!(
+                "alerts webhook {:?} must be an http:// or https:// URL",
+                url.get_ref()
+            ),
+        );
+        return None;
+    }
+    if let Some(command) = &raw.command
+        && command.get_ref().is_empty()
+    {
+        diags.error(
+            command.span(),
+            "alerts command is empty: give the program and its arguments, e.g. [\"/usr/local/bin/notify\"]",
+        );
+        return None;
+    }
+    if raw.webhook.is_none() && raw.command.is_none() {
+        return None;
+    }
+    Some(crate::alerts::AlertConfig {
+        webhook: raw.webhook.as_ref().map(|w| w.get_ref().clone()),
+        command: raw.command.as_ref().map(|c| c.get_ref().clone()),
+    })
 }
 
 fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostics) -> Vec<Name> {

@@ -35,6 +35,7 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod admin;
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod diag;

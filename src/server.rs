@@ -45,6 +45,8 @@ pub struct Running {
     udp: Option<UdpWorkers>,
     reload_service: Option<ServiceHandle>,
     flatten: Option<ServiceHandle>,
+    /// Delivers alerts; stopped last, once nothing can send more.
+    alert_service: Option<ServiceHandle>,
     /// Ready once the first snapshot is served (before `start` returns).
     pub ready: ReadyWatch,
     /// Every flattened policy's status (state, lookups, changes, held ranges, error).
@@ -61,6 +63,9 @@ impl Running {
         }
         if let Some(reload) = self.reload_service.take() {
             let _ = tokio::task::spawn_blocking(move || reload.stop_and_join()).await;
+        }
+        if let Some(alerts) = self.alert_service.take() {
+            let _ = tokio::task::spawn_blocking(move || alerts.stop_and_join()).await;
         }
         if let Some(udp) = self.udp.take() {
             let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
@@ -87,6 +92,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Published::default()
     }));
     let mut reloader = Reloader::new(config, cell.clone(), published.clone());
+    let (alerts, alert_service) = match &config.alerts {
+        Some(alert_config) => {
+            let (alerts, service) = crate::alerts::start(alert_config).context("cannot start alerts")?;
+            (alerts, Some(service))
+        }
+        None => (crate::alerts::Alerts::default(), None),
+    };
+    reloader.set_alerts(alerts.clone());
     let upstream =
         Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
     let board = Arc::new(BoardCell::default());
@@ -115,7 +128,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Settings::new(&config.upstream, &config.state_dir),
         notify_reload(reload_tx.clone()),
     )
-    .with_board(board.clone());
+    .with_board(board.clone())
+    .with_alerts(alerts);
     let flattened = flattener.ready();
     let flatten = spawn_flattener(flattener, policies)?;
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
@@ -131,6 +145,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         udp: Some(udp),
         reload_service: Some(reload_service),
         flatten: Some(flatten),
+        alert_service,
         ready: ready.subscribe(),
         board,
         flattened,

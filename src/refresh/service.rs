@@ -213,6 +213,13 @@ impl<S: Source> Flattener<S> {
         self.ready.subscribe()
     }
 
+    /// Sends alerts for status changes (failures, staleness, provider changes, records
+    /// near the lookup limit).
+    pub fn with_alerts(mut self, alerts: crate::alerts::Alerts) -> Self {
+        self.board_writer.alerts = alerts;
+        self
+    }
+
     /// Writes its status board into `board` (shared with readers made before it).
     pub fn with_board(mut self, board: Arc<BoardCell>) -> Self {
         self.board = board;

@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use serde_json::json;
+
+use crate::alerts::{Alerts, Event};
 
 /// How a policy's expansion stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,7 +89,12 @@ const CHANGES_KEPT: usize = 10;
 pub(super) struct BoardWriter {
     pending: HashMap<String, Option<PolicyStatus>>,
     changes: HashMap<String, VecDeque<UpstreamChange>>,
+    /// Told of every status change an owner must hear about.
+    pub alerts: Alerts,
 }
+
+/// Lookups from which a record is reported as near the limit of 10.
+pub const NEAR_LIMIT: usize = 9;
 
 impl BoardWriter {
     pub fn set(&mut self, status: PolicyStatus) {
@@ -127,6 +135,9 @@ impl BoardWriter {
         for (domain, status) in self.pending.drain() {
             match status {
                 Some(s) if policies.get(&domain).is_none_or(|old| **old != s) => {
+                    if self.alerts.is_on() {
+                        alert(&self.alerts, policies.get(&domain).map(|o| o.as_ref()), &s);
+                    }
                     policies.insert(domain, Arc::new(s));
                     changed = true;
                 }
@@ -137,5 +148,53 @@ impl BoardWriter {
         if changed {
             cell.store(Arc::new(StatusBoard { policies }));
         }
+    }
+}
+
+/// The events a status change calls for: the state turning to error or stale, the
+/// record nearing the lookup limit, and upstream changes not seen before.
+fn alert(alerts: &Alerts, old: Option<&PolicyStatus>, new: &PolicyStatus) {
+    let event = |event: &'static str, message: String, detail: serde_json::Value| Event {
+        event,
+        at: new.last_expansion,
+        domain: Some(new.domain.trim_end_matches('.').to_string()),
+        message,
+        detail,
+    };
+    let was = old.map(|o| o.state);
+    let error = new.error.clone().unwrap_or_default();
+    match new.state {
+        State::Error if was != Some(State::Error) => {
+            alerts.send(event("expansion_failed", error, json!({ "mode": new.mode })));
+        }
+        State::Stale if was != Some(State::Stale) => alerts.send(event("stale", error, json!({}))),
+        _ => {}
+    }
+    let near = |s: Option<&PolicyStatus>| s.and_then(|s| s.lookups).is_some_and(|n| n >= NEAR_LIMIT);
+    if near(Some(new)) && !near(old) {
+        let n = new.lookups.unwrap_or_default();
+        let message = format!("the published record costs receivers {n} of 10 DNS lookups");
+        alerts.send(event("near_lookup_limit", message, json!({ "lookups": n })));
+    }
+    // A policy's first status has no earlier one to compare with: changes it lists
+    // were seen before it existed.
+    let Some(old) = old else { return };
+    let newest_seen = old.changes.first().map_or(0, |c| c.at);
+    let record_changed = new.last_change != old.last_change;
+    for change in new.changes.iter().filter(|c| c.at > newest_seen) {
+        let message = format!(
+            "{} changed: added {}, removed {}",
+            change.term,
+            change.added.join(" "),
+            change.removed.join(" ")
+        );
+        let detail = json!({
+            "term": change.term,
+            "added": change.added,
+            "removed": change.removed,
+            "record_changed": record_changed,
+            "held": new.held.iter().filter(|h| h.term == change.term).collect::<Vec<_>>(),
+        });
+        alerts.send(event("provider_change", message, detail));
     }
 }

@@ -14,6 +14,7 @@ use notify_debouncer_full::new_debouncer;
 use tracing::{error, info, warn};
 
 use crate::admin::Problems;
+use crate::alerts::{Alerts, Event};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
 use crate::metrics::Counters;
@@ -81,6 +82,7 @@ pub struct Reloader {
     read_all_next: bool,
     problems: Arc<ArcSwap<Problems>>,
     counters: Arc<Counters>,
+    alerts: Alerts,
 }
 
 impl Reloader {
@@ -109,6 +111,7 @@ impl Reloader {
             read_all_next: false,
             problems: Arc::default(),
             counters: Arc::default(),
+            alerts: Alerts::default(),
         }
     }
 
@@ -213,6 +216,11 @@ impl Reloader {
         for path in read {
             problems.remove(path);
         }
+        for (path, errors) in &errors {
+            if problems.get(path) != Some(errors) {
+                self.alerts.send(reload_error(path, errors));
+            }
+        }
         problems.extend(errors);
         self.problems.store(Arc::new(problems));
     }
@@ -220,6 +228,11 @@ impl Reloader {
     /// Current errors of policy files, by file (for the admin server).
     pub fn problems(&self) -> Arc<ArcSwap<Problems>> {
         self.problems.clone()
+    }
+
+    /// Sends an alert for every new error in a policy file.
+    pub fn set_alerts(&mut self, alerts: Alerts) {
+        self.alerts = alerts;
     }
 
     /// Counters for metrics.
@@ -345,6 +358,16 @@ fn served_answer<'s>(
         return None;
     }
     zone.spf_answer.as_ref()
+}
+
+fn reload_error(path: &Path, errors: &[String]) -> Event {
+    Event {
+        event: "reload_error",
+        at: unix_now(),
+        domain: None,
+        message: format!("{} has errors; its previous version stays served", path.display()),
+        detail: serde_json::json!({ "file": path.display().to_string(), "errors": errors }),
+    }
 }
 
 fn unix_now() -> u64 {
