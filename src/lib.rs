@@ -41,6 +41,7 @@ pub mod os;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod reports;
 pub mod server;
 pub mod snapshot;
 pub mod spf;

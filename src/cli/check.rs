@@ -25,8 +25,14 @@ pub fn check(config_path: &Path) -> (String, bool) {
     }
     let mut zones: Vec<_> = snapshot.zones.values().collect();
     zones.sort_by(|a, b| a.policy.path.cmp(&b.policy.path));
-    for zone in zones {
+    for zone in &zones {
         let _ = writeln!(out, "{}", summary(&zone.policy));
+    }
+    for zone in &zones {
+        let dns = crate::reports::spf_view::NoDns;
+        if let Some(line) = super::reports::check_line(&config, &zone.policy, &snapshot, &dns) {
+            let _ = writeln!(out, "reports: {line}");
+        }
     }
     let errors = report.errors().count();
     let warnings = report.diagnostics.len() - errors;
