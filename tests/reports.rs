@@ -19,7 +19,9 @@ use serde_json::Value;
 use upstream::Upstream;
 
 const SHOP: &str = "domain = \"shop.test\"\n[spf]\nrecord = \"v=spf1 ip4:203.0.113.200/30 mx:customer.test include:_spf.provider-a.test ~all\"\n\
-                    [dmarc]\np = \"none\"\nrua = [\"mailto:dmarc@shop.test\"]\n";
+                    [dmarc]\np = \"none\"\nrua = [\"mailto:dmarc@shop.test\", \"mailto:agg@reports.test\", \"mailto:x@ext.example\"]\n";
+/// Reports of several domains go to one mailbox at a domain whose zone spfd serves.
+const REPORTS_HOST: &str = "domain = \"reports.test\"\nzone = \"reports.test\"\n";
 const OTHER: &str = "domain = \"other.test\"\n[spf]\nrecord = \"v=spf1 include:spf.provider-b.test -all\"\n";
 
 fn sender(ip: &'static str, base: u64, dkim: bool, spf: bool, envelope: &'static str) -> Sender {
@@ -106,6 +108,7 @@ fn setup(dir: &Path, world: &Upstream) {
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/shop.toml"), SHOP).unwrap();
     std::fs::write(dir.join("policies/other.toml"), OTHER).unwrap();
+    std::fs::write(dir.join("policies/reports.toml"), REPORTS_HOST).unwrap();
     let config = format!(
         "{}{}[reports]\nmax_report_bytes = 1048576\n",
         config_text(),

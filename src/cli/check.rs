@@ -28,6 +28,7 @@ pub fn check(config_path: &Path) -> (String, bool) {
     for zone in &zones {
         let _ = writeln!(out, "{}", summary(&zone.policy));
     }
+    report_authorisations(&zones, &mut out);
     for zone in &zones {
         let dns = crate::reports::spf_view::NoDns;
         if let Some(line) = super::reports::check_line(&config, &zone.policy, &snapshot, &dns) {
@@ -42,6 +43,29 @@ pub fn check(config_path: &Path) -> (String, bool) {
         snapshot.zone_count()
     );
     (out, errors == 0)
+}
+
+/// The `<domain>._report._dmarc.<host>` records the policies' rua destinations need.
+fn report_authorisations(zones: &[&std::sync::Arc<crate::snapshot::Zone>], out: &mut String) {
+    let auth = crate::reports::authorize::authorisations(zones.iter().map(|z| z.policy.as_ref()));
+    for s in &auth.served {
+        let _ = writeln!(
+            out,
+            "report authorisation: {} TXT \"{}\" belongs in zone {}, which spfd serves",
+            s.owner, s.text, s.zone
+        );
+    }
+    for e in &auth.external {
+        let _ = writeln!(
+            out,
+            "report authorisation: {} sends reports to {} outside the zones spfd serves: TXT \"{}\" must \
+             be published at {} there, or receivers will not send them",
+            e.policy_domain,
+            e.uri,
+            crate::reports::authorize::TEXT,
+            e.owner
+        );
+    }
 }
 
 fn summary(p: &ValidPolicy) -> String {

@@ -18,6 +18,7 @@ use crate::diag::{Diagnostics, Severity};
 /// ```text
 /// dmarc-record = "v=DMARC1" *( ";" tag )                      ; RFC 7489 6.4
 /// p, sp, np    = "none" / "quarantine" / "reject"             ; np: RFC 9989
+/// psd          = "y" / "n" / "u"                               ; RFC 9989
 /// adkim, aspf  = "r" / "s"
 /// pct          = 1*3DIGIT                                      ; 0-100, historic
 /// t            = "y" / "n"                                     ; RFC 9989
@@ -25,6 +26,7 @@ use crate::diag::{Diagnostics, Severity};
 /// dmarc-uri    = URI [ "!" 1*DIGIT [ "k" / "m" / "g" / "t" ] ]
 /// fo           = ( "0" / "1" / "d" / "s" ) *( ":" ( "0" / "1" / "d" / "s" ) )
 /// ri           = 1*32DIGIT                                     ; historic
+/// rf           = "afrf"                                        ; historic
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +48,10 @@ pub struct DmarcSection {
     fo: Option<Spanned<OneOrMany<StrOrInt>>>,
     /// Signed and wide so that 0, negatives and values above u32 get our message.
     ri: Option<Spanned<i64>>,
+    /// RFC 9989: whether the domain is a public suffix domain (y), not (n), or unknown (u).
+    psd: Option<Spanned<String>>,
+    /// The failure report format; historic (RFC 9989), only "afrf" was ever defined.
+    rf: Option<Spanned<String>>,
 }
 
 /// A checked DMARC policy; [`DmarcRecord::txt`] is the text published at `_dmarc.<domain>`.
@@ -61,7 +67,9 @@ pub struct DmarcRecord {
     pct: Option<u8>,
     t: Option<bool>,
     fo: Vec<String>,
+    rf: Option<String>,
     ri: Option<u32>,
+    psd: Option<String>,
     rua: Vec<String>,
     ruf: Vec<String>,
 }
@@ -73,6 +81,7 @@ impl DmarcRecord {
         let keywords = [
             ("sp", &self.sp),
             ("np", &self.np),
+            ("psd", &self.psd),
             ("adkim", &self.adkim),
             ("aspf", &self.aspf),
         ];
@@ -90,6 +99,9 @@ impl DmarcRecord {
         if !self.fo.is_empty() {
             tags.push(format!("fo={}", self.fo.join(":")));
         }
+        if let Some(rf) = &self.rf {
+            tags.push(format!("rf={rf}"));
+        }
         if let Some(ri) = self.ri {
             tags.push(format!("ri={ri}"));
         }
@@ -105,11 +117,18 @@ impl DmarcRecord {
     pub fn policy(&self) -> &str {
         &self.p
     }
+
+    /// The aggregate report URIs, as published (size limits included).
+    pub fn rua(&self) -> &[String] {
+        &self.rua
+    }
 }
 
 const POLICIES: &[&str] = &["none", "quarantine", "reject"];
 const ALIGNMENTS: &[&str] = &["r", "s"];
 const FO_OPTIONS: &[&str] = &["0", "1", "d", "s"];
+const PSD_VALUES: &[&str] = &["y", "n", "u"];
+const RF_VALUES: &[&str] = &["afrf"];
 
 impl DmarcSection {
     /// Checks every tag, pushing each problem found (not only the first), and
@@ -134,6 +153,13 @@ impl DmarcSection {
         let fo_span = self.fo.as_ref().map(Spanned::span);
         let fo = self.fo.map(|v| check_fo(v, diags)).unwrap_or_default();
         let ri = self.ri.as_ref().and_then(|v| check_ri(v, diags));
+        let psd = keyword("psd", self.psd.as_ref(), PSD_VALUES, diags);
+        let rf = keyword("rf", self.rf.as_ref(), RF_VALUES, diags);
+        warn_historic(
+            self.rf.as_ref().map(Spanned::span),
+            self.ri.as_ref().map(Spanned::span),
+            diags,
+        );
         let ruf_span = self.ruf.as_ref().map(Spanned::span);
         // Judged on what was written, so that a rua whose URIs are all wrong gets
         // its errors and not also "no rua".
@@ -156,7 +182,9 @@ impl DmarcSection {
             pct,
             t,
             fo,
+            rf,
             ri,
+            psd,
             rua,
             ruf,
         })
@@ -291,6 +319,23 @@ fn check_fo(value: Spanned<OneOrMany<StrOrInt>>, diags: &mut Diagnostics) -> Vec
         }
     }
     options
+}
+
+/// rf and ri are historic under RFC 9989: its receivers ignore them.
+fn warn_historic(rf: Option<Range<usize>>, ri: Option<Range<usize>>, diags: &mut Diagnostics) {
+    if let Some(span) = rf {
+        diags.warning(
+            span,
+            "dmarc rf is historic (RFC 9989): receivers ignore it and afrf is the only format; remove rf",
+        );
+    }
+    if let Some(span) = ri {
+        diags.warning(
+            span,
+            "dmarc ri is historic (RFC 9989): receivers send aggregate reports daily whatever it says; \
+             remove ri",
+        );
+    }
 }
 
 fn warn_no_rua(domain: &str, section_span: Range<usize>, diags: &mut Diagnostics) {
@@ -660,6 +705,38 @@ mod tests {
     }
 
     #[test]
+    fn psd_is_accepted_and_rf_ri_are_historic() {
+        let (record, diags) =
+            run("p = \"reject\"\npsd = \"Y\"\nrf = \"afrf\"\nri = 86400\nrua = \"mailto:d@example.com\"");
+        assert_eq!(
+            record.unwrap().txt(),
+            "v=DMARC1; p=reject; psd=y; rf=afrf; ri=86400; rua=mailto:d@example.com"
+        );
+        let warnings: Vec<String> = of(&diags, Severity::Warning)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("p.toml:4:6") && warnings[0].contains("rf is historic"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("p.toml:5:6") && warnings[1].contains("ri is historic"),
+            "{warnings:?}"
+        );
+        let (record, diags) = run("p = \"reject\"\npsd = \"maybe\"\nrf = \"iodef\"");
+        assert!(record.is_none());
+        let errors: Vec<String> = of(&diags, Severity::Error)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("psd must be one of y, n, u"), "{errors:?}");
+        assert!(errors[1].contains("rf must be one of afrf"), "{errors:?}");
+    }
+
+    #[test]
     fn policy_is_the_effective_p() {
         assert_eq!(run("p = \"Quarantine\"").0.unwrap().policy(), "quarantine");
         assert_eq!(run(RUA).0.unwrap().policy(), "none");
@@ -847,7 +924,7 @@ mod tests {
     fn unknown_keys_and_wrong_types_fail_deserialisation() {
         for text in [
             "[dmarc]\npolicy = \"reject\"\n",
-            "[dmarc]\nrf = \"afrf\"\n",
+            "[dmarc]\nrf = 1\n",
             "[dmarc]\npct = \"50\"\n",
             "[dmarc]\nt = 1\n",
             "[dmarc]\nrua = [1]\n",

@@ -14,6 +14,7 @@
 
 pub mod advisor;
 pub mod analysis;
+pub mod authorize;
 pub mod decode;
 pub mod ingest;
 pub mod model;
