@@ -36,6 +36,9 @@ pub struct Running {
     tcp: JoinSet<()>,
     udp: Option<UdpWorkers>,
     reload_thread: Option<std::thread::JoinHandle<()>>,
+    /// The DMARC report poller (when `[reports] sources` lists any), and its status.
+    reports: Option<tokio::task::JoinHandle<()>>,
+    pub report_status: Option<Arc<std::sync::Mutex<crate::reports::poller::PollStatus>>>,
 }
 
 impl Running {
@@ -50,6 +53,9 @@ impl Running {
         }
         self.stop.cancel();
         while self.tcp.join_next().await.is_some() {}
+        if let Some(reports) = self.reports.take() {
+            let _ = reports.await;
+        }
         Ok(())
     }
 }
@@ -100,6 +106,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             runtime.block_on(flattener.run(policies));
         })
         .context("cannot start the flattening thread")?;
+    let poller = crate::reports::poller::ReportPoller::from_config(config);
+    let report_status = poller.as_ref().map(|p| p.status());
+    let reports = poller.map(|p| tokio::spawn(p.run(stop.clone())));
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
@@ -111,6 +120,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tcp,
         udp: Some(udp),
         reload_thread: Some(reload_thread),
+        reports,
+        report_status,
     })
 }
 
