@@ -30,7 +30,11 @@ fn report(i: u64) -> String {
     let begin = START + (i as i64 % 30) * 86400;
     let meta = Meta {
         dmarc2: i.is_multiple_of(2),
-        org: if i.is_multiple_of(3) { "Receiver A" } else { "Receiver B" },
+        org: if i.is_multiple_of(3) {
+            "Receiver A"
+        } else {
+            "Receiver B"
+        },
         id: &id,
         begin,
         end: begin + 86399,
