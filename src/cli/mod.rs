@@ -165,8 +165,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (policy, snapshot) = policy_and_snapshot(&config, &domain)?;
             reports::require_dmarc(&policy)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let summary = runtime.block_on(reports::summary(&config, &policy, &snapshot, None))?;
-            let advice = reports::advice(&config, &policy, &summary)?;
+            let advice = runtime
+                .block_on(reports::status(&config, &policy, &snapshot, None))?
+                .advice;
             if json {
                 println!("{}", serde_json::to_string_pretty(&advice)?);
             } else {
@@ -199,8 +200,9 @@ fn run_reports(command: ReportsCommand) -> anyhow::Result<ExitCode> {
             let (policy, snapshot) = policy_and_snapshot(&config, &domain)?;
             reports::require_dmarc(&policy)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let summary =
-                runtime.block_on(reports::summary(&config, &policy, &snapshot, since.as_deref()))?;
+            let summary = runtime
+                .block_on(reports::status(&config, &policy, &snapshot, since.as_deref()))?
+                .summary;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {

@@ -11,6 +11,7 @@ use crate::policy::ValidPolicy;
 use crate::reports::advisor::{self, Advice, Current, Thresholds};
 use crate::reports::analysis::{self, Class, Context, Summary};
 use crate::reports::spf_view::{SpfView, record_includes};
+use crate::reports::status::{DomainStatus, domain_status};
 use crate::reports::{ImportStats, Limits, Store, import_paths};
 use crate::snapshot::Snapshot;
 use crate::spf::DnsLookup;
@@ -61,30 +62,21 @@ pub fn server_includes(snapshot: &Snapshot, except: &ValidPolicy) -> Vec<String>
     out
 }
 
-/// The summary of a policy's domain, resolving its SPF through `[upstream]`.
-pub async fn summary(
+/// The summary and advice of a policy's domain, resolving its SPF through `[upstream]`.
+pub async fn status(
     config: &Config,
     policy: &ValidPolicy,
     snapshot: &Snapshot,
     since: Option<&str>,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<DomainStatus> {
     let since = since
         .map(|s| {
             analysis::parse_day(s).with_context(|| format!("--since {s:?} is not a date like 2026-01-31"))
         })
         .transpose()?;
     let upstream = Upstream::from_config(&config.upstream)?;
-    let view = SpfView::build(config, policy, &upstream).await?;
-    let store = Store::open_in(&config.state_dir)?;
     let includes = server_includes(snapshot, policy);
-    let ctx = Context {
-        dns: &upstream,
-        view: &view,
-        server_includes: &includes,
-        ptr_timeout: config.upstream.timeout,
-        reverse: true,
-    };
-    Ok(analysis::summarise(&store, &domain_key(policy), since, &ctx).await?)
+    Ok(domain_status(config, policy, &includes, &upstream, since).await?)
 }
 
 /// The store's key for a policy's domain: lower case, no trailing dot.
@@ -93,7 +85,7 @@ pub fn domain_key(policy: &ValidPolicy) -> String {
 }
 
 /// The advice for a policy, from its summary.
-pub fn advice(config: &Config, policy: &ValidPolicy, summary: &Summary) -> anyhow::Result<Advice> {
+fn advice(config: &Config, policy: &ValidPolicy, summary: &Summary) -> anyhow::Result<Advice> {
     let store = Store::open_in(&config.state_dir)?;
     let current = current(policy);
     let days = store.days_with_policy(&domain_key(policy), &current.p, i64::MIN)?;
@@ -101,21 +93,7 @@ pub fn advice(config: &Config, policy: &ValidPolicy, summary: &Summary) -> anyho
 }
 
 pub fn current(policy: &ValidPolicy) -> Current {
-    let spf_all = policy.spf.as_ref().and_then(|spf| {
-        let record = spf.record();
-        let all = record
-            .terms()
-            .iter()
-            .filter(|t| {
-                t.directive()
-                    .is_some_and(|d| d.mechanism == crate::spf::Mechanism::All)
-            })
-            .map(|t| t.directive().map(|d| d.qualifier.as_char()))
-            .next();
-        all.flatten()
-    });
-    let p = policy.dmarc.as_ref().map_or("none", |d| d.policy()).to_string();
-    Current { spf_all, p }
+    advisor::current_of(policy)
 }
 
 /// The one line `spfd check` prints for a domain with reports, without DNS.

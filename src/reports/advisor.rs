@@ -95,6 +95,21 @@ pub struct Current {
     pub p: String,
 }
 
+/// The policy's current SPF `all` and DMARC p.
+pub fn current_of(policy: &crate::policy::ValidPolicy) -> Current {
+    let spf_all = policy.spf.as_ref().and_then(|spf| {
+        let record = spf.record();
+        record
+            .terms()
+            .iter()
+            .filter_map(|t| t.directive())
+            .find(|d| d.mechanism == crate::spf::Mechanism::All)
+            .map(|d| d.qualifier.as_char())
+    });
+    let p = policy.dmarc.as_ref().map_or("none", |d| d.policy()).to_string();
+    Current { spf_all, p }
+}
+
 pub fn advise(summary: &Summary, current: &Current, days_at_current_p: u64, t: &Thresholds) -> Advice {
     let evidence = evidence(summary, days_at_current_p);
     let data = data_reasons(&evidence, t);

@@ -25,6 +25,7 @@ pub mod providers;
 pub mod query;
 pub mod rdns;
 pub mod spf_view;
+pub mod status;
 pub mod store;
 pub mod xml;
 
