@@ -5,7 +5,8 @@
 //! (default 10,000) of 100 rows each (1,000,000 rows) over 365 days from 20
 //! receivers, written as `.xml.gz` files and imported with `spfd reports import`'s
 //! code path, printing reports/s and rows/s, then the time of a summary over the
-//! whole year. With `--test` (what CI runs) everything runs once, on 100 reports.
+//! whole year. With `--test` (what CI runs) everything runs once, on 100 reports
+//! unless `SPFD_BACKLOG` says otherwise.
 //!
 //! `cargo bench --bench reports`
 
@@ -87,10 +88,18 @@ fn criterion_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// `SPFD_BENCH_INBOX=DIR` keeps the backlog's files there (to feed other tools the
+/// same files, e.g. parsedmarc).
 fn backlog(count: usize) {
     let inbox = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("SPFD_BENCH_INBOX").map(std::path::PathBuf::from);
     for i in 0..count {
-        std::fs::write(inbox.path().join(format!("{i:05}.xml.gz")), report(i)).unwrap();
+        let bytes = report(i);
+        std::fs::write(inbox.path().join(format!("{i:05}.xml.gz")), &bytes).unwrap();
+        if let Some(dir) = &keep {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(format!("{i:05}.xml.gz")), &bytes).unwrap();
+        }
     }
     let state = tempfile::tempdir().unwrap();
     let mut store = Store::open_in(state.path()).unwrap();
@@ -149,13 +158,10 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     criterion_benches(&mut c);
     c.final_summary();
-    let count = if quick {
-        100
-    } else {
-        std::env::var("SPFD_BACKLOG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000)
-    };
+    let fallback = if quick { 100 } else { 10_000 };
+    let count = std::env::var("SPFD_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fallback);
     backlog(count);
 }
