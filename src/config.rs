@@ -270,17 +270,7 @@ fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::Tc
 
 fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnostics) -> Reports {
     let mut reports = Reports {
-        sources: raw
-            .sources
-            .iter()
-            .filter_map(|s| match parse_report_source(s.get_ref(), base) {
-                Ok(source) => Some(source),
-                Err(why) => {
-                    diags.error(s.span(), format!("reports source {:?} {why}", s.get_ref()));
-                    None
-                }
-            })
-            .collect(),
+        sources: parse_report_sources(&raw.sources, base, diags),
         password_file: raw.password_file.as_ref().map(|p| base.join(p)),
         ..Reports::default()
     };
@@ -323,6 +313,18 @@ fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnostics) -> Repo
         );
     }
     reports
+}
+
+fn parse_report_sources(raw: &[Spanned<String>], base: &Path, diags: &mut Diagnostics) -> Vec<ReportSource> {
+    raw.iter()
+        .filter_map(|s| match parse_report_source(s.get_ref(), base) {
+            Ok(source) => Some(source),
+            Err(why) => {
+                diags.error(s.span(), format!("reports source {:?} {why}", s.get_ref()));
+                None
+            }
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD`.

@@ -137,7 +137,6 @@ pub fn check_line<D: DnsLookup>(
 
 pub fn summary_text(s: &Summary) -> String {
     let mut out = String::new();
-    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
     let _ = writeln!(
         out,
         "{}: {} reports from {} receivers, {} .. {} ({} days)",
@@ -153,7 +152,7 @@ pub fn summary_text(s: &Summary) -> String {
         "messages {}, DMARC pass {} ({:.1}%)",
         s.messages,
         s.dmarc_pass,
-        pct(s.dmarc_pass, s.messages)
+        percent(s.dmarc_pass, s.messages)
     );
     let classes: Vec<String> = [
         Class::Authorised,
@@ -174,27 +173,35 @@ pub fn summary_text(s: &Summary) -> String {
         "source", "messages", "DMARC%", "class"
     );
     for src in &s.sources {
-        let detail = match src.class {
-            Class::Authorised => format!(
-                "via {} (SPF aligned {:.0}%, DKIM aligned {:.0}%)",
-                src.spf_via.as_deref().unwrap_or("?"),
-                pct(src.spf_aligned_pass, src.messages),
-                pct(src.dkim_aligned_pass, src.messages)
-            ),
-            Class::Missing => format!("add {}", src.add.as_deref().unwrap_or("?")),
-            Class::Forwarded => format!("DKIM by {}", src.dkim_domains.join(", ")),
-            Class::Unauthorised => src.reverse.join(", "),
-        };
         let _ = writeln!(
             out,
-            "{:<40} {:>9} {:>6.1} {:<13} {detail}",
+            "{:<40} {:>9} {:>6.1} {:<13} {}",
             src.ip,
             src.messages,
-            pct(src.dmarc_pass, src.messages),
-            src.class.as_str()
+            percent(src.dmarc_pass, src.messages),
+            src.class.as_str(),
+            source_detail(src)
         );
     }
     out
+}
+
+fn percent(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 }
+}
+
+fn source_detail(src: &crate::reports::analysis::Source) -> String {
+    match src.class {
+        Class::Authorised => format!(
+            "via {} (SPF aligned {:.0}%, DKIM aligned {:.0}%)",
+            src.spf_via.as_deref().unwrap_or("?"),
+            percent(src.spf_aligned_pass, src.messages),
+            percent(src.dkim_aligned_pass, src.messages)
+        ),
+        Class::Missing => format!("add {}", src.add.as_deref().unwrap_or("?")),
+        Class::Forwarded => format!("DKIM by {}", src.dkim_domains.join(", ")),
+        Class::Unauthorised => src.reverse.join(", "),
+    }
 }
 
 pub fn advice_text(a: &Advice) -> String {

@@ -265,20 +265,7 @@ fn spf_step(summary: &Summary, current: &Current, e: &Evidence, data: &[String],
         _ => return done(&cur, "-all is the goal: keep watching for new senders"),
     };
     let mut reasons = data.to_vec();
-    let fixes: Vec<Fix> = summary
-        .sources
-        .iter()
-        .filter(|s| s.class == Class::Missing)
-        .map(|s| Fix {
-            ip: s.ip.clone(),
-            class: s.class,
-            failing: s.messages - s.spf_aligned_pass.min(s.messages),
-            change: format!(
-                "add {} to the SPF record",
-                s.add.as_deref().unwrap_or("the provider's include")
-            ),
-        })
-        .collect();
+    let fixes = missing_fixes(summary);
     if !fixes.is_empty() {
         reasons.push(format!(
             "{} legitimate senders are not in the SPF record (see fixes)",
@@ -301,6 +288,24 @@ fn spf_step(summary: &Summary, current: &Current, e: &Evidence, data: &[String],
         reasons,
         fixes,
     }
+}
+
+/// Each missing provider, with the include to add.
+fn missing_fixes(summary: &Summary) -> Vec<Fix> {
+    summary
+        .sources
+        .iter()
+        .filter(|s| s.class == Class::Missing)
+        .map(|s| Fix {
+            ip: s.ip.clone(),
+            class: s.class,
+            failing: s.messages - s.spf_aligned_pass.min(s.messages),
+            change: format!(
+                "add {} to the SPF record",
+                s.add.as_deref().unwrap_or("the provider's include")
+            ),
+        })
+        .collect()
 }
 
 fn done(current: &str, why: &str) -> Step {

@@ -63,11 +63,9 @@ impl SpfView {
             .spf
             .as_ref()
             .ok_or_else(|| ViewError::NoSpf(policy.path.display().to_string()))?;
-        let published = Published::load(&config.state_dir)
-            .ok()
-            .and_then(|p| p.get(&policy.domain_text))
-            .filter(|e| e.record == spf.text);
+        let published = published_entry(config, policy);
         let record = spf.record();
+        // Read, never written: the summary must not change what a running server remembers.
         let mut memory: Memory = crate::state::load_json(&config.state_dir, "flatten-memory.json")
             .ok()
             .flatten()
@@ -135,10 +133,7 @@ impl SpfView {
     /// this very record: what `spfd check` uses.
     pub fn published_only(config: &Config, policy: &ValidPolicy) -> Option<SpfView> {
         let spf = policy.spf.as_ref()?;
-        let entry = Published::load(&config.state_dir)
-            .ok()?
-            .get(&policy.domain_text)
-            .filter(|e| e.record == spf.text)?;
+        let entry = published_entry(config, policy)?;
         Some(SpfView {
             rules: entry.rules,
             terms: Vec::new(),
@@ -158,6 +153,15 @@ impl SpfView {
             includes: Vec::new(),
         }
     }
+}
+
+/// The published expansion of the policy, when it was computed for its record as written.
+fn published_entry(config: &Config, policy: &ValidPolicy) -> Option<crate::refresh::Entry> {
+    let spf = policy.spf.as_ref()?;
+    Published::load(&config.state_dir)
+        .ok()?
+        .get(&policy.domain_text)
+        .filter(|e| e.record == spf.text)
 }
 
 /// The include targets of a record's top level, lower case.

@@ -174,6 +174,22 @@ fn insert_one(
     source: &str,
     now: i64,
 ) -> rusqlite::Result<Inserted> {
+    match insert_report(tx, r, source, now)? {
+        Some(id) => {
+            insert_rows(tx, r, id)?;
+            Ok(Inserted::New)
+        }
+        None => Ok(Inserted::Duplicate),
+    }
+}
+
+/// The report's own row; `None` when (org, report id) is already stored.
+fn insert_report(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Report,
+    source: &str,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
     let p = &r.policy;
     let added = tx
         .prepare_cached(
@@ -200,10 +216,11 @@ fn insert_one(
             source,
             now
         ])?;
-    if added == 0 {
-        return Ok(Inserted::Duplicate);
-    }
-    let report_id = tx.last_insert_rowid();
+    Ok((added > 0).then(|| tx.last_insert_rowid()))
+}
+
+fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> rusqlite::Result<()> {
+    let domain = &r.policy.domain;
     let mut row_stmt = tx.prepare_cached(
         "INSERT INTO rows (report, domain, begin, source_ip, count, disposition, dkim_eval, spf_eval, \
          dkim_aligned, spf_aligned, reasons, header_from, envelope_from, envelope_to) \
@@ -216,7 +233,7 @@ fn insert_one(
         let reasons = (!row.reasons.is_empty()).then(|| row.reasons.join(","));
         row_stmt.execute(params![
             report_id,
-            p.domain,
+            domain,
             r.begin,
             row.source_ip.to_string(),
             row.count as i64,
@@ -237,5 +254,5 @@ fn insert_one(
             }
         }
     }
-    Ok(Inserted::New)
+    Ok(())
 }

@@ -33,7 +33,18 @@ const DMARC2_NAMESPACE: &str = "urn:ietf:params:xml:ns:dmarc-2.0";
 pub fn parse(bytes: &[u8]) -> Result<Report, XmlError> {
     let text = String::from_utf8_lossy(bytes);
     let mut builder = Builder::default();
-    let mut reader = Reader::from_str(&text);
+    read_events(&text, &mut builder)?;
+    let schema = if text.contains(DMARC2_NAMESPACE) {
+        Schema::Dmarc2
+    } else {
+        Schema::Rfc7489
+    };
+    builder.finish(schema)
+}
+
+/// Feeds every element's text to the builder as the element closes.
+fn read_events(text: &str, builder: &mut Builder) -> Result<(), XmlError> {
+    let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = false;
     config.allow_unmatched_ends = true;
@@ -41,15 +52,10 @@ pub fn parse(bytes: &[u8]) -> Result<Report, XmlError> {
     let mut stack: Vec<String> = Vec::new();
     let mut buf = String::new();
     loop {
-        let event = match reader.read_event() {
-            Ok(event) => event,
-            Err(e) => {
-                return Err(XmlError::Syntax {
-                    line: line_at(&text, reader.error_position() as usize),
-                    message: e.to_string(),
-                });
-            }
-        };
+        let event = reader.read_event().map_err(|e| XmlError::Syntax {
+            line: line_at(text, reader.error_position() as usize),
+            message: e.to_string(),
+        })?;
         match event {
             Event::Start(e) => {
                 let name = local(e.local_name().as_ref());
@@ -71,18 +77,13 @@ pub fn parse(bytes: &[u8]) -> Result<Report, XmlError> {
             _ => {}
         }
     }
-    if let Some(open) = stack.first() {
-        return Err(XmlError::Truncated {
-            line: line_at(&text, text.len()),
+    match stack.first() {
+        Some(open) => Err(XmlError::Truncated {
+            line: line_at(text, text.len()),
             element: open.clone(),
-        });
+        }),
+        None => Ok(()),
     }
-    let schema = if text.contains(DMARC2_NAMESPACE) {
-        Schema::Dmarc2
-    } else {
-        Schema::Rfc7489
-    };
-    builder.finish(schema)
 }
 
 fn local(name: &str) -> String {
@@ -316,4 +317,94 @@ fn number(field: &'static str, value: Option<String>) -> Result<i64, XmlError> {
     let value = value.ok_or(XmlError::Missing(field))?;
     let whole = value.trim().split('.').next().unwrap_or_default();
     whole.parse().map_err(|_| XmlError::BadNumber { field, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "<feedback><report_metadata><org_name>R</org_name><report_id>1</report_id>\
+                        <date_range><begin>1767571200</begin><end>1767657599</end></date_range></report_metadata>\
+                        <policy_published><domain>Shop.Test.</domain><p>none</p></policy_published>";
+    const ROW: &str = "<record><row><source_ip>192.0.2.1</source_ip><count>3</count><policy_evaluated>\
+                       <disposition>none</disposition><dkim>pass</dkim><spf>fail</spf></policy_evaluated></row>\
+                       <identifiers><header_from>shop.test</header_from></identifiers><auth_results>\
+                       <dkim><domain>shop.test</domain><selector>s</selector><result>pass</result></dkim>\
+                       <spf><domain>x.test</domain><scope>mfrom</scope><result>fail</result></spf></auth_results></record>";
+
+    fn doc(rows: &str) -> String {
+        format!("{HEAD}{rows}</feedback>")
+    }
+
+    #[test]
+    fn sloppy_but_readable_reports_are_read() {
+        let cases: [(&str, String); 5] = [
+            ("plain", doc(ROW)),
+            (
+                "prefixed namespace",
+                doc(ROW).replace("<", "<d:").replace("<d:/", "</d:"),
+            ),
+            (
+                "stray elements",
+                doc(&ROW.replace("<row>", "<row><vendor>x</vendor>")),
+            ),
+            ("mismatched end tag", doc(&ROW.replace("</count>", "</COUNT>"))),
+            (
+                "fraction in a date",
+                doc(ROW).replace("1767657599", "1767657599.0"),
+            ),
+        ];
+        for (what, text) in cases {
+            let r = parse(text.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(r.policy.domain, "shop.test", "{what}");
+            assert_eq!(r.rows.len(), 1, "{what}");
+            let row = &r.rows[0];
+            assert_eq!(
+                (row.count, row.dkim_aligned(), row.spf_aligned()),
+                (3, true, false),
+                "{what}"
+            );
+            assert_eq!(row.dkim[0].detail.as_deref(), Some("s"), "{what}");
+            assert_eq!(row.spf[0].domain, "x.test", "{what}");
+        }
+    }
+
+    #[test]
+    fn repairs_are_noted() {
+        let bad_row = ROW.replace("192.0.2.1", "not an address");
+        let long = doc(&format!("{ROW}{bad_row}")).replace("1767657599", "1799999999");
+        let r = parse(long.as_bytes()).unwrap();
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!(r.end - r.begin, 86400);
+        assert_eq!(r.notes.len(), 2, "{:?}", r.notes);
+        let mut bytes = doc(ROW).into_bytes();
+        bytes.splice(0..0, b"<!-- \xff\xfe -->".iter().copied());
+        assert_eq!(parse(&bytes).unwrap().schema, Schema::Rfc7489);
+    }
+
+    #[test]
+    fn unreadable_reports_are_one_error_with_a_line() {
+        let truncated = doc(ROW);
+        let truncated = format!("<?xml version=\"1.0\"?>\n{}", &truncated[..truncated.len() - 30]);
+        match parse(truncated.as_bytes()) {
+            Err(XmlError::Truncated { line, .. } | XmlError::Syntax { line, .. }) => assert_eq!(line, 2),
+            other => panic!("{other:?}"),
+        }
+        let cut_between_tags = doc(ROW).replace("</feedback>", "");
+        assert!(matches!(
+            parse(cut_between_tags.as_bytes()),
+            Err(XmlError::Truncated { line: 1, ref element }) if element == "feedback"
+        ));
+        let broken = format!(
+            "<feedback>\n<report_metadata>\n<org_name a=\"1>x</org_name>{}",
+            doc(ROW)
+        );
+        match parse(broken.as_bytes()) {
+            Err(XmlError::Syntax { line, .. }) => assert_eq!(line, 3),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(b"<html></html>"), Err(XmlError::NotFeedback));
+        let no_id = doc(ROW).replace("<report_id>1</report_id>", "");
+        assert_eq!(parse(no_id.as_bytes()), Err(XmlError::Missing("report_id")));
+    }
 }
