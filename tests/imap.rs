@@ -54,7 +54,10 @@ fn mail_ids() -> (u32, u32, Option<String>) {
 }
 
 fn start_dovecot(dir: &Path) -> Dovecot {
-    let port = free_port();
+    start_dovecot_on(dir, free_port())
+}
+
+fn start_dovecot_on(dir: &Path, port: u16) -> Dovecot {
     let (uid, gid, user) = mail_ids();
     let run_as = user.map_or(String::new(), |u| {
         format!("default_internal_user = {u}\ndefault_login_user = {u}\n")
@@ -223,4 +226,26 @@ async fn a_wrong_password_is_an_error_for_the_round_not_a_crash() {
     let s = poller.status().lock().unwrap().clone();
     assert_eq!(s.last_errors.len(), 1, "{s:?}");
     assert!(s.last_errors[0].contains("login as dmarc@shop.test"), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_fails_the_round_and_the_next_round_connects_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spfd_dir = tmp.path().join("spfd");
+    let config = config(&spfd_dir, port, "");
+    let poller = Arc::new(ReportPoller::from_config(&config).unwrap());
+    let status = poller.status();
+    poller.clone().round().await;
+    let s = status.lock().unwrap().clone();
+    assert_eq!(s.last_errors.len(), 1, "{s:?}");
+    assert!(s.last_errors[0].starts_with("imap 127.0.0.1/INBOX: "), "{s:?}");
+    assert_eq!(s.imported.inputs, 0);
+
+    let dovecot = start_dovecot_on(&tmp.path().join("dovecot"), port);
+    dovecot.deliver("1.M1P1.test", &report_mail(1));
+    poller.clone().round().await;
+    let s = status.lock().unwrap().clone();
+    assert!(s.last_errors.is_empty(), "{s:?}");
+    assert_eq!((s.imported.inputs, s.imported.reports), (1, 1), "{s:?}");
 }

@@ -206,10 +206,7 @@ fn dmarc_step(summary: &Summary, current: &Current, e: &Evidence, data: &[String
     }
     let fixes = dmarc_fixes(summary, t);
     if !fixes.is_empty() {
-        reasons.push(format!(
-            "{} legitimate senders still fail DMARC (see fixes)",
-            fixes.len()
-        ));
+        reasons.push(format!("{} failing DMARC (see fixes)", senders(fixes.len())));
     }
     Step {
         current: format!("p={}", current.p),
@@ -268,8 +265,8 @@ fn spf_step(summary: &Summary, current: &Current, e: &Evidence, data: &[String],
     let fixes = missing_fixes(summary);
     if !fixes.is_empty() {
         reasons.push(format!(
-            "{} legitimate senders are not in the SPF record (see fixes)",
-            fixes.len()
+            "{} not in the SPF record (see fixes)",
+            senders(fixes.len())
         ));
     }
     let dkim = share(e.legitimate_dkim_aligned, e.legitimate_messages);
@@ -306,6 +303,14 @@ fn missing_fixes(summary: &Summary) -> Vec<Fix> {
             ),
         })
         .collect()
+}
+
+fn senders(n: usize) -> String {
+    if n == 1 {
+        "1 legitimate sender is".to_string()
+    } else {
+        format!("{n} legitimate senders are")
+    }
 }
 
 fn done(current: &str, why: &str) -> Step {
