@@ -54,60 +54,42 @@ impl Store {
 
     /// Every source of the domain in the period, most messages first.
     pub fn sources(&self, domain: &str, since: i64) -> Result<Vec<SourceStats>, StoreError> {
-        let mut by_ip = self.source_totals(domain, since).map_err(|e| self.error(e))?;
-        self.auth_domains(domain, since, &mut by_ip)
-            .map_err(|e| self.error(e))?;
+        let by_ip = self.source_totals(domain, since).map_err(|e| self.error(e))?;
         let mut out: Vec<SourceStats> = by_ip.into_values().collect();
         out.sort_by(|a, b| b.messages.cmp(&a.messages).then_with(|| a.ip.cmp(&b.ip)));
         Ok(out)
     }
 
+    /// One pass over the rows (the auth domains are copied onto each row at import).
     fn source_totals(&self, domain: &str, since: i64) -> rusqlite::Result<BTreeMap<String, SourceStats>> {
         let mut stmt = self.conn().prepare_cached(
-            "SELECT source_ip, SUM(count), SUM(count * dkim_aligned), SUM(count * spf_aligned), \
-             SUM(count * MAX(dkim_aligned, spf_aligned)) \
-             FROM rows WHERE domain = ?1 AND begin >= ?2 GROUP BY source_ip",
-        )?;
-        let rows = stmt.query_map(params![domain, since], |r| {
-            Ok(SourceStats {
-                ip: r.get(0)?,
-                messages: r.get::<_, i64>(1)? as u64,
-                dkim_aligned: r.get::<_, i64>(2)? as u64,
-                spf_aligned: r.get::<_, i64>(3)? as u64,
-                dmarc_pass: r.get::<_, i64>(4)? as u64,
-                ..SourceStats::default()
-            })
-        })?;
-        rows.map(|s| s.map(|s| (s.ip.clone(), s))).collect()
-    }
-
-    fn auth_domains(
-        &self,
-        domain: &str,
-        since: i64,
-        by_ip: &mut BTreeMap<String, SourceStats>,
-    ) -> rusqlite::Result<()> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT r.source_ip, a.kind, a.domain, SUM(r.count) FROM rows r JOIN auth_results a ON a.row = r.id \
-             WHERE r.domain = ?1 AND r.begin >= ?2 AND (a.kind = 'spf' OR a.result = 'pass') \
-             GROUP BY r.source_ip, a.kind, a.domain",
+            "SELECT source_ip, dkim_pass_domains, spf_domain, SUM(count), SUM(count * dkim_aligned), \
+             SUM(count * spf_aligned), SUM(count * MAX(dkim_aligned, spf_aligned)) \
+             FROM rows WHERE domain = ?1 AND begin >= ?2 GROUP BY source_ip, dkim_pass_domains, spf_domain",
         )?;
         let mut rows = stmt.query(params![domain, since])?;
+        let mut by_ip: BTreeMap<String, SourceStats> = BTreeMap::new();
         while let Some(r) = rows.next()? {
             let ip: String = r.get(0)?;
-            let kind: String = r.get(1)?;
-            let d: String = r.get(2)?;
+            let dkim: String = r.get(1)?;
+            let spf: Option<String> = r.get(2)?;
             let n = r.get::<_, i64>(3)? as u64;
-            if let Some(s) = by_ip.get_mut(&ip) {
-                let map = if kind == "dkim" {
-                    &mut s.dkim_domains
-                } else {
-                    &mut s.envelope_domains
-                };
-                *map.entry(d).or_default() += n;
+            let s = by_ip.entry(ip.clone()).or_insert_with(|| SourceStats {
+                ip,
+                ..SourceStats::default()
+            });
+            s.messages += n;
+            s.dkim_aligned += r.get::<_, i64>(4)? as u64;
+            s.spf_aligned += r.get::<_, i64>(5)? as u64;
+            s.dmarc_pass += r.get::<_, i64>(6)? as u64;
+            for d in dkim.split(' ').filter(|d| !d.is_empty()) {
+                *s.dkim_domains.entry(d.to_string()).or_default() += n;
+            }
+            if let Some(d) = spf {
+                *s.envelope_domains.entry(d).or_default() += n;
             }
         }
-        Ok(())
+        Ok(by_ip)
     }
 
     /// Import errors recorded since a time.

@@ -51,7 +51,11 @@ CREATE TABLE IF NOT EXISTS rows (
     reasons TEXT,
     header_from TEXT NOT NULL,
     envelope_from TEXT,
-    envelope_to TEXT
+    envelope_to TEXT,
+    -- Copies of auth_results kept on the row so that a summary reads one table:
+    -- the passing DKIM d= (space-separated) and the first SPF-checked domain.
+    dkim_pass_domains TEXT NOT NULL,
+    spf_domain TEXT
 );
 CREATE INDEX IF NOT EXISTS rows_domain_begin ON rows (domain, begin);
 CREATE TABLE IF NOT EXISTS auth_results (
@@ -223,14 +227,21 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> ru
     let domain = &r.policy.domain;
     let mut row_stmt = tx.prepare_cached(
         "INSERT INTO rows (report, domain, begin, source_ip, count, disposition, dkim_eval, spf_eval, \
-         dkim_aligned, spf_aligned, reasons, header_from, envelope_from, envelope_to) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         dkim_aligned, spf_aligned, reasons, header_from, envelope_from, envelope_to, dkim_pass_domains, spf_domain) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     let mut auth_stmt = tx.prepare_cached(
         "INSERT INTO auth_results (row, kind, domain, detail, result) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for row in &r.rows {
         let reasons = (!row.reasons.is_empty()).then(|| row.reasons.join(","));
+        let dkim_pass: Vec<&str> = row
+            .dkim
+            .iter()
+            .filter(|a| a.result == "pass")
+            .map(|a| a.domain.as_str())
+            .collect();
+        let spf_domain = row.spf.first().map(|a| &a.domain).or(row.envelope_from.as_ref());
         row_stmt.execute(params![
             report_id,
             domain,
@@ -245,7 +256,9 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> ru
             reasons,
             row.header_from,
             row.envelope_from,
-            row.envelope_to
+            row.envelope_to,
+            dkim_pass.join(" "),
+            spf_domain
         ])?;
         let row_id = tx.last_insert_rowid();
         for (kind, results) in [("dkim", &row.dkim), ("spf", &row.spf)] {
