@@ -118,6 +118,16 @@ impl DmarcRecord {
         &self.p
     }
 
+    /// `sp` as written (subdomains; `None`: follows p).
+    pub fn subdomain_policy(&self) -> Option<&str> {
+        self.sp.as_deref()
+    }
+
+    /// `np` as written (non-existent subdomains, RFC 9989; `None`: follows sp).
+    pub fn nonexistent_policy(&self) -> Option<&str> {
+        self.np.as_deref()
+    }
+
     /// The aggregate report URIs, as published (size limits included).
     pub fn rua(&self) -> &[String] {
         &self.rua

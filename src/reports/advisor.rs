@@ -53,6 +53,8 @@ pub struct Step {
     pub reasons: Vec<String>,
     /// Each sender to fix first, and the change.
     pub fixes: Vec<Fix>,
+    /// Advice that does not hold the step back (for DMARC: `sp` and `np`).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +95,9 @@ pub struct Current {
     /// The qualifier of the record's `all` (`-`, `~`, `?`, `+`), `None` without one.
     pub spf_all: Option<char>,
     pub p: String,
+    /// `sp` and `np` as written (`None`: not set, so they follow p, and np follows sp).
+    pub sp: Option<String>,
+    pub np: Option<String>,
 }
 
 /// The policy's current SPF `all` and DMARC p.
@@ -106,8 +111,13 @@ pub fn current_of(policy: &crate::policy::ValidPolicy) -> Current {
             .find(|d| d.mechanism == crate::spf::Mechanism::All)
             .map(|d| d.qualifier.as_char())
     });
-    let p = policy.dmarc.as_ref().map_or("none", |d| d.policy()).to_string();
-    Current { spf_all, p }
+    let dmarc = policy.dmarc.as_ref();
+    Current {
+        spf_all,
+        p: dmarc.map_or("none", |d| d.policy()).to_string(),
+        sp: dmarc.and_then(|d| d.subdomain_policy()).map(str::to_string),
+        np: dmarc.and_then(|d| d.nonexistent_policy()).map(str::to_string),
+    }
 }
 
 pub fn advise(summary: &Summary, current: &Current, days_at_current_p: u64, t: &Thresholds) -> Advice {
@@ -116,7 +126,10 @@ pub fn advise(summary: &Summary, current: &Current, days_at_current_p: u64, t: &
     Advice {
         domain: summary.domain.clone(),
         spf: spf_step(summary, current, &evidence, &data, t),
-        dmarc: dmarc_step(summary, current, &evidence, &data, t),
+        dmarc: Step {
+            notes: subdomain_notes(current),
+            ..dmarc_step(summary, current, &evidence, &data, t)
+        },
         evidence,
         thresholds: *t,
     }
@@ -214,6 +227,7 @@ fn dmarc_step(summary: &Summary, current: &Current, e: &Evidence, data: &[String
         ready: reasons.is_empty(),
         reasons,
         fixes,
+        notes: Vec::new(),
     }
 }
 
@@ -284,6 +298,7 @@ fn spf_step(summary: &Summary, current: &Current, e: &Evidence, data: &[String],
         ready: reasons.is_empty(),
         reasons,
         fixes,
+        notes: Vec::new(),
     }
 }
 
@@ -305,6 +320,43 @@ fn missing_fixes(summary: &Summary) -> Vec<Fix> {
         .collect()
 }
 
+fn rank(policy: &str) -> u8 {
+    match policy {
+        "reject" => 2,
+        "quarantine" => 1,
+        _ => 0,
+    }
+}
+
+/// `sp` (subdomains) and `np` (names that do not exist) written weaker than p: the
+/// reports of the domain cannot say much about them, so this is advice, not a reason.
+fn subdomain_notes(current: &Current) -> Vec<String> {
+    let mut out = Vec::new();
+    for (tag, value, what) in [
+        ("sp", &current.sp, "mail from subdomains"),
+        (
+            "np",
+            &current.np,
+            "mail from names that do not exist (RFC 9989), nearly always spoofing",
+        ),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| rank(v) < rank(&current.p)) {
+            out.push(format!(
+                "{tag}={v} is weaker than p={}: {what} stays less protected; raise {tag} with p once \
+                 no legitimate subdomain mail fails",
+                current.p
+            ));
+        }
+    }
+    if current.np.is_none() && current.sp.as_deref().is_some_and(|sp| rank(sp) < 2) && current.p == "reject" {
+        out.push(
+            "np is not set, so it follows sp: set np=reject, non-existent names send no legitimate mail"
+                .into(),
+        );
+    }
+    out
+}
+
 fn senders(n: usize) -> String {
     if n == 1 {
         "1 legitimate sender is".to_string()
@@ -320,6 +372,7 @@ fn done(current: &str, why: &str) -> Step {
         ready: false,
         reasons: vec![why.to_string()],
         fixes: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -340,5 +393,38 @@ impl Advice {
             step("SPF", &self.spf),
             self.domain
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current(p: &str, sp: Option<&str>, np: Option<&str>) -> Current {
+        Current {
+            spf_all: Some('~'),
+            p: p.into(),
+            sp: sp.map(str::to_string),
+            np: np.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn weaker_sp_and_np_are_noted() {
+        assert!(subdomain_notes(&current("quarantine", None, None)).is_empty());
+        assert!(subdomain_notes(&current("quarantine", Some("reject"), Some("quarantine"))).is_empty());
+        let notes = subdomain_notes(&current("quarantine", Some("none"), Some("none")));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("sp=none is weaker than p=quarantine"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("np=none is weaker than p=quarantine"),
+            "{notes:?}"
+        );
+        let notes = subdomain_notes(&current("reject", Some("quarantine"), None));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].contains("set np=reject"), "{notes:?}");
     }
 }
