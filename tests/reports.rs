@@ -274,3 +274,41 @@ async fn since_limits_the_period_and_check_mentions_the_reports() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_published_expansion_check_gives_the_advice_in_one_line() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let config = spfd::config::Config::load(&dir.path().join("spfd.toml")).unwrap();
+    // The server flattens shop.test and keeps the result in state_dir/published.json.
+    let running = spfd::server::start(&config).await.unwrap();
+    for _ in 0..400 {
+        if config.state_dir.join("published.json").exists() && running.published.get("shop.test.").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    running.shutdown().await.unwrap();
+    let published = std::fs::read_to_string(config.state_dir.join("published.json")).unwrap();
+    assert!(published.contains("\"shop.test.\""), "{published}");
+
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let plain: Vec<Sender> = senders().iter().map(|(s, _, _)| *s).collect();
+    let tally = write_corpus(&inbox, "shop.test", &plain, 3);
+    run(import_args(dir.path(), &inbox)).await;
+    let path = dir.path().join("spfd.toml").display().to_string();
+    let (code, out, err) = run(vec!["check".into(), "--config".into(), path]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("reports: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let expected = format!(
+        "reports: shop.test: reports over {} days, {} messages: DMARC not yet ready for p=quarantine; \
+         SPF not yet ready for -all (spfd advise shop.test)",
+        tally.days, tally.messages
+    );
+    assert_eq!(line, expected);
+}
