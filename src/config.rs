@@ -81,6 +81,8 @@ struct RawReports {
     imap_since: Option<Spanned<String>>,
     #[serde(default)]
     max_report_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    imap_ca_file: Option<PathBuf>,
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -141,6 +143,9 @@ pub struct Reports {
     pub imap_since: Option<String>,
     /// A report that decompresses to more than this is refused (gzip and zip bombs).
     pub max_report_bytes: u64,
+    /// CA certificates (PEM) trusted for `imaps://` besides the Mozilla roots: a
+    /// private CA, or a test's.
+    pub imap_ca_file: Option<PathBuf>,
 }
 
 impl Default for Reports {
@@ -152,6 +157,7 @@ impl Default for Reports {
             imap_batch: DEFAULT_IMAP_BATCH,
             imap_since: None,
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            imap_ca_file: None,
         }
     }
 }
@@ -272,6 +278,7 @@ fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnostics) -> Repo
     let mut reports = Reports {
         sources: parse_report_sources(&raw.sources, base, diags),
         password_file: raw.password_file.as_ref().map(|p| base.join(p)),
+        imap_ca_file: raw.imap_ca_file.as_ref().map(|p| base.join(p)),
         ..Reports::default()
     };
     if let Some(interval) = &raw.interval

@@ -58,6 +58,101 @@ fn start_dovecot(dir: &Path) -> Dovecot {
 }
 
 fn start_dovecot_on(dir: &Path, port: u16) -> Dovecot {
+    let listeners = format!(
+        "service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
+           inet_listener imaps {{\n    port = 0\n  }}\n}}\nssl = no\n"
+    );
+    launch(dir, port, &listeners)
+}
+
+/// Dovecot serving IMAPS only, with a certificate for 127.0.0.1 from a CA made here;
+/// returns the CA's PEM file too.
+fn start_dovecot_tls(dir: &Path) -> (Dovecot, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = make_certificates(dir);
+    let port = free_port();
+    let d = dir.display();
+    let listeners = format!(
+        "service imap-login {{\n  inet_listener imap {{\n    port = 0\n  }}\n\
+           inet_listener imaps {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n\
+         ssl = required\nssl_cert = <{d}/leaf.pem\nssl_key = <{d}/leaf.key\nssl_dh = </usr/share/dovecot/dh.pem\n"
+    );
+    (launch(dir, port, &listeners), ca)
+}
+
+/// A CA and a leaf certificate for IP 127.0.0.1 signed by it (openssl).
+fn make_certificates(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=spfd test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    dir.join("ca.pem")
+}
+
+fn launch(dir: &Path, port: u16, listeners: &str) -> Dovecot {
     let (uid, gid, user) = mail_ids();
     let run_as = user.map_or(String::new(), |u| {
         format!("default_internal_user = {u}\ndefault_login_user = {u}\n")
@@ -67,12 +162,10 @@ fn start_dovecot_on(dir: &Path, port: u16) -> Dovecot {
     std::fs::write(dir.join("passwd"), format!("{USER}:{{PLAIN}}secret\n")).unwrap();
     let conf = format!(
         "protocols = imap\nlisten = 127.0.0.1\nbase_dir = {d}/run\nstate_dir = {d}/state\n\
-         log_path = {d}/dovecot.log\nssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+         log_path = {d}/dovecot.log\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
          mail_location = maildir:{d}/mail/%u/Maildir\n{run_as}\
          passdb {{\n  driver = passwd-file\n  args = username_format=%u {d}/passwd\n}}\n\
-         userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={d}/mail/%u\n}}\n\
-         service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
-           inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
+         userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={d}/mail/%u\n}}\n{listeners}"
     );
     std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
     let mail = dir.join("mail").join(USER).join("Maildir");
@@ -159,11 +252,18 @@ fn report_mail(i: i64) -> Vec<u8> {
 }
 
 fn config(dir: &Path, port: u16, extra: &str) -> Config {
+    config_for(
+        dir,
+        &format!("imap://dmarc%40shop.test@127.0.0.1:{port}/INBOX"),
+        extra,
+    )
+}
+
+fn config_for(dir: &Path, source: &str, extra: &str) -> Config {
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("imap.pass"), "secret\n").unwrap();
     let text = format!(
-        "{}[reports]\nsources = [\"imap://dmarc%40shop.test@127.0.0.1:{port}/INBOX\"]\npassword_file = \"imap.pass\"\n\
-         imap_batch = 7\n{extra}",
+        "{}[reports]\nsources = [\"{source}\"]\npassword_file = \"imap.pass\"\nimap_batch = 7\n{extra}",
         common::config_text()
     );
     std::fs::write(dir.join("spfd.toml"), text).unwrap();
@@ -248,4 +348,32 @@ async fn a_server_that_is_down_fails_the_round_and_the_next_round_connects_again
     let s = status.lock().unwrap().clone();
     assert!(s.last_errors.is_empty(), "{s:?}");
     assert_eq!((s.imported.inputs, s.imported.reports), (1, 1), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imaps_verifies_the_server_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dovecot, ca) = start_dovecot_tls(&tmp.path().join("dovecot"));
+    dovecot.deliver("1.M1P1.test", &report_mail(1));
+    let source = format!("imaps://dmarc%40shop.test@127.0.0.1:{}/INBOX", dovecot.port);
+    // Without the test CA the certificate is not trusted: the round fails, nothing is read.
+    let untrusted = config_for(&tmp.path().join("untrusted"), &source, "");
+    let poller = Arc::new(ReportPoller::from_config(&untrusted).unwrap());
+    poller.clone().round().await;
+    let s = poller.status().lock().unwrap().clone();
+    assert_eq!(s.last_errors.len(), 1, "{s:?}");
+    assert!(s.last_errors[0].contains("certificate"), "{s:?}");
+    assert_eq!(dovecot.seen_in_cur(), 0);
+    // With it, over TLS, the report is read and flagged.
+    let trusted = config_for(
+        &tmp.path().join("trusted"),
+        &source,
+        &format!("imap_ca_file = \"{}\"\n", ca.display()),
+    );
+    let poller = Arc::new(ReportPoller::from_config(&trusted).unwrap());
+    poller.clone().round().await;
+    let s = poller.status().lock().unwrap().clone();
+    assert!(s.last_errors.is_empty(), "{s:?}");
+    assert_eq!((s.imported.inputs, s.imported.reports), (1, 1), "{s:?}");
+    assert_eq!(dovecot.seen_in_cur(), 1);
 }

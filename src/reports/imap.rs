@@ -35,6 +35,7 @@ pub struct ImapSettings {
     password_file: Option<PathBuf>,
     batch: usize,
     since: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 impl ImapSettings {
@@ -43,6 +44,7 @@ impl ImapSettings {
             password_file: reports.password_file.clone(),
             batch: reports.imap_batch,
             since: reports.imap_since.clone(),
+            ca_file: reports.imap_ca_file.clone(),
         }
     }
 
@@ -92,7 +94,7 @@ impl ImapSettings {
         limits: Limits,
         total: &mut ImportStats,
     ) -> Result<(), String> {
-        let mut session = login(source, password).await?;
+        let mut session = login(source, password, self.ca_file.as_deref()).await?;
         let ReportSource::Imap { mailbox, host, .. } = source else {
             return Ok(());
         };
@@ -123,7 +125,7 @@ async fn timed<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -
     }
 }
 
-async fn login(source: &ReportSource, password: &str) -> Result<Session, String> {
+async fn login(source: &ReportSource, password: &str, ca_file: Option<&Path>) -> Result<Session, String> {
     let ReportSource::Imap {
         tls,
         user,
@@ -136,7 +138,7 @@ async fn login(source: &ReportSource, password: &str) -> Result<Session, String>
     };
     let tcp = timed(TcpStream::connect((host.as_str(), *port))).await?;
     let stream: Box<dyn Stream> = if *tls {
-        Box::new(tls_connect(host, tcp).await?)
+        Box::new(tls_connect(host, tcp, ca_file).await?)
     } else {
         Box::new(tcp)
     };
@@ -154,9 +156,13 @@ async fn login(source: &ReportSource, password: &str) -> Result<Session, String>
 async fn tls_connect(
     host: &str,
     tcp: TcpStream,
+    ca_file: Option<&Path>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        add_pem_roots(&mut roots, path)?;
+    }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -167,6 +173,23 @@ async fn tls_connect(
         tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     timed(connector.connect(name, tcp)).await
+}
+
+/// Every certificate of a PEM file as a trust anchor.
+fn add_pem_roots(roots: &mut tokio_rustls::rustls::RootCertStore, path: &Path) -> Result<(), String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(())
 }
 
 /// The messages of a UID set, without setting `\Seen` (BODY.PEEK).
