@@ -3,8 +3,8 @@
 //! not yet seen (since `imap_since` when set), fetches them `imap_batch` at a time
 //! without marking them, stores each batch, and only then flags it `\Seen`; so a
 //! failure anywhere re-reads at most one batch (duplicates are ignored). A broken
-//! connection is opened again, up to [`ATTEMPTS`] times per round; the next round
-//! starts afresh.
+//! connection is opened again, up to [`ATTEMPTS`] times per round (a refused login is
+//! not retried until the next round); the next round starts afresh.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use crate::config::{ReportSource, Reports};
 
 /// Connections opened per round before it gives up until the next one.
 pub const ATTEMPTS: usize = 3;
+/// How a refused login's error starts: it is not retried within the round.
+const LOGIN_REFUSED: &str = "login refused for";
 /// Connecting, the TLS handshake and each command may take this long.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -68,6 +70,9 @@ impl ImapSettings {
                 .await
             {
                 Ok(()) => return Ok(total),
+                // A refused login does not get better by asking again (and servers
+                // lock out accounts that keep trying).
+                Err(e) if e.starts_with(LOGIN_REFUSED) => return Err(format!("{name}: {e}")),
                 Err(e) => {
                     warn!("{name}: attempt {attempt} of {ATTEMPTS}: {e}");
                     last = e;
@@ -148,7 +153,7 @@ async fn login(source: &ReportSource, password: &str, ca_file: Option<&Path>) ->
         .ok_or("the server closed the connection before its greeting")?;
     match tokio::time::timeout(TIMEOUT, client.login(user, password)).await {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err((e, _))) => Err(format!("login as {user}: {e}")),
+        Ok(Err((e, _))) => Err(format!("{LOGIN_REFUSED} {user}: {e}")),
         Err(_) => Err(format!("login as {user}: no answer within {TIMEOUT:?}")),
     }
 }
