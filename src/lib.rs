@@ -29,6 +29,8 @@
 //! - [`reload`]: the one writer of the snapshot: policy files and published expansions.
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
 //! - [`os`]: heap trimming after a swap, lower priority for background threads.
+//! - [`reports`]: DMARC aggregate reports: sources (files, Maildir, IMAP), lenient
+//!   decoding, the SQLite store, each sender's class, and the advisor.
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
 

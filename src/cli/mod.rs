@@ -163,7 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Advise { config, domain, json } => {
             let config = load_config(&config)?;
             let (policy, snapshot) = policy_and_snapshot(&config, &domain)?;
-            reports::require_dmarc(&policy)?;
+            reports::require_spf(&policy)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let advice = runtime
                 .block_on(reports::status(&config, &policy, &snapshot, None))?
@@ -198,7 +198,7 @@ fn run_reports(command: ReportsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(&config)?;
             let (policy, snapshot) = policy_and_snapshot(&config, &domain)?;
-            reports::require_dmarc(&policy)?;
+            reports::require_spf(&policy)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime
                 .block_on(reports::status(&config, &policy, &snapshot, since.as_deref()))?

@@ -244,7 +244,7 @@ pub fn advice_text(a: &Advice) -> String {
 }
 
 /// Refuses a domain with no valid policy (the caller prints the reason).
-pub fn require_dmarc(policy: &ValidPolicy) -> anyhow::Result<()> {
+pub fn require_spf(policy: &ValidPolicy) -> anyhow::Result<()> {
     if policy.spf.is_none() {
         bail!(
             "{} has no [spf] section: nothing to classify sources against",
