@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::decode::Limits;
 use super::ingest::{ImportStats, Importer};
@@ -67,7 +67,15 @@ impl ReportPoller {
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         loop {
-            this.clone().round().await;
+            let round = std::panic::AssertUnwindSafe(this.clone().round());
+            if let Err(panic) = futures_util::FutureExt::catch_unwind(round).await {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                error!("DMARC report round panicked (the next one runs as usual): {why}");
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(this.interval) => {}
