@@ -14,6 +14,11 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
+mod reports;
+
+use reports::{RawReports, parse_reports};
+pub use reports::{ReportSource, Reports, is_date, parse_report_source};
+
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +32,8 @@ struct RawConfig {
     admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     alerts: Option<RawAlerts>,
+    #[serde(default)]
+    reports: RawReports,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +120,7 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Where alerts go; off when `None`.
     pub alerts: Option<crate::alerts::AlertConfig>,
+    pub reports: Reports,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -182,6 +190,7 @@ impl Config {
         let tcp = parse_tcp(&raw.server, &mut diags);
         let admin = raw.admin.as_ref().and_then(|a| parse_admin(a, base, &mut diags));
         let alerts = raw.alerts.as_ref().and_then(|a| parse_alerts(a, &mut diags));
+        let reports = parse_reports(&raw.reports, base, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -209,6 +218,7 @@ impl Config {
             tcp,
             admin,
             alerts,
+            reports,
         })
     }
 }

@@ -31,6 +31,8 @@
 //! - [`reload`]: the one writer of the snapshot: policy files and published expansions.
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
 //! - [`os`]: heap trimming after a swap, lower priority for background threads.
+//! - [`reports`]: DMARC aggregate reports: sources (files, Maildir, IMAP), lenient
+//!   decoding, the SQLite store, each sender's class, and the advisor.
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`cli`]: the command-line interface.
 
@@ -48,6 +50,7 @@ pub mod policy;
 pub mod published;
 pub mod refresh;
 pub mod reload;
+pub mod reports;
 pub mod server;
 pub mod service;
 pub mod snapshot;

@@ -53,6 +53,9 @@ pub struct Running {
     pub board: Arc<BoardCell>,
     /// Ready once the first round of expansions is done.
     pub flattened: ReadyWatch,
+    /// The DMARC report poller (when `[reports] sources` lists any), and its status.
+    reports: Option<tokio::task::JoinHandle<()>>,
+    pub report_status: Option<Arc<std::sync::Mutex<crate::reports::poller::PollStatus>>>,
 }
 
 impl Running {
@@ -72,6 +75,9 @@ impl Running {
         }
         self.stop.cancel();
         while self.tcp.join_next().await.is_some() {}
+        if let Some(reports) = self.reports.take() {
+            let _ = reports.await;
+        }
         Ok(())
     }
 }
@@ -132,6 +138,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     .with_alerts(alerts);
     let flattened = flattener.ready();
     let flatten = spawn_flattener(flattener, policies)?;
+    let poller = crate::reports::poller::ReportPoller::from_config(config);
+    let report_status = poller.as_ref().map(|p| p.status());
+    let reports = poller.map(|p| tokio::spawn(p.run(stop.clone())));
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
@@ -149,6 +158,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ready: ready.subscribe(),
         board,
         flattened,
+        reports,
+        report_status,
     })
 }
 

@@ -109,7 +109,16 @@ async fn endpoints_follow_traffic_edits_provider_changes_and_outages() {
     assert_eq!(get(admin, "/healthz", None).await.0, 200);
     assert_eq!(get(admin, "/readyz", None).await, (200, "ready\n".to_string()));
 
-    let s = wait_status(admin, |s| policy(s, "flat.test")["state"] == "ok").await;
+    // The board says ok once the expansion is done; the snapshot swap follows.
+    let flattened = |s: &serde_json::Value| {
+        let flat = policy(s, "flat.test");
+        flat["state"] == "ok"
+            && !flat["published"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("include:")
+    };
+    let s = wait_status(admin, flattened).await;
     let flat = policy(&s, "flat.test");
     assert_eq!(flat["spf_mode"], "flatten");
     assert_eq!(flat["zone"], "_spf.flat.test");

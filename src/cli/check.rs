@@ -26,8 +26,15 @@ pub fn check(config_path: &Path) -> (String, bool) {
     }
     let mut zones: Vec<_> = snapshot.zones.values().collect();
     zones.sort_by(|a, b| a.policy.path.cmp(&b.policy.path));
-    for zone in zones {
+    for zone in &zones {
         let _ = writeln!(out, "{}", summary(&zone.policy));
+    }
+    report_authorisations(&zones, &mut out);
+    for zone in &zones {
+        let dns = crate::reports::spf_view::NoDns;
+        if let Some(line) = super::reports::check_line(&config, &zone.policy, &snapshot, &dns) {
+            let _ = writeln!(out, "reports: {line}");
+        }
     }
     let errors = report.errors().count();
     let warnings = report.diagnostics.len() - errors;
@@ -37,6 +44,29 @@ pub fn check(config_path: &Path) -> (String, bool) {
         snapshot.zone_count()
     );
     (out, errors == 0)
+}
+
+/// The `<domain>._report._dmarc.<host>` records the policies' rua destinations need.
+fn report_authorisations(zones: &[&std::sync::Arc<crate::snapshot::Zone>], out: &mut String) {
+    let auth = crate::reports::authorize::authorisations(zones.iter().map(|z| z.policy.as_ref()));
+    for s in &auth.served {
+        let _ = writeln!(
+            out,
+            "report authorisation: {} TXT \"{}\" belongs in zone {}, which spfd serves",
+            s.owner, s.text, s.zone
+        );
+    }
+    for e in &auth.external {
+        let _ = writeln!(
+            out,
+            "report authorisation: {} sends reports to {} outside the zones spfd serves: TXT \"{}\" must \
+             be published at {} there, or receivers will not send them",
+            e.policy_domain,
+            e.uri,
+            crate::reports::authorize::TEXT,
+            e.owner
+        );
+    }
 }
 
 fn summary(p: &ValidPolicy) -> String {
@@ -62,7 +92,7 @@ fn summary(p: &ValidPolicy) -> String {
         };
     }
     if let Some(dmarc) = &p.dmarc {
-        let _ = write!(line, "; DMARC p={}", dmarc.policy());
+        let _ = write!(line, "; DMARC p={}", dmarc.p());
     }
     if !p.dkim.is_empty() {
         let selectors: Vec<&str> = p.dkim.iter().map(|k| k.selector.as_str()).collect();

@@ -1,7 +1,9 @@
-//! The command line: `serve`, `check`, `records`, `flatten` and `explain`.
+//! The command line: `serve`, `check`, `records`, `flatten`, `explain`, `reports`
+//! and `advise`.
 
 mod check;
 mod explain;
+pub mod reports;
 
 pub use check::{check, records};
 
@@ -71,6 +73,44 @@ pub enum Command {
         #[arg(long)]
         helo: Option<String>,
     },
+    /// DMARC aggregate reports: import them, summarise each sender.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
+    /// Whether the reports support the next step (SPF ~all to -all, DMARC p=none to
+    /// quarantine to reject), with the evidence and what to fix first.
+    Advise {
+        #[arg(long, short)]
+        config: PathBuf,
+        domain: String,
+        /// Print the advice as JSON (documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportsCommand {
+    /// Import report files (XML, gzip, zip or e-mail) or directories of them.
+    Import {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Totals and every source address of a domain, classified.
+    Summary {
+        #[arg(long, short)]
+        config: PathBuf,
+        domain: String,
+        /// Only reports beginning on or after this day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the summary as JSON (documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -120,7 +160,65 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reports { command } => run_reports(command),
+        Command::Advise { config, domain, json } => {
+            let config = load_config(&config)?;
+            let (policy, snapshot) = policy_and_snapshot(&config, &domain)?;
+            reports::require_spf(&policy)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let advice = runtime
+                .block_on(reports::status(&config, &policy, &snapshot, None))?
+                .advice;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&advice)?);
+            } else {
+                print!("{}", reports::advice_text(&advice));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn run_reports(command: ReportsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ReportsCommand::Import { config, paths } => {
+            let config = load_config(&config)?;
+            let stats = reports::import(&config, &paths)?;
+            print!("{}", reports::import_text(&stats));
+            Ok(if stats.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        ReportsCommand::Summary {
+            config,
+            domain,
+            since,
+            json,
+        } => {
+            let config = load_config(&config)?;
+            let (policy, snapshot) = policy_and_snapshot(&config, &domain)?;
+            reports::require_spf(&policy)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let summary = runtime
+                .block_on(reports::status(&config, &policy, &snapshot, since.as_deref()))?
+                .summary;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", reports::summary_text(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The valid policy of a mail domain and the snapshot it was loaded in.
+fn policy_and_snapshot(config: &Config, domain: &str) -> anyhow::Result<(Arc<ValidPolicy>, Arc<Snapshot>)> {
+    let policy = find_policy(config, domain)?;
+    let (snapshot, _) = load_offline(config);
+    Ok((policy, snapshot))
 }
 
 /// The valid policy of a mail domain, as the server would load it.

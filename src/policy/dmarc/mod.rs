@@ -87,6 +87,21 @@ impl DmarcRecord {
         &self.p
     }
 
+    /// The aggregate report destinations (`rua`), as published.
+    pub fn rua(&self) -> &[String] {
+        &self.rua
+    }
+
+    /// The `sp` tag as written (`None`: subdomains follow `p`).
+    pub fn subdomain_policy(&self) -> Option<&str> {
+        self.sp.as_deref()
+    }
+
+    /// The `np` tag as written (`None`: non-existent subdomains follow `sp`, then `p`).
+    pub fn nonexistent_policy(&self) -> Option<&str> {
+        self.np.as_deref()
+    }
+
     /// The record text: `v=DMARC1; p=...` then the tags that were set, in a fixed order.
     pub fn txt(&self) -> String {
         let mut tags = vec!["v=DMARC1".to_string(), format!("p={}", self.p)];

@@ -1,0 +1,314 @@
+//! DMARC aggregate reports end to end: a corpus made here (several receivers, both
+//! schemas, XML, gzip, zip and e-mail forms, a duplicate, a truncated report, bombs)
+//! is imported by `spfd reports import`, and `spfd reports summary --json` is checked
+//! against the corpus's own tally, with sources classified against policies flattened
+//! from the loopback upstream world (tests/upstream).
+
+mod common;
+#[path = "common/corpus.rs"]
+mod corpus;
+#[path = "common/upstream.rs"]
+mod upstream;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::config_text;
+use corpus::{START, Sender, Tally, write_corpus};
+use serde_json::Value;
+use upstream::Upstream;
+
+const SHOP: &str = "domain = \"shop.test\"\n[spf]\nrecord = \"v=spf1 ip4:203.0.113.200/30 mx:customer.test include:_spf.provider-a.test ~all\"\n\
+                    [dmarc]\np = \"none\"\nrua = [\"mailto:dmarc@shop.test\", \"mailto:agg@reports.test\", \"mailto:x@ext.example\"]\n";
+/// Reports of several domains go to one mailbox at a domain whose zone spfd serves.
+const REPORTS_HOST: &str = "domain = \"reports.test\"\nzone = \"reports.test\"\n";
+const OTHER: &str = "domain = \"other.test\"\n[spf]\nrecord = \"v=spf1 include:spf.provider-b.test -all\"\n";
+
+fn sender(ip: &'static str, base: u64, dkim: bool, spf: bool, envelope: &'static str) -> Sender {
+    Sender {
+        ip,
+        base,
+        dkim_aligned: dkim,
+        dkim_other: None,
+        spf_aligned: spf,
+        envelope,
+    }
+}
+
+/// Each sender with the class and detail the test expects from what it knows of the
+/// world: the zone files under tests/upstream and the two policies above.
+fn senders() -> Vec<(Sender, &'static str, &'static str)> {
+    vec![
+        (
+            sender("192.0.2.5", 50, true, true, "shop.test"),
+            "authorised",
+            "include:_spf.provider-a.test",
+        ),
+        (
+            sender("2001:db8:a:1::5", 20, true, true, "shop.test"),
+            "authorised",
+            "include:_spf.provider-a.test",
+        ),
+        (
+            sender("203.0.113.40", 30, false, true, "shop.test"),
+            "authorised",
+            "mx:customer.test",
+        ),
+        (
+            sender("203.0.113.201", 10, true, true, "shop.test"),
+            "authorised",
+            "ip4:203.0.113.200/30",
+        ),
+        // In provider-b's include, which other.test uses and shop.test lacks.
+        (
+            Sender {
+                dkim_other: Some("provider-b.test"),
+                ..sender("198.51.100.70", 15, true, false, "bounces.provider-b.test")
+            },
+            "missing",
+            "include:spf.provider-b.test",
+        ),
+        // provider-b's record shadows .66 with -IP4: its include does not pass it.
+        (
+            sender("198.51.100.66", 5, true, false, "shop.test"),
+            "forwarded",
+            "",
+        ),
+        (
+            sender("233.252.0.9", 8, true, false, "lists.example.org"),
+            "forwarded",
+            "",
+        ),
+        (
+            sender("198.51.100.41", 3, false, false, "shop.test"),
+            "unauthorised",
+            "mta2.provider-c.test",
+        ),
+        (
+            sender("2001:db8:dead::1", 2, false, false, "shop.test"),
+            "unauthorised",
+            "",
+        ),
+    ]
+}
+
+fn spfd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spfd"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn setup(dir: &Path, world: &Upstream) {
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/shop.toml"), SHOP).unwrap();
+    std::fs::write(dir.join("policies/other.toml"), OTHER).unwrap();
+    std::fs::write(dir.join("policies/reports.toml"), REPORTS_HOST).unwrap();
+    let config = format!(
+        "{}{}[reports]\nmax_report_bytes = 1048576\n",
+        config_text(),
+        world.resolver_config_toml()
+    );
+    std::fs::write(dir.join("spfd.toml"), config).unwrap();
+}
+
+fn world_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream"))
+}
+
+async fn run(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || spfd(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+fn import_args(dir: &Path, inbox: &Path) -> Vec<String> {
+    let config = dir.join("spfd.toml").display().to_string();
+    vec![
+        "reports".into(),
+        "import".into(),
+        "--config".into(),
+        config,
+        inbox.display().to_string(),
+    ]
+}
+
+fn check_import(out: &str, code: i32, t: &Tally) {
+    assert_eq!(code, 1, "errors make the exit code 1: {out}");
+    for bad in &t.bad {
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("error:") && l.contains(bad.as_str()))
+            .collect();
+        assert_eq!(lines.len(), 1, "one error for {bad}: {out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.contains("broken.xml") && l.contains("line ")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("bomb.gz") && l.contains("more than 1048576 bytes")),
+        "{out}"
+    );
+    let summary = out.lines().last().unwrap();
+    let expected = format!(
+        "{} reports imported ({} rows), {} duplicates skipped, 3 errors",
+        t.reports, t.rows, t.duplicates
+    );
+    assert!(summary.ends_with(&expected), "{summary} / {expected}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_is_imported_once_and_every_sender_is_classified() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let list = senders();
+    let plain: Vec<Sender> = list.iter().map(|(s, _, _)| *s).collect();
+    let tally = write_corpus(&inbox, "shop.test", &plain, 3);
+
+    let (code, out, err) = run(import_args(dir.path(), &inbox)).await;
+    check_import(&out, code, &tally);
+    assert!(err.is_empty(), "{err}");
+    // Again: every report is a duplicate, nothing is added.
+    let (_, again, _) = run(import_args(dir.path(), &inbox)).await;
+    let expected = format!(
+        "0 reports imported (0 rows), {} duplicates skipped",
+        tally.reports + tally.duplicates
+    );
+    assert!(again.lines().last().unwrap().contains(&expected), "{again}");
+
+    let config = dir.path().join("spfd.toml").display().to_string();
+    let args = ["reports", "summary", "--config", &config, "shop.test", "--json"];
+    let (code, out, err) = run(args.iter().map(|s| s.to_string()).collect()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    check_totals(&json, &tally);
+    check_sources(&json, &list, &tally);
+}
+
+fn check_totals(json: &Value, t: &Tally) {
+    assert_eq!(json["domain"], "shop.test");
+    assert_eq!(json["reports"], t.reports, "{json}");
+    assert_eq!(json["messages"], t.messages, "{json}");
+    assert_eq!(json["dmarc_pass"], t.dmarc_pass, "{json}");
+    assert_eq!(json["days"], t.days, "{json}");
+    assert_eq!(json["receivers"], t.receivers, "{json}");
+    assert_eq!(
+        json["spf_origin"], "resolved",
+        "no server ran, so nothing was published"
+    );
+}
+
+fn check_sources(json: &Value, list: &[(Sender, &str, &str)], t: &Tally) {
+    let sources = json["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), list.len(), "{json:#}");
+    for (s, class, detail) in list {
+        let got = sources
+            .iter()
+            .find(|x| x["ip"] == s.ip)
+            .unwrap_or_else(|| panic!("{}", s.ip));
+        assert_eq!(got["class"], *class, "{}: {got}", s.ip);
+        assert_eq!(got["messages"], t.by_ip[s.ip], "{}", s.ip);
+        assert_eq!(
+            got["dmarc_pass"],
+            t.pass_by_ip.get(s.ip).copied().unwrap_or(0),
+            "{}",
+            s.ip
+        );
+        match *class {
+            "authorised" => assert_eq!(got["spf_via"], *detail, "{}", s.ip),
+            "missing" => assert_eq!(got["add"], *detail, "{}", s.ip),
+            "unauthorised" if !detail.is_empty() => {
+                assert_eq!(got["reverse"][0], *detail, "{}", s.ip)
+            }
+            _ => assert!(got.get("spf_via").is_none(), "{got}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_limits_the_period_and_check_mentions_the_reports() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let plain: Vec<Sender> = senders().iter().map(|(s, _, _)| *s).collect();
+    let tally = write_corpus(&inbox, "shop.test", &plain, 4);
+    run(import_args(dir.path(), &inbox)).await;
+    let config = dir.path().join("spfd.toml").display().to_string();
+    let since = spfd::reports::analysis::day(START + 2 * 86400);
+    let args = [
+        "reports",
+        "summary",
+        "--config",
+        &config,
+        "shop.test",
+        "--since",
+        &since,
+        "--json",
+    ];
+    let (code, out, err) = run(args.iter().map(|s| s.to_string()).collect()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["days"], 2);
+    assert_eq!(json["reports"], tally.reports / 2);
+    assert_eq!(json["since"], since);
+
+    let (code, out, err) = run(vec!["check".into(), "--config".into(), config.clone()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mentions: Vec<&str> = out.lines().filter(|l| l.starts_with("reports: ")).collect();
+    assert_eq!(mentions.len(), 1, "only shop.test has reports: {out}");
+    assert!(
+        mentions[0].contains("shop.test") && mentions[0].contains("spfd advise"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_published_expansion_check_gives_the_advice_in_one_line() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let config = spfd::config::Config::load(&dir.path().join("spfd.toml")).unwrap();
+    // The server flattens shop.test and keeps the result in state_dir/published.json.
+    let running = spfd::server::start(&config).await.unwrap();
+    for _ in 0..400 {
+        if config.state_dir.join("published.json").exists() && running.published.get("shop.test.").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    running.shutdown().await.unwrap();
+    let published = std::fs::read_to_string(config.state_dir.join("published.json")).unwrap();
+    assert!(published.contains("\"shop.test.\""), "{published}");
+
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let plain: Vec<Sender> = senders().iter().map(|(s, _, _)| *s).collect();
+    let tally = write_corpus(&inbox, "shop.test", &plain, 3);
+    run(import_args(dir.path(), &inbox)).await;
+    let path = dir.path().join("spfd.toml").display().to_string();
+    let (code, out, err) = run(vec!["check".into(), "--config".into(), path]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("reports: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let expected = format!(
+        "reports: shop.test: reports over {} days, {} messages: DMARC not yet ready for p=quarantine; \
+         SPF not yet ready for -all (spfd advise shop.test)",
+        tally.days, tally.messages
+    );
+    assert_eq!(line, expected);
+}
