@@ -29,6 +29,10 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
     let response_edns = request.edns.as_ref().map(response_edns);
     let mut metadata = Metadata::response_from_request(&request.metadata);
     let answer = if request.metadata.op_code != OpCode::Query {
+        // RD and CD are defined for QUERY only (ISC's genreport checks that NOTIMP
+        // does not echo them).
+        metadata.recursion_desired = false;
+        metadata.checking_disabled = false;
         Answer::code(ResponseCode::NotImp)
     } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         Answer::code(ResponseCode::BADVERS)
@@ -79,6 +83,9 @@ pub fn respond_general(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
+    if super::scan::defect(bytes).is_some() {
+        return formerr(bytes);
+    }
     let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
         Ok(request) => request,
         Err(_) => return formerr(bytes),
@@ -109,14 +116,17 @@ pub fn respond_general(
 }
 
 /// FORMERR for a message whose header is readable but the rest is not (as hickory's
-/// server does): id, opcode and RD copied, no sections.
+/// server does): id and opcode copied, RD too for QUERY, no sections (so nothing of
+/// the malformed part is echoed).
 fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
         return None;
     }
     let mut out = vec![0u8; 12];
     out[..2].copy_from_slice(&bytes[..2]);
-    out[2] = 0x80 | (bytes[2] & 0x78) | (bytes[2] & 0x01);
+    let opcode = bytes[2] & 0x78;
+    let rd = if opcode == 0 { bytes[2] & 0x01 } else { 0 };
+    out[2] = 0x80 | opcode | rd;
     out[3] = ResponseCode::FormErr.low();
     Some(out)
 }
