@@ -37,6 +37,10 @@ struct RawServer {
     tcp_connections: Option<Spanned<i64>>,
     #[serde(default)]
     tcp_idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    tcp_connections_per_source: Option<Spanned<i64>>,
+    #[serde(default)]
+    tcp_message_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,27 +175,53 @@ impl Config {
     }
 }
 
-/// `tcp_connections` (at least 1) and `tcp_idle_timeout`.
+/// `tcp_connections` and `tcp_connections_per_source` (at least 1, the share at most
+/// the cap), `tcp_idle_timeout` and `tcp_message_timeout`.
 fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::TcpLimits {
     let mut limits = crate::dns::tcp::TcpLimits::default();
-    if let Some(count) = &server.tcp_connections {
-        match usize::try_from(*count.get_ref()) {
-            Ok(n) if n > 0 => limits.max_connections = n,
-            _ => diags.error(
-                count.span(),
+    if let Some(n) = positive_count(&server.tcp_connections, "server tcp_connections", diags) {
+        limits.max_connections = n;
+    }
+    let per_source = &server.tcp_connections_per_source;
+    if let Some(n) = positive_count(per_source, "server tcp_connections_per_source", diags) {
+        if n > limits.max_connections {
+            let span = per_source.as_ref().map_or(0..0, |s| s.span());
+            diags.error(
+                span,
                 format!(
-                    "server tcp_connections must be at least 1; got {}",
-                    count.get_ref()
+                    "server tcp_connections_per_source ({n}) is above tcp_connections ({})",
+                    limits.max_connections
                 ),
-            ),
+            );
         }
+        limits.per_source = Some(n);
     }
     if let Some(idle) = &server.tcp_idle_timeout
         && let Some(d) = parse_duration(idle, "server tcp_idle_timeout", diags)
     {
         limits.idle_timeout = d;
     }
+    if let Some(t) = &server.tcp_message_timeout
+        && let Some(d) = parse_duration(t, "server tcp_message_timeout", diags)
+    {
+        limits.message_timeout = d;
+    }
     limits
+}
+
+/// An optional count of at least 1.
+fn positive_count(raw: &Option<Spanned<i64>>, what: &str, diags: &mut Diagnostics) -> Option<usize> {
+    let count = raw.as_ref()?;
+    match usize::try_from(*count.get_ref()) {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            diags.error(
+                count.span(),
+                format!("{what} must be at least 1; got {}", count.get_ref()),
+            );
+            None
+        }
+    }
 }
 
 fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostics) -> Vec<Name> {
@@ -348,6 +378,32 @@ mod tests {
             err[0]
         );
         assert_eq!(err[0].line, 5);
+    }
+
+    #[test]
+    fn tcp_fairness_keys_are_read_and_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.tcp.per_source(), 64, "a sixteenth of 1024");
+        assert_eq!(c.tcp.message_timeout, Duration::from_secs(2));
+        let c = parse(&format!(
+            "{MINIMAL}tcp_connections = 20\ntcp_connections_per_source = 5\ntcp_message_timeout = \"500ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!((c.tcp.max_connections, c.tcp.per_source()), (20, 5));
+        assert_eq!(c.tcp.message_timeout, Duration::from_millis(500));
+        assert_eq!(
+            parse(&format!("{MINIMAL}tcp_connections = 20\n"))
+                .unwrap()
+                .tcp
+                .per_source(),
+            8
+        );
+        let err = parse(&format!(
+            "{MINIMAL}tcp_connections = 4\ntcp_connections_per_source = 5\n"
+        ))
+        .unwrap_err();
+        assert_eq!((err[0].line, err[0].column), (5, 30), "{}", err[0]);
+        assert!(err[0].message.contains("above tcp_connections"), "{}", err[0]);
     }
 
     #[test]

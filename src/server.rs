@@ -63,12 +63,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut tcp = JoinSet::new();
     let mut addrs = Vec::new();
     let mut udp_sockets = Vec::new();
+    let tcp_limits = tcp_limits(config, workers);
     for addr in &config.listen {
         let (udp, listener) =
             listen::bind_all(*addr, workers).with_context(|| format!("cannot listen on {addr}"))?;
         addrs.push(udp[0].local_addr()?);
         udp_sockets.extend(udp);
-        tcp.spawn(dns::tcp::serve(listener, cell.clone(), config.tcp, stop.clone()));
+        tcp.spawn(dns::tcp::serve(listener, cell.clone(), tcp_limits, stop.clone()));
     }
     let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
     // Chains flattened before a restart are served at once, whatever upstream does.
@@ -112,6 +113,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         udp: Some(udp),
         reload_thread: Some(reload_thread),
     })
+}
+
+/// The configured TCP limits, the cap lowered to what the open-files limit allows
+/// after raising it to the hard limit.
+fn tcp_limits(config: &Config, workers: usize) -> dns::tcp::TcpLimits {
+    match crate::os::raise_open_files_limit() {
+        Some(open_files) => {
+            let listening = (config.listen.len() * (workers + 1)) as u64;
+            config
+                .tcp
+                .fit_open_files(open_files, dns::tcp::RESERVED_DESCRIPTORS + listening)
+        }
+        None => config.tcp,
+    }
 }
 
 /// `spfd serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the policies.

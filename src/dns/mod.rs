@@ -3,7 +3,8 @@
 //! hickory's parser and encoder, for TCP and for unusual UDP queries; [`wire`] answers
 //! common UDP queries from the snapshot's precompiled bytes; [`scan`] finds what both
 //! paths refuse before hickory reads a message; [`udp`] runs one worker
-//! thread per socket; [`tcp`] serves connections; [`listen`] binds the sockets.
+//! thread per socket; [`tcp`] serves connections, fairly between
+//! clients ([`tcp_table`]); [`listen`] binds the sockets.
 
 pub mod answer;
 pub mod handler;
@@ -11,6 +12,7 @@ pub mod listen;
 pub mod mmsg;
 pub mod scan;
 pub mod tcp;
+pub mod tcp_table;
 pub mod udp;
 pub mod wire;
 
