@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+use crate::dns::rrl::RrlConfig;
 
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
@@ -41,6 +42,27 @@ struct RawServer {
     tcp_connections_per_source: Option<Spanned<i64>>,
     #[serde(default)]
     tcp_message_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    rrl: RawRrl,
+}
+
+/// `[server.rrl]`: response rate limiting over UDP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    responses_per_second: Option<Spanned<i64>>,
+    #[serde(default)]
+    slip: Option<Spanned<i64>>,
+    #[serde(default)]
+    ipv4_prefix_length: Option<Spanned<i64>>,
+    #[serde(default)]
+    ipv6_prefix_length: Option<Spanned<i64>>,
+    /// `None`: the default (loopback); a list replaces it.
+    #[serde(default)]
+    whitelist: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +112,7 @@ pub struct Config {
     pub upstream: Upstream,
     pub policy_dir: PathBuf,
     pub tcp: crate::dns::tcp::TcpLimits,
+    pub rrl: RrlConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +169,7 @@ impl Config {
             diags.error(span, "upstream refresh_min is longer than refresh_max");
         }
         let tcp = parse_tcp(&raw.server, &mut diags);
+        let rrl = parse_rrl(&raw.server.rrl, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -171,6 +195,7 @@ impl Config {
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,
+            rrl,
         })
     }
 }
@@ -207,6 +232,69 @@ fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::Tc
         limits.message_timeout = d;
     }
     limits
+}
+
+/// `[server.rrl]`: every number within its range, every whitelist entry an address or
+/// a prefix.
+fn parse_rrl(raw: &RawRrl, diags: &mut Diagnostics) -> RrlConfig {
+    let mut rrl = RrlConfig::default();
+    if let Some(enabled) = raw.enabled {
+        rrl.enabled = enabled;
+    }
+    let mut number = |value: &Option<Spanned<i64>>, what: &str, max: i64| -> Option<u32> {
+        let value = value.as_ref()?;
+        match *value.get_ref() {
+            n @ 0.. if n <= max => Some(n as u32),
+            n => {
+                diags.error(
+                    value.span(),
+                    format!("server.rrl {what} must be between 0 and {max}; got {n}"),
+                );
+                None
+            }
+        }
+    };
+    if let Some(n) = number(&raw.responses_per_second, "responses_per_second", 1_000_000) {
+        rrl.responses_per_second = n;
+    }
+    if let Some(n) = number(&raw.slip, "slip", 100) {
+        rrl.slip = n;
+    }
+    if let Some(n) = number(&raw.ipv4_prefix_length, "ipv4_prefix_length", 32) {
+        rrl.ipv4_prefix_length = n as u8;
+    }
+    if let Some(n) = number(&raw.ipv6_prefix_length, "ipv6_prefix_length", 128) {
+        rrl.ipv6_prefix_length = n as u8;
+    }
+    if let Some(entries) = &raw.whitelist {
+        rrl.whitelist = parse_whitelist(entries, diags);
+    }
+    if rrl.enabled && rrl.responses_per_second == 0 {
+        let span = raw.responses_per_second.as_ref().map_or(0..0, |s| s.span());
+        diags.error(
+            span,
+            "server.rrl responses_per_second must be at least 1; to turn RRL off write enabled = false",
+        );
+    }
+    rrl
+}
+
+fn parse_whitelist(entries: &[Spanned<String>], diags: &mut Diagnostics) -> Vec<ipnet::IpNet> {
+    let mut whitelist = Vec::new();
+    for entry in entries {
+        let text = entry.get_ref();
+        let net = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(net) => whitelist.push(net.trunc()),
+            Err(_) => diags.error(
+                entry.span(),
+                format!("server.rrl whitelist entry {text:?} is not an address or prefix: write e.g. \"192.0.2.0/24\" or \"2001:db8::1\""),
+            ),
+        }
+    }
+    whitelist
 }
 
 /// An optional count of at least 1.
@@ -404,6 +492,52 @@ mod tests {
         .unwrap_err();
         assert_eq!((err[0].line, err[0].column), (5, 30), "{}", err[0]);
         assert!(err[0].message.contains("above tcp_connections"), "{}", err[0]);
+    }
+
+    #[test]
+    fn rrl_is_on_by_default_and_its_keys_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.rrl, RrlConfig::default());
+        assert!(c.rrl.enabled);
+        assert_eq!((c.rrl.responses_per_second, c.rrl.slip), (200, 2));
+        let c = parse(&format!(
+            "{MINIMAL}[server.rrl]\nresponses_per_second = 50\nslip = 0\nipv4_prefix_length = 32\nwhitelist = [\"192.0.2.7\", \"2001:db8::/32\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.rrl.responses_per_second, c.rrl.slip, c.rrl.ipv4_prefix_length),
+            (50, 0, 32)
+        );
+        assert_eq!(c.rrl.whitelist.len(), 2);
+        assert!(
+            RrlConfig::default()
+                .whitelist
+                .iter()
+                .any(|n| n.contains(&"127.0.0.2".parse::<std::net::IpAddr>().unwrap()))
+        );
+        assert!(
+            !parse(&format!("{MINIMAL}[server.rrl]\nenabled = false\n"))
+                .unwrap()
+                .rrl
+                .enabled
+        );
+        let err = parse(&format!(
+            "{MINIMAL}[server.rrl]\nwhitelist = [\"192.0.2\"]\nslip = -1\n"
+        ))
+        .unwrap_err();
+        let shown: Vec<String> = err.iter().map(|d| d.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("/etc/spfd/spfd.toml:6:8: error: server.rrl slip"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("/etc/spfd/spfd.toml:5:14: error: server.rrl whitelist"),
+            "{shown:?}"
+        );
+        let err = parse(&format!("{MINIMAL}[server.rrl]\nrate = 5\n")).unwrap_err();
+        assert!(err[0].message.contains("unknown field `rate`"), "{}", err[0]);
+        assert_eq!(err[0].line, 5, "{}", err[0]);
     }
 
     #[test]

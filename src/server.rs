@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::dns::rrl::RrlCounters;
 use crate::dns::udp::UdpWorkers;
 use crate::dns::{self, listen};
 use crate::refresh::{Flattener, Published, Settings};
@@ -31,6 +32,8 @@ pub struct Running {
     pub initial: ReloadReport,
     /// The flattened SPF records in service.
     pub published: Arc<Published>,
+    /// Answers the UDP rate limiter dropped or sent truncated.
+    pub rrl: Arc<RrlCounters>,
     /// Stops the TCP servers.
     stop: CancellationToken,
     tcp: JoinSet<()>,
@@ -71,7 +74,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         udp_sockets.extend(udp);
         tcp.spawn(dns::tcp::serve(listener, cell.clone(), tcp_limits, stop.clone()));
     }
-    let udp = UdpWorkers::spawn(udp_sockets, cell.clone()).context("cannot start the UDP workers")?;
+    let rrl = Arc::new(RrlCounters::default());
+    let udp = UdpWorkers::spawn(
+        udp_sockets,
+        cell.clone(),
+        Arc::new(config.rrl.clone()),
+        rrl.clone(),
+    )
+    .context("cannot start the UDP workers")?;
     // Chains flattened before a restart are served at once, whatever upstream does.
     let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
@@ -108,6 +118,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reload: reload_tx,
         initial,
         published,
+        rrl,
         stop,
         tcp,
         udp: Some(udp),

@@ -3,13 +3,14 @@
 //! hickory's parser and encoder, for TCP and for unusual UDP queries; [`wire`] answers
 //! common UDP queries from the snapshot's precompiled bytes; [`scan`] finds what both
 //! paths refuse before hickory reads a message; [`udp`] runs one worker
-//! thread per socket; [`tcp`] serves connections, fairly between
+//! thread per socket, each with its own response rate limiter ([`rrl`]); [`tcp`] serves connections, fairly between
 //! clients ([`tcp_table`]); [`listen`] binds the sockets.
 
 pub mod answer;
 pub mod handler;
 pub mod listen;
 pub mod mmsg;
+pub mod rrl;
 pub mod scan;
 pub mod tcp;
 pub mod tcp_table;

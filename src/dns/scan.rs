@@ -53,6 +53,20 @@ pub fn defect(message: &[u8]) -> Option<Defect> {
     None
 }
 
+/// The end of the question section, for a message whose question names are plain
+/// (as every response spfd writes).
+pub fn question_end(message: &[u8]) -> Option<usize> {
+    let count = u16::from_be_bytes([*message.get(4)?, *message.get(5)?]);
+    let mut at = HEADER;
+    for _ in 0..count {
+        match plain_name(message, at) {
+            Name::End(end) if end + 4 <= message.len() => at = end + 4,
+            _ => return None,
+        }
+    }
+    (at <= message.len()).then_some(at)
+}
+
 enum Name {
     /// A name of plain labels ending (after its root label) at this offset.
     End(usize),

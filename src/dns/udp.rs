@@ -1,7 +1,7 @@
 //! The UDP server: one thread per core, each reading its own SO_REUSEPORT socket (the
 //! kernel spreads queries across them) in batches, answering from the snapshot through
-//! the fast path, or the general one for anything unusual. No task, channel, lock or
-//! allocation per query.
+//! the fast path, or the general one for anything unusual, then past the worker's own
+//! response rate limiter. No task, channel, lock or allocation per query.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::handler::respond_general;
 use super::mmsg::Batch;
+use super::rrl::{self, Limiter, RrlConfig, RrlCounters, Verdict};
 use super::wire::{self, Outcome};
 use crate::snapshot::{Snapshot, SnapshotCell};
 
@@ -28,15 +29,23 @@ pub struct UdpWorkers {
 }
 
 impl UdpWorkers {
-    pub fn spawn(sockets: Vec<UdpSocket>, cell: Arc<SnapshotCell>) -> io::Result<UdpWorkers> {
+    /// One worker per socket; with RRL enabled each has its own limiter (the same
+    /// source always reaches the same socket: SO_REUSEPORT hashes the address pair).
+    pub fn spawn(
+        sockets: Vec<UdpSocket>,
+        cell: Arc<SnapshotCell>,
+        rrl: Arc<RrlConfig>,
+        counters: Arc<RrlCounters>,
+    ) -> io::Result<UdpWorkers> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(STOP_POLL))?;
             let (cell, stop) = (cell.clone(), stop.clone());
+            let limiter = rrl.enabled.then(|| Limiter::new(rrl.clone(), counters.clone()));
             let thread = std::thread::Builder::new()
                 .name(format!("spfd-udp-{i}"))
-                .spawn(move || serve(&socket, &cell, &stop))?;
+                .spawn(move || serve(&socket, &cell, &stop, limiter))?;
             threads.push(thread);
         }
         Ok(UdpWorkers { stop, threads })
@@ -51,7 +60,7 @@ impl UdpWorkers {
     }
 }
 
-fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool) {
+fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool, mut limiter: Option<Limiter>) {
     let mut batch = Batch::default();
     while !stop.load(Ordering::Relaxed) {
         match batch.receive(socket) {
@@ -65,11 +74,19 @@ fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool) {
         }
         // One snapshot for the whole batch: a batch is answered from one version.
         let snapshot = cell.load();
+        if let Some(limiter) = &mut limiter {
+            limiter.tick();
+        }
         for i in 0..batch.received() {
             let mut answer = std::mem::take(&mut batch.answers[i]);
             answer.clear();
             if let Some((request, src)) = batch.query(i) {
                 respond(&snapshot, request, src, &mut answer);
+                if let Some(limiter) = &mut limiter
+                    && !answer.is_empty()
+                {
+                    limit(limiter, src, &mut answer);
+                }
             }
             batch.answers[i] = answer;
         }
@@ -89,5 +106,14 @@ fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u
                 out.extend_from_slice(&response);
             }
         }
+    }
+}
+
+/// Applies the rate limiter's verdict to an answer about to be sent.
+fn limit(limiter: &mut Limiter, src: SocketAddr, answer: &mut Vec<u8>) {
+    match limiter.check(src.ip(), answer) {
+        Verdict::Send => {}
+        Verdict::Slip => rrl::slip(answer),
+        Verdict::Drop => answer.clear(),
     }
 }
