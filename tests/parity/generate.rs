@@ -63,7 +63,7 @@ fn opt(payload: u16, flags: [u8; 4], rdata: &[u8]) -> Vec<u8> {
 
 /// A well-formed query: header (id, RD or not), one question, maybe an OPT with a
 /// cookie or padding.
-fn query(rng: &mut Rng) -> Vec<u8> {
+pub fn query(rng: &mut Rng) -> Vec<u8> {
     let id = rng.next() as u16;
     let flags = if rng.below(2) == 0 { 0x0100u16 } else { 0 };
     let edns = rng.below(3);
