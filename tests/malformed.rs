@@ -115,3 +115,24 @@ async fn notimp_does_not_echo_rd_or_cd() {
         assert_eq!(response[2] & 0x80, 0x80, "QR");
     }
 }
+
+/// Found by fuzzing (tests/fuzz, udp_answer): ten questions echoed in a FORMERR do not
+/// fit 512 octets, and UDP stayed silent where TCP said FORMERR.
+#[tokio::test]
+async fn formerr_too_large_to_echo_is_sent_without_its_questions() {
+    let s = server().await;
+    let mut request = hex("0aff0000000a00000000000000");
+    request.truncate(12);
+    for _ in 0..10 {
+        request.push(62);
+        request.extend_from_slice(&[b'x'; 62]);
+        request.extend_from_slice(&[0, 0, 16, 0, 1]);
+    }
+    let udp = udp_raw(s.addr, &request).await;
+    assert_eq!(rcode(&udp), ResponseCode::FormErr.low(), "{udp:02x?}");
+    assert!(udp.len() <= 512);
+    assert_eq!(
+        rcode(&tcp_raw(s.addr, &request).await),
+        ResponseCode::FormErr.low()
+    );
+}

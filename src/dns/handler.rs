@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::Request;
@@ -111,8 +111,23 @@ pub fn respond_general(
         Protocol::Udp => edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload),
         _ => u16::MAX,
     });
-    response.destructive_emit(&mut encoder).ok()?;
+    if response.destructive_emit(&mut encoder).is_err() {
+        // Over UDP, the echo of many questions in a FORMERR can exceed the limit on its
+        // own (found by fuzzing: UDP stayed silent where TCP said FORMERR).
+        return code_only(metadata, edns);
+    }
     Some(out)
+}
+
+/// The response code alone, with our OPT (which carries an extended code's high bits)
+/// and no sections: for a response too large even without records.
+fn code_only(metadata: Metadata, edns: Option<Edns>) -> Option<Vec<u8>> {
+    let mut message = Message::new(metadata.id, MessageType::Response, metadata.op_code);
+    message.metadata = metadata;
+    if let Some(edns) = edns {
+        message.set_edns(edns);
+    }
+    message.to_vec().ok()
 }
 
 /// FORMERR for a message whose header is readable but the rest is not (as hickory's
