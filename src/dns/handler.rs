@@ -29,11 +29,7 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
     let response_edns = request.edns.as_ref().map(response_edns);
     let mut metadata = Metadata::response_from_request(&request.metadata);
     let answer = if request.metadata.op_code != OpCode::Query {
-        // RD and CD are defined for QUERY only (ISC's genreport checks that NOTIMP
-        // does not echo them).
-        metadata.recursion_desired = false;
-        metadata.checking_disabled = false;
-        Answer::code(ResponseCode::NotImp)
+        not_implemented(&mut metadata)
     } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         Answer::code(ResponseCode::BADVERS)
     } else {
@@ -72,6 +68,14 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
         }
     }
     (metadata, answer, response_edns)
+}
+
+/// NOTIMP for an opcode other than QUERY. RD and CD are defined for QUERY only, so they
+/// are not echoed (ISC's genreport checks this).
+fn not_implemented(metadata: &mut Metadata) -> Answer {
+    metadata.recursion_desired = false;
+    metadata.checking_disabled = false;
+    Answer::code(ResponseCode::NotImp)
 }
 
 /// The general path: hickory's parser and encoder around [`plan`], for TCP and for the

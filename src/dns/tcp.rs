@@ -124,15 +124,27 @@ pub async fn serve(
                 continue;
             }
         };
-        let (cell, stop) = (cell.clone(), stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection(stream, src, &cell, limits, &slot) => {}
-                _ = slot.close.cancelled() => {}
-                _ = stop.cancelled() => {}
-            }
-        });
+        spawn_connection(stream, src, slot, cell.clone(), limits, stop.clone());
     }
+}
+
+/// Serves one connection on its own task until it ends, the table closes it for a newer
+/// one, or the server stops.
+fn spawn_connection(
+    stream: TcpStream,
+    src: SocketAddr,
+    slot: Slot,
+    cell: Arc<SnapshotCell>,
+    limits: TcpLimits,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = connection(stream, src, &cell, limits, &slot) => {}
+            _ = slot.close.cancelled() => {}
+            _ = stop.cancelled() => {}
+        }
+    });
 }
 
 /// Errors about one connection that went away before it was accepted.
