@@ -2,7 +2,8 @@
 //! inputs generated from fixed seeds, so that every `cargo test` (and CI) runs them
 //! without cargo-fuzz: queries well-formed and malformed (the parity test's generator)
 //! for the UDP answer function, names spelled well and badly for the macro-mode
-//! parser, mutated policy files and SPF records built from terms and then mutated.
+//! parser, mutated policy files, SPF records built from terms and then mutated, and
+//! small worlds of records for the flattener.
 //! cargo-fuzz explores further: see tests/fuzz/Cargo.toml.
 
 #[path = "fuzz/src/lib.rs"]
@@ -145,4 +146,16 @@ fn policy_files_load_or_are_refused_without_panics() {
     for _ in 0..CASES / 4 {
         fuzz::policy_load(mutate(&mut rng, policy, &pieces).as_bytes());
     }
+}
+
+#[test]
+fn the_flattener_publishes_what_the_source_says() {
+    let mut rng = Rng::new(14);
+    let mut compared = 0;
+    for _ in 0..CASES / 2 {
+        let input: Vec<u8> = (0..64).map(|_| rng.next() as u8).collect();
+        compared += usize::from(fuzz::flatten(&input));
+    }
+    // Most worlds flatten (the others loop, break the budget or are invalid).
+    assert!(compared > CASES / 4, "{compared}");
 }

@@ -2,7 +2,7 @@
 //! that the main test suite can check the same properties on generated inputs
 //! (tests/properties.rs includes this file): the whole UDP answer function against the
 //! general path, the macro-mode name parser against std's address parser, the policy
-//! loader and the SPF record parser. They share a snapshot with every kind of zone the
+//! loader, the SPF record parser and the flattener over a fake DNS. They share a snapshot with every kind of zone the
 //! query path answers from (passthrough SPF, DMARC, a 2048-bit DKIM key, a record long
 //! enough to be truncated, a macro-mode zone), built once per process.
 
@@ -205,4 +205,130 @@ pub fn spf_record(data: &[u8]) {
         let again = Record::parse(&printed).expect("a printed record parses");
         assert_eq!(again.to_string(), printed, "{text:?}");
     }
+}
+
+/// Reads octets from the input, zeros past its end.
+struct Octets<'a>(std::slice::Iter<'a, u8>);
+
+impl Octets<'_> {
+    fn next(&mut self) -> u8 {
+        self.0.next().copied().unwrap_or(0)
+    }
+}
+
+/// One term for a record, picked by the input: address ranges with every qualifier,
+/// includes, `a` and `mx` with CIDR lengths, a live `exists`, `all`.
+fn term(o: &mut Octets) -> String {
+    let (x, y) = (o.next(), o.next());
+    let qualifier = ["", "-", "~", "?"][usize::from(y >> 6)];
+    match o.next() % 10 {
+        0 => format!("{qualifier}ip4:10.{x}.0.0/16"),
+        1 => format!("{qualifier}ip4:10.{x}.{y}.0/{}", 17 + y % 16),
+        2 => format!("{qualifier}ip6:2001:db8:{x:x}::/{}", 33 + y % 40),
+        3 => "include:a.test".to_string(),
+        4 => "include:b.test".to_string(),
+        5 => format!("{qualifier}a:host.test/{}", 20 + x % 13),
+        6 => format!("{qualifier}mx:mail.test"),
+        7 => format!("{qualifier}exists:%{{i}}.live.test"),
+        8 => format!("{qualifier}ip4:10.{x}.{y}.{}", o.next()),
+        _ => format!("{qualifier}all"),
+    }
+}
+
+fn record(o: &mut Octets, redirect: Option<&str>) -> String {
+    let terms: Vec<String> = (0..o.next() % 6).map(|_| term(o)).collect();
+    let tail = redirect.map(|r| format!(" redirect={r}")).unwrap_or_default();
+    format!("v=spf1 {}{tail}", terms.join(" "))
+}
+
+fn address(o: &mut Octets) -> IpAddr {
+    if o.next().is_multiple_of(4) {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, u16::from(o.next()), 0, 0, 0, 0, 1))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(10, o.next(), o.next(), o.next()))
+    }
+}
+
+/// The flattener over a fake DNS (true when it published a chain to compare): a
+/// domain's record and two included ones built from the
+/// input; when the flattener publishes a chain, every address the input names gets the
+/// same SPF result from the published records (with RFC 7208's limits) as from the
+/// source (limits lifted), or, where the published record fails (permerror: live terms
+/// keep their void lookups), the source fails too under RFC 7208's limits.
+pub fn flatten(data: &[u8]) -> bool {
+    use spfd::flatten::{ExpandOptions, Memory};
+    use spfd::spf::{EvalOptions, MemoryDns, Query, SpfResult, check_host, check_record};
+    let mut o = Octets(data.iter());
+    let redirect = (o.next().is_multiple_of(4)).then_some("b.test");
+    let source = record(&mut o, redirect);
+    let mut dns = MemoryDns::new();
+    dns.add_txt("a.test", &record(&mut o, None));
+    dns.add_txt("b.test", &record(&mut o, None));
+    dns.add_a("host.test", Ipv4Addr::new(10, o.next(), o.next(), 1));
+    dns.add_mx("mail.test", "host.test");
+    dns.add_a("1.0.0.10.live.test", Ipv4Addr::new(127, 0, 0, 2));
+    let Ok(parsed) = Record::parse(&source) else {
+        return false;
+    };
+    let zone = Name::from_ascii("_spf.example.test.").expect("a name");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let flattened = runtime.block_on(spfd::flatten::flatten(
+        &dns,
+        "example.test",
+        &parsed,
+        &zone,
+        true,
+        &mut Memory::new(),
+        &ExpandOptions::at(1_000_000),
+    ));
+    let Ok((_, chain)) = flattened else {
+        return false;
+    };
+    let mut published = dns.clone();
+    for (name, strings) in chain.records() {
+        published.add_txt(name, &strings.concat());
+    }
+    published.add_txt("example.test", &format!("v=spf1 redirect={}", chain.zone));
+    for _ in 0..8 {
+        let query = Query::new(address(&mut o), "someone@example.test", "mail.example.org");
+        let want = runtime.block_on(check_record(
+            &dns,
+            &parsed,
+            "example.test",
+            &query,
+            &EvalOptions::without_limits(),
+        ));
+        let got = runtime.block_on(check_host(
+            &published,
+            "example.test",
+            &query,
+            &EvalOptions::default(),
+        ));
+        if got.result == SpfResult::PermError && got.result != want.result {
+            // Live terms keep their void lookups (RFC 7208 4.6.4 allows two): allowed
+            // only where the source itself fails under the RFC's limits.
+            let limited = runtime.block_on(check_record(
+                &dns,
+                &parsed,
+                "example.test",
+                &query,
+                &EvalOptions::default(),
+            ));
+            assert_eq!(
+                limited.result,
+                SpfResult::PermError,
+                "{source} for {}: published {got}",
+                query.client_ip
+            );
+            continue;
+        }
+        assert_eq!(
+            got.result, want.result,
+            "{source} for {}: published {got}, source {want}",
+            query.client_ip
+        );
+    }
+    true
 }
