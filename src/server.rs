@@ -142,9 +142,12 @@ fn tcp_limits(config: &Config, workers: usize) -> dns::tcp::TcpLimits {
 
 /// `spfd serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the policies.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = start(&config).await?;
+    // Handlers first: a SIGHUP that arrived between "serving" and their installation
+    // killed the process (the default action), which the cli test met on a loaded
+    // machine.
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let running = start(&config).await?;
     loop {
         tokio::select! {
             _ = hangup.recv() => {
