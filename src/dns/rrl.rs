@@ -18,6 +18,12 @@ use ipnet::IpNet;
 
 use super::scan::question_end;
 
+/// The labels macro mode's per-address names are under (`snapshot::macro_table`'s; not
+/// imported, so that the config, which holds [`RrlConfig`], does not depend on the
+/// snapshot through this module).
+const V4_LABEL: &[u8] = b"in-addr";
+const V6_LABEL: &[u8] = b"ip6";
+
 /// RRL settings (`[server.rrl]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RrlConfig {
@@ -192,9 +198,11 @@ fn mask128(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0)
 }
 
-/// The answer class of a response, hashed: NOERROR answers by question name and type,
-/// NXDOMAIN by the zone (the owner of the SOA in the authority section), every other
-/// code (REFUSED, FORMERR, NOTIMP, BADVERS...) as one class of errors.
+/// The answer class of a response, hashed: NOERROR answers by question name and type
+/// (macro mode's per-address names by the `in-addr`/`ip6` name they are under, as NSD
+/// counts a wildcard's answers by the wildcard), NXDOMAIN by the zone (the owner of the
+/// SOA in the authority section), every other code (REFUSED, FORMERR, NOTIMP,
+/// BADVERS...) as one class of errors.
 fn answer_class(response: &[u8]) -> u64 {
     const ERRORS: u64 = 3;
     let rcode = response.get(3).map_or(0xff, |b| b & 0x0f);
@@ -202,10 +210,29 @@ fn answer_class(response: &[u8]) -> u64 {
         return ERRORS;
     };
     match rcode {
-        0 => hash_lower(1, &response[12..end]),
+        0 => hash_lower(1, &response[per_address_parent(response, end)..end]),
         3 => zone_of_nxdomain(response, end).map_or(ERRORS + 1, |zone| hash_lower(2, zone)),
         _ => ERRORS,
     }
+}
+
+/// Where the question name's `in-addr` or `ip6` label starts (any case), so that every
+/// per-address name of a macro-mode zone falls in one class; the start of the name
+/// otherwise.
+fn per_address_parent(response: &[u8], question_end: usize) -> usize {
+    let mut at = 12;
+    while at < question_end {
+        let len = usize::from(response[at]);
+        let label = response.get(at + 1..at + 1 + len).unwrap_or_default();
+        if label.eq_ignore_ascii_case(V4_LABEL) || label.eq_ignore_ascii_case(V6_LABEL) {
+            return at;
+        }
+        if len == 0 {
+            break;
+        }
+        at += 1 + len;
+    }
+    12
 }
 
 /// The SOA owner of an NXDOMAIN (the first authority record; there are no answers),
@@ -370,6 +397,12 @@ mod tests {
         assert_eq!(l.check(ip("192.0.2.9"), &upper), Verdict::Drop);
         assert_eq!(l.check(ip("192.0.2.9"), &nx_same_zone), Verdict::Drop);
         assert_eq!(verdicts(&mut l, "198.51.100.7", &answer, 5), [Verdict::Send; 5]);
+        // Macro mode's per-address names are one class.
+        let addr1 = response(0, b"\x015\x012\x010\x03192\x07in-addr\x04_spf\x01m\x04test\x00");
+        let addr2 = response(0, b"\x016\x012\x010\x03192\x07IN-ADDR\x04_spf\x01m\x04test\x00");
+        assert_eq!(l.check(ip("203.0.113.1"), &addr1), Verdict::Send);
+        assert_eq!(l.check(ip("203.0.113.1"), &addr2), Verdict::Send);
+        assert_eq!(l.check(ip("203.0.113.1"), &addr1), Verdict::Drop);
         // One IPv6 /56.
         assert_eq!(
             verdicts(&mut l, "2001:db8:0:1::1", &answer, 2),
