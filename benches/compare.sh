@@ -179,6 +179,9 @@ nameservers = ["ns1.spfd.test", "ns2.spfd.test"]
 hostmaster = "hostmaster@spfd.test"
 state_dir = "$3"
 
+[server.rrl]
+enabled = false   # dnsperf asks from one address; NSD and Knot run without RRL here too
+
 [policies]
 dir = "$2"
 EOF

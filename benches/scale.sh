@@ -32,7 +32,9 @@ def conf(dirname, port, upstream):
     os.makedirs(f"{work}/{dirname}/policies", exist_ok=True)
     with open(f"{work}/{dirname}/spfd.toml", "w") as f:
         f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nnameservers = ["ns1.scale.test"]\n'
-                f'hostmaster = "hostmaster@scale.test"\nstate_dir = "state"\n')
+                f'hostmaster = "hostmaster@scale.test"\nstate_dir = "state"\n'
+                # dnsperf and the upstream queries come from one address: no RRL.
+                f'[server.rrl]\nenabled = false\n')
         if upstream:
             f.write(f'[upstream]\nnameservers = ["127.0.0.1:{upstream}"]\ntimeout = "1s"\n')
 conf("upstream", up_port, None)

@@ -16,6 +16,7 @@ use crate::names;
 
 mod reports;
 
+use crate::dns::rrl::RrlConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
 
@@ -67,6 +68,31 @@ struct RawServer {
     tcp_connections: Option<Spanned<i64>>,
     #[serde(default)]
     tcp_idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    tcp_connections_per_source: Option<Spanned<i64>>,
+    #[serde(default)]
+    tcp_message_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    rrl: RawRrl,
+}
+
+/// `[server.rrl]`: response rate limiting over UDP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    responses_per_second: Option<Spanned<i64>>,
+    #[serde(default)]
+    slip: Option<Spanned<i64>>,
+    #[serde(default)]
+    ipv4_prefix_length: Option<Spanned<i64>>,
+    #[serde(default)]
+    ipv6_prefix_length: Option<Spanned<i64>>,
+    /// `None`: the default (loopback); a list replaces it.
+    #[serde(default)]
+    whitelist: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +147,7 @@ pub struct Config {
     /// Where alerts go; off when `None`.
     pub alerts: Option<crate::alerts::AlertConfig>,
     pub reports: Reports,
+    pub rrl: RrlConfig,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -191,6 +218,7 @@ impl Config {
         let admin = raw.admin.as_ref().and_then(|a| parse_admin(a, base, &mut diags));
         let alerts = raw.alerts.as_ref().and_then(|a| parse_alerts(a, &mut diags));
         let reports = parse_reports(&raw.reports, base, &mut diags);
+        let rrl = parse_rrl(&raw.server.rrl, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -219,29 +247,41 @@ impl Config {
             admin,
             alerts,
             reports,
+            rrl,
         })
     }
 }
 
-/// `tcp_connections` (at least 1) and `tcp_idle_timeout`.
+/// `tcp_connections` and `tcp_connections_per_source` (at least 1, the share at most
+/// the cap), `tcp_idle_timeout` and `tcp_message_timeout`.
 fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::TcpLimits {
     let mut limits = crate::dns::tcp::TcpLimits::default();
-    if let Some(count) = &server.tcp_connections {
-        match usize::try_from(*count.get_ref()) {
-            Ok(n) if n > 0 => limits.max_connections = n,
-            _ => diags.error(
-                count.span(),
+    if let Some(n) = positive_count(&server.tcp_connections, "server tcp_connections", diags) {
+        limits.max_connections = n;
+    }
+    let per_source = &server.tcp_connections_per_source;
+    if let Some(n) = positive_count(per_source, "server tcp_connections_per_source", diags) {
+        if n > limits.max_connections {
+            let span = per_source.as_ref().map_or(0..0, |s| s.span());
+            diags.error(
+                span,
                 format!(
-                    "server tcp_connections must be at least 1; got {}",
-                    count.get_ref()
+                    "server tcp_connections_per_source ({n}) is above tcp_connections ({})",
+                    limits.max_connections
                 ),
-            ),
+            );
         }
+        limits.per_source = Some(n);
     }
     if let Some(idle) = &server.tcp_idle_timeout
         && let Some(d) = parse_duration(idle, "server tcp_idle_timeout", diags)
     {
         limits.idle_timeout = d;
+    }
+    if let Some(t) = &server.tcp_message_timeout
+        && let Some(d) = parse_duration(t, "server tcp_message_timeout", diags)
+    {
+        limits.message_timeout = d;
     }
     limits
 }
@@ -318,6 +358,84 @@ fn parse_alerts(raw: &RawAlerts, diags: &mut Diagnostics) -> Option<crate::alert
         webhook: raw.webhook.as_ref().map(|w| w.get_ref().clone()),
         command: raw.command.as_ref().map(|c| c.get_ref().clone()),
     })
+}
+
+/// `[server.rrl]`: every number within its range, every whitelist entry an address or
+/// a prefix.
+fn parse_rrl(raw: &RawRrl, diags: &mut Diagnostics) -> RrlConfig {
+    let mut rrl = RrlConfig::default();
+    if let Some(enabled) = raw.enabled {
+        rrl.enabled = enabled;
+    }
+    let mut number = |value: &Option<Spanned<i64>>, what: &str, max: i64| -> Option<u32> {
+        let value = value.as_ref()?;
+        match *value.get_ref() {
+            n @ 0.. if n <= max => Some(n as u32),
+            n => {
+                diags.error(
+                    value.span(),
+                    format!("server.rrl {what} must be between 0 and {max}; got {n}"),
+                );
+                None
+            }
+        }
+    };
+    if let Some(n) = number(&raw.responses_per_second, "responses_per_second", 1_000_000) {
+        rrl.responses_per_second = n;
+    }
+    if let Some(n) = number(&raw.slip, "slip", 100) {
+        rrl.slip = n;
+    }
+    if let Some(n) = number(&raw.ipv4_prefix_length, "ipv4_prefix_length", 32) {
+        rrl.ipv4_prefix_length = n as u8;
+    }
+    if let Some(n) = number(&raw.ipv6_prefix_length, "ipv6_prefix_length", 128) {
+        rrl.ipv6_prefix_length = n as u8;
+    }
+    if let Some(entries) = &raw.whitelist {
+        rrl.whitelist = parse_whitelist(entries, diags);
+    }
+    if rrl.enabled && rrl.responses_per_second == 0 {
+        let span = raw.responses_per_second.as_ref().map_or(0..0, |s| s.span());
+        diags.error(
+            span,
+            "server.rrl responses_per_second must be at least 1; to turn RRL off write enabled = false",
+        );
+    }
+    rrl
+}
+
+fn parse_whitelist(entries: &[Spanned<String>], diags: &mut Diagnostics) -> Vec<ipnet::IpNet> {
+    let mut whitelist = Vec::new();
+    for entry in entries {
+        let text = entry.get_ref();
+        let net = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(net) => whitelist.push(net.trunc()),
+            Err(_) => diags.error(
+                entry.span(),
+                format!("server.rrl whitelist entry {text:?} is not an address or prefix: write e.g. \"192.0.2.0/24\" or \"2001:db8::1\""),
+            ),
+        }
+    }
+    whitelist
+}
+
+/// An optional count of at least 1.
+fn positive_count(raw: &Option<Spanned<i64>>, what: &str, diags: &mut Diagnostics) -> Option<usize> {
+    let count = raw.as_ref()?;
+    match usize::try_from(*count.get_ref()) {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            diags.error(
+                count.span(),
+                format!("{what} must be at least 1; got {}", count.get_ref()),
+            );
+            None
+        }
+    }
 }
 
 fn parse_nameservers(raw: &Spanned<Vec<Spanned<String>>>, diags: &mut Diagnostics) -> Vec<Name> {
@@ -447,6 +565,78 @@ mod tests {
             err[0]
         );
         assert_eq!(err[0].line, 5);
+    }
+
+    #[test]
+    fn tcp_fairness_keys_are_read_and_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.tcp.per_source(), 64, "a sixteenth of 1024");
+        assert_eq!(c.tcp.message_timeout, Duration::from_secs(2));
+        let c = parse(&format!(
+            "{MINIMAL}tcp_connections = 20\ntcp_connections_per_source = 5\ntcp_message_timeout = \"500ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!((c.tcp.max_connections, c.tcp.per_source()), (20, 5));
+        assert_eq!(c.tcp.message_timeout, Duration::from_millis(500));
+        assert_eq!(
+            parse(&format!("{MINIMAL}tcp_connections = 20\n"))
+                .unwrap()
+                .tcp
+                .per_source(),
+            8
+        );
+        let err = parse(&format!(
+            "{MINIMAL}tcp_connections = 4\ntcp_connections_per_source = 5\n"
+        ))
+        .unwrap_err();
+        assert_eq!((err[0].line, err[0].column), (5, 30), "{}", err[0]);
+        assert!(err[0].message.contains("above tcp_connections"), "{}", err[0]);
+    }
+
+    #[test]
+    fn rrl_is_on_by_default_and_its_keys_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.rrl, RrlConfig::default());
+        assert!(c.rrl.enabled);
+        assert_eq!((c.rrl.responses_per_second, c.rrl.slip), (200, 2));
+        let c = parse(&format!(
+            "{MINIMAL}[server.rrl]\nresponses_per_second = 50\nslip = 0\nipv4_prefix_length = 32\nwhitelist = [\"192.0.2.7\", \"2001:db8::/32\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.rrl.responses_per_second, c.rrl.slip, c.rrl.ipv4_prefix_length),
+            (50, 0, 32)
+        );
+        assert_eq!(c.rrl.whitelist.len(), 2);
+        assert!(
+            RrlConfig::default()
+                .whitelist
+                .iter()
+                .any(|n| n.contains(&"127.0.0.2".parse::<std::net::IpAddr>().unwrap()))
+        );
+        assert!(
+            !parse(&format!("{MINIMAL}[server.rrl]\nenabled = false\n"))
+                .unwrap()
+                .rrl
+                .enabled
+        );
+        let err = parse(&format!(
+            "{MINIMAL}[server.rrl]\nwhitelist = [\"192.0.2\"]\nslip = -1\n"
+        ))
+        .unwrap_err();
+        let shown: Vec<String> = err.iter().map(|d| d.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("/etc/spfd/spfd.toml:6:8: error: server.rrl slip"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("/etc/spfd/spfd.toml:5:14: error: server.rrl whitelist"),
+            "{shown:?}"
+        );
+        let err = parse(&format!("{MINIMAL}[server.rrl]\nrate = 5\n")).unwrap_err();
+        assert!(err[0].message.contains("unknown field `rate`"), "{}", err[0]);
+        assert_eq!(err[0].line, 5, "{}", err[0]);
     }
 
     #[test]

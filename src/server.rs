@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::dns::rrl::RrlCounters;
 use crate::dns::stats::QueryStats;
 use crate::dns::udp::UdpWorkers;
 use crate::dns::{self, listen};
@@ -39,6 +40,8 @@ pub struct Running {
     pub initial: ReloadReport,
     /// The flattened SPF records in service.
     pub published: Arc<Published>,
+    /// Answers the UDP rate limiter dropped or sent truncated.
+    pub rrl: Arc<RrlCounters>,
     /// Stops the TCP servers.
     stop: CancellationToken,
     tcp: JoinSet<()>,
@@ -127,7 +130,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
     let addrs = bound.addrs.clone();
-    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats)?;
+    let rrl = Arc::new(RrlCounters::default());
+    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl)?;
     let flattener = Flattener::new(
         upstream,
         published.clone(),
@@ -149,6 +153,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reload: reload_tx,
         initial,
         published,
+        rrl,
         stop,
         tcp,
         udp: Some(udp),
@@ -194,19 +199,37 @@ fn serve_dns(
     config: &Config,
     stop: &CancellationToken,
     stats: &QueryStats,
+    rrl: &Arc<RrlCounters>,
 ) -> anyhow::Result<(JoinSet<()>, UdpWorkers)> {
+    let limits = tcp_limits(config, bound.udp.len());
     let mut tcp = JoinSet::new();
     for listener in bound.tcp {
         tcp.spawn(dns::tcp::serve(
             listener,
             cell.clone(),
-            config.tcp,
+            limits,
             stop.clone(),
             stats.block(),
         ));
     }
-    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), stats).context("cannot start the UDP workers")?;
+    let rrl_config = Arc::new(config.rrl.clone());
+    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), rrl_config, rrl.clone(), stats)
+        .context("cannot start the UDP workers")?;
     Ok((tcp, udp))
+}
+
+/// The configured TCP limits, the cap lowered to what the open-files limit allows
+/// after raising it to the hard limit. `sockets` counts every UDP socket bound.
+fn tcp_limits(config: &Config, sockets: usize) -> dns::tcp::TcpLimits {
+    match crate::os::raise_open_files_limit() {
+        Some(open_files) => {
+            let listening = (sockets + config.listen.len()) as u64;
+            config
+                .tcp
+                .fit_open_files(open_files, dns::tcp::RESERVED_DESCRIPTORS + listening)
+        }
+        None => config.tcp,
+    }
 }
 
 /// The admin HTTP server, when `[admin]` is configured: its address.

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use hickory_net::xfer::Protocol;
-use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::Request;
@@ -29,7 +29,7 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
     let response_edns = request.edns.as_ref().map(response_edns);
     let mut metadata = Metadata::response_from_request(&request.metadata);
     let answer = if request.metadata.op_code != OpCode::Query {
-        Answer::code(ResponseCode::NotImp)
+        not_implemented(&mut metadata)
     } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         Answer::code(ResponseCode::BADVERS)
     } else {
@@ -70,6 +70,14 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
     (metadata, answer, response_edns)
 }
 
+/// NOTIMP for an opcode other than QUERY. RD and CD are defined for QUERY only, so they
+/// are not echoed (ISC's genreport checks this).
+fn not_implemented(metadata: &mut Metadata) -> Answer {
+    metadata.recursion_desired = false;
+    metadata.checking_disabled = false;
+    Answer::code(ResponseCode::NotImp)
+}
+
 /// The general path: hickory's parser and encoder around [`plan`], for TCP and for the
 /// UDP datagrams the fast path passed on. `None` when nothing must be sent (a response,
 /// a runt).
@@ -79,6 +87,9 @@ pub fn respond_general(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
+    if super::scan::defect(bytes).is_some() {
+        return formerr(bytes);
+    }
     let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
         Ok(request) => request,
         Err(_) => return formerr(bytes),
@@ -104,19 +115,37 @@ pub fn respond_general(
         Protocol::Udp => edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload),
         _ => u16::MAX,
     });
-    response.destructive_emit(&mut encoder).ok()?;
+    if response.destructive_emit(&mut encoder).is_err() {
+        // Over UDP, the echo of many questions in a FORMERR can exceed the limit on its
+        // own (found by fuzzing: UDP stayed silent where TCP said FORMERR).
+        return code_only(metadata, edns);
+    }
     Some(out)
 }
 
+/// The response code alone, with our OPT (which carries an extended code's high bits)
+/// and no sections: for a response too large even without records.
+fn code_only(metadata: Metadata, edns: Option<Edns>) -> Option<Vec<u8>> {
+    let mut message = Message::new(metadata.id, MessageType::Response, metadata.op_code);
+    message.metadata = metadata;
+    if let Some(edns) = edns {
+        message.set_edns(edns);
+    }
+    message.to_vec().ok()
+}
+
 /// FORMERR for a message whose header is readable but the rest is not (as hickory's
-/// server does): id, opcode and RD copied, no sections.
+/// server does): id and opcode copied, RD too for QUERY, no sections (so nothing of
+/// the malformed part is echoed).
 fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
         return None;
     }
     let mut out = vec![0u8; 12];
     out[..2].copy_from_slice(&bytes[..2]);
-    out[2] = 0x80 | (bytes[2] & 0x78) | (bytes[2] & 0x01);
+    let opcode = bytes[2] & 0x78;
+    let rd = if opcode == 0 { bytes[2] & 0x01 } else { 0 };
+    out[2] = 0x80 | opcode | rd;
     out[3] = ResponseCode::FormErr.low();
     Some(out)
 }

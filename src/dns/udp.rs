@@ -1,7 +1,7 @@
 //! The UDP server: one thread per core, each reading its own SO_REUSEPORT socket (the
 //! kernel spreads queries across them) in batches, answering from the snapshot through
-//! the fast path, or the general one for anything unusual. No task, channel, lock or
-//! allocation per query.
+//! the fast path, or the general one for anything unusual, then past the worker's own
+//! response rate limiter. No task, channel, lock or allocation per query.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::handler::respond_general;
 use super::mmsg::Batch;
+use super::rrl::{self, Limiter, RrlConfig, RrlCounters, Verdict};
 use super::stats::{Block, Proto, QueryStats};
 use super::wire::{self, Outcome};
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -29,9 +30,13 @@ pub struct UdpWorkers {
 }
 
 impl UdpWorkers {
+    /// One worker per socket; with RRL enabled each has its own limiter (the same
+    /// source always reaches the same socket: SO_REUSEPORT hashes the address pair).
     pub fn spawn(
         sockets: Vec<UdpSocket>,
         cell: Arc<SnapshotCell>,
+        rrl: Arc<RrlConfig>,
+        counters: Arc<RrlCounters>,
         stats: &QueryStats,
     ) -> io::Result<UdpWorkers> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -39,9 +44,10 @@ impl UdpWorkers {
         for (i, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(STOP_POLL))?;
             let (cell, stop, counts) = (cell.clone(), stop.clone(), stats.block());
+            let limiter = rrl.enabled.then(|| Limiter::new(rrl.clone(), counters.clone()));
             let thread = std::thread::Builder::new()
                 .name(format!("spfd-udp-{i}"))
-                .spawn(move || serve(&socket, &cell, &stop, &counts))?;
+                .spawn(move || serve(&socket, &cell, &stop, limiter, &counts))?;
             threads.push(thread);
         }
         Ok(UdpWorkers { stop, threads })
@@ -56,7 +62,13 @@ impl UdpWorkers {
     }
 }
 
-fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool, counts: &Block) {
+fn serve(
+    socket: &UdpSocket,
+    cell: &SnapshotCell,
+    stop: &AtomicBool,
+    mut limiter: Option<Limiter>,
+    counts: &Block,
+) {
     let mut batch = Batch::default();
     while !stop.load(Ordering::Relaxed) {
         match batch.receive(socket) {
@@ -70,11 +82,20 @@ fn serve(socket: &UdpSocket, cell: &SnapshotCell, stop: &AtomicBool, counts: &Bl
         }
         // One snapshot for the whole batch: a batch is answered from one version.
         let snapshot = cell.load();
+        if let Some(limiter) = &mut limiter {
+            limiter.tick();
+        }
         for i in 0..batch.received() {
             let mut answer = std::mem::take(&mut batch.answers[i]);
             answer.clear();
             if let Some((request, src)) = batch.query(i) {
                 respond(&snapshot, request, src, &mut answer);
+                if let Some(limiter) = &mut limiter
+                    && !answer.is_empty()
+                {
+                    limit(limiter, src, &mut answer);
+                }
+                // Counted as sent: a dropped answer is no response.
                 counts.count(Proto::Udp, request, &answer);
             }
             batch.answers[i] = answer;
@@ -95,5 +116,14 @@ fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u
                 out.extend_from_slice(&response);
             }
         }
+    }
+}
+
+/// Applies the rate limiter's verdict to an answer about to be sent.
+fn limit(limiter: &mut Limiter, src: SocketAddr, answer: &mut Vec<u8>) {
+    match limiter.check(src.ip(), answer) {
+        Verdict::Send => {}
+        Verdict::Slip => rrl::slip(answer),
+        Verdict::Drop => answer.clear(),
     }
 }

@@ -252,6 +252,12 @@ fn parse_opt(rr: &[u8]) -> Option<Edns> {
     if version != 0 || rr.len() != 11 + rdlen {
         return None;
     }
+    // Options are ignored, but only well-formed ones that hickory would not parse
+    // either: anything else is the general path's to judge (issue 10: an option
+    // running past the OPT was answered here and refused over TCP).
+    if super::scan::options(&rr[11..])? {
+        return None;
+    }
     Some(Edns {
         payload: u16::from_be_bytes([rr[3], rr[4]]),
         dnssec_ok: rr[7] & 0x80 != 0,
