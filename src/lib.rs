@@ -32,6 +32,7 @@
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
 //! - [`os`]: heap trimming after a swap, lower priority for background threads.
 //! - [`server`]: wiring for `spfd serve`.
+//! - [`logging`]: the binary's log filter and line format (text or JSON).
 //! - [`cli`]: the command-line interface.
 
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod flatten;
+pub mod logging;
 pub mod names;
 pub mod os;
 pub mod policy;
