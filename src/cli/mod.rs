@@ -1,7 +1,8 @@
-//! The command line: `serve`, `check`, `records`, `flatten` and `explain`.
+//! The command line: `serve`, `check`, `records`, `flatten`, `explain` and `healthcheck`.
 
 mod check;
 mod explain;
+mod healthcheck;
 
 pub use check::{check, records};
 
@@ -71,6 +72,8 @@ pub enum Command {
         #[arg(long)]
         helo: Option<String>,
     },
+    /// Ask the admin server's /healthz (for container HEALTHCHECKs): exit 0 on a 200, else 1.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck(args) => Ok(healthcheck::run(&args)),
     }
 }
 
