@@ -8,7 +8,8 @@
 # and use Dockerfile.local instead; see the README, "Running it".
 
 # Stage 1: a statically linked glibc binary, so the runtime stage needs no libc.
-FROM rust:1.95-bookworm AS build
+# (The full name: podman does not guess docker.io for short names.)
+FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN RUSTFLAGS='-C target-feature=+crt-static' \
