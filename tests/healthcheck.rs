@@ -1,6 +1,6 @@
 //! `spfd healthcheck`, the real binary against a one-shot HTTP server on 127.0.0.1
 //! port 0: exit 0 on a 200, 1 on any other status, on a refused connection and on a
-//! peer that does not speak HTTP.
+//! peer that does not speak HTTP; the admin token sent when given.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -31,8 +31,13 @@ fn one_shot(answer: &'static str) -> (SocketAddr, JoinHandle<Vec<String>>) {
 }
 
 fn healthcheck(addr: SocketAddr) -> (i32, String, String) {
+    healthcheck_with(addr, &[])
+}
+
+fn healthcheck_with(addr: SocketAddr, more: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_spfd"))
         .args(["healthcheck", "--addr", &addr.to_string(), "--timeout", "5s"])
+        .args(more)
         .output()
         .unwrap();
     (
@@ -51,6 +56,32 @@ fn a_200_from_healthz_is_healthy() {
     assert_eq!(head[0], "GET /healthz HTTP/1.1");
     assert!(head.contains(&format!("Host: {addr}")), "{head:?}");
     assert_eq!(out, format!("http://{addr}/healthz: 200 OK\n"));
+    assert!(!head.iter().any(|h| h.starts_with("Authorization")), "{head:?}");
+}
+
+#[test]
+fn the_token_file_is_sent_as_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let (addr, server) = one_shot("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let (code, out, err) = healthcheck_with(addr, &["--token-file", token.to_str().unwrap()]);
+    let head = server.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        head.contains(&"Authorization: Bearer s3cret".to_string()),
+        "{head:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_token_file_is_unhealthy_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, out, err) = healthcheck_with(addr, &["--token-file", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("token file") && err.contains("missing"), "{err}");
 }
 
 #[test]

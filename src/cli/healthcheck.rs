@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub struct HealthcheckArgs {
     /// How long to wait for the connection and for each read or write.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// The admin server's `token_file`: sent as `Authorization: Bearer`, which the admin
+    /// server requires on every path, /healthz included, once a token is set.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,13 +39,22 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
     #[error("not an HTTP status line: {0:?}")]
     NotHttp(String),
+    #[error("token file {0}: {1}")]
+    Token(PathBuf, String),
 }
 
 /// Runs the probe and turns its result into the exit code Docker and podman expect:
 /// 0 healthy, 1 unhealthy (2 is reserved by Docker, so failures never use it).
 pub fn run(args: &HealthcheckArgs) -> ExitCode {
     let url = format!("http://{}{}", args.addr, args.path);
-    match probe(args.addr, &args.path, args.timeout) {
+    let token = match args.token_file.as_deref().map(read_token).transpose() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("spfd healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match probe(args.addr, &args.path, token.as_deref(), args.timeout) {
         Ok(200) => {
             println!("{url}: 200 OK");
             ExitCode::SUCCESS
@@ -56,14 +70,31 @@ pub fn run(args: &HealthcheckArgs) -> ExitCode {
     }
 }
 
-/// Sends `GET path` to `addr` and returns the status code of the answer.
-pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, ProbeError> {
+/// The token as the admin server reads it: the file's text without surrounding space.
+fn read_token(path: &std::path::Path) -> Result<String, ProbeError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ProbeError::Token(path.to_path_buf(), e.to_string()))?;
+    match text.trim() {
+        "" => Err(ProbeError::Token(path.to_path_buf(), "empty".into())),
+        token => Ok(token.to_string()),
+    }
+}
+
+/// Sends `GET path` to `addr` (with the bearer token, if any) and returns the status
+/// code of the answer.
+pub fn probe(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<u16, ProbeError> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(ProbeError::Connect)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: spfd-healthcheck\r\n\
-         Connection: close\r\n\r\n"
+         {authorization}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes())?;
     parse_status(&read_status_line(&mut stream)?)
