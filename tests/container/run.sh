@@ -182,7 +182,7 @@ podman rm -v "$name" >/dev/null
 echo "== the image's default config: port 53 as 65534 on a bridge network"
 default_config=()
 if [[ "$admin" == no ]]; then
-    grep -v -e '^\[admin\]' -e '^listen = "0.0.0.0:8053"' deploy/container/spfd.toml >"$work/default.toml"
+    sed '/^\[admin\]/,$d' deploy/container/spfd.toml >"$work/default.toml"
     default_config=(-v "$work/default.toml:/etc/spfd/spfd.toml:ro")
 fi
 port53=$(free_port)
@@ -200,5 +200,15 @@ done
 tcp=$(ask +tcp TXT _dmarc.example.org)
 [[ "$tcp" == '"v=DMARC1;'* ]] || fail "TXT _dmarc.example.org via 127.0.0.1:$port53 -> 53/tcp: '$tcp'"
 echo "ok: answers on port 53 inside the container (UDP and TCP), published on 127.0.0.1:$port53"
+if [[ "$admin" == yes ]]; then
+    # The image's own HEALTHCHECK against the default config's admin server.
+    for _ in $(seq 20); do
+        podman healthcheck run "$name" >/dev/null 2>&1 && health=ok && break
+        health=""
+        sleep 0.5
+    done
+    [[ -n "$health" ]] || fail "the image's HEALTHCHECK is not healthy with its default config"
+    echo "ok: the image's HEALTHCHECK is healthy with its default config"
+fi
 
 echo "container test passed in $(($(date +%s) - start)) s"
