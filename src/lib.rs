@@ -34,6 +34,7 @@
 //! - [`reports`]: DMARC aggregate reports: sources (files, Maildir, IMAP), lenient
 //!   decoding, the SQLite store, each sender's class, and the advisor.
 //! - [`server`]: wiring for `spfd serve`.
+//! - [`logging`]: the binary's log filter and line format (text or JSON).
 //! - [`cli`]: the command-line interface.
 
 pub mod admin;
@@ -43,6 +44,7 @@ pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod flatten;
+pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod os;

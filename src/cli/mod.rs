@@ -1,8 +1,9 @@
-//! The command line: `serve`, `check`, `records`, `flatten`, `explain`, `reports`
-//! and `advise`.
+//! The command line: `serve`, `check`, `records`, `flatten`, `explain`, `reports`,
+//! `advise` and `healthcheck`.
 
 mod check;
 mod explain;
+mod healthcheck;
 pub mod reports;
 
 pub use check::{check, records};
@@ -88,6 +89,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the admin server's /healthz (for container HEALTHCHECKs): exit 0 on a 200, else 1.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck(args) => Ok(healthcheck::run(&args)),
     }
 }
 
