@@ -120,6 +120,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         problems: reloader.problems(),
         ready: ready.subscribe(),
         metrics: metrics_renderer(&cell, &board, &upstream, reloader.counters(), &stats),
+        queries: {
+            let stats = stats.clone();
+            Arc::new(move || stats.sum())
+        },
+        history: Arc::default(),
     };
     let admin = start_admin(config, admin_state, stop.clone()).await?;
     info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");

@@ -46,7 +46,11 @@ fn chromium(args: &[&str], url: &str) -> std::process::Output {
         .arg(url)
         .output()
         .expect("chromium (Debian's package) is installed: .ci/run installs it");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -73,14 +77,25 @@ async fn chromium_shows_every_domain_and_its_state() {
     .await
     .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
-    for (domain, state) in [("alpha.test", "ok"), ("beta.test", "ok"), ("gamma.test", "error"), ("delta.test", "ok")] {
+    for (domain, state) in [
+        ("alpha.test", "ok"),
+        ("beta.test", "ok"),
+        ("gamma.test", "error"),
+        ("delta.test", "ok"),
+    ] {
         let row = dom
             .split("<tr>")
             .find(|r| r.contains(&format!(">{domain}</a>")))
             .unwrap_or_else(|| panic!("{domain} is not on the page:\n{dom}"));
-        assert!(row.contains(&format!("class=\"state {state}\">{state}<")), "{domain} is not {state}: {row}");
+        assert!(
+            row.contains(&format!("class=\"state {state}\">{state}<")),
+            "{domain} is not {state}: {row}"
+        );
     }
-    assert!(dom.contains("Lookups per domain") && dom.contains("<svg"), "the charts are drawn");
+    assert!(
+        dom.contains("Lookups per domain") && dom.contains("<svg"),
+        "the charts are drawn"
+    );
     assert!(!dom.contains("<script"), "the page needs no JavaScript");
 
     let shot = std::env::var_os("SPFD_SCREENSHOT")
@@ -91,6 +106,10 @@ async fn chromium_shows_every_domain_and_its_state() {
         .await
         .unwrap();
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of {} octets", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a screenshot of {} octets",
+        png.len()
+    );
     running.shutdown().await.unwrap();
 }

@@ -5,6 +5,7 @@
 //! token is set (the config refuses anything else).
 
 mod auth;
+mod history;
 mod page;
 mod view;
 
@@ -39,10 +40,19 @@ pub struct AdminState {
     pub ready: ReadyWatch,
     /// Prometheus text, rendered on scrape.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The query counters summed, sampled for the status page's chart.
+    pub queries: Arc<dyn Fn() -> crate::dns::stats::QueryCounts + Send + Sync>,
+    /// The last hour of responses per second by rcode.
+    pub history: Arc<std::sync::Mutex<history::History>>,
 }
 
 /// Serves the admin routes on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: AdminState, token: Option<String>, stop: CancellationToken) {
+    tokio::spawn(history::sample(
+        state.history.clone(),
+        state.queries.clone(),
+        stop.clone(),
+    ));
     let router = router(state, token);
     let shutdown = async move { stop.cancelled().await };
     if let Err(e) = axum::serve(listener, router)
@@ -95,7 +105,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn index(State(state): State<AdminState>) -> Html<String> {
-    Html(page::index(&StatusView::build(&state, view::now())))
+    let view = StatusView::build(&state, view::now());
+    let chart = page::qps_chart(&state.history.lock().expect("history lock"));
+    Html(page::index(&view, &chart))
 }
 
 async fn domain_page(State(state): State<AdminState>, Path(domain): Path<String>) -> Response {

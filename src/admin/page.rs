@@ -11,10 +11,10 @@ table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;pad
 text-align:left;vertical-align:top}th{background:#f4f4f4}code{font-size:.85em;word-break:break-all}\
 .state{font-weight:600;padding:.1em .5em;border-radius:.3em;color:#fff}.ok{background:#2e7d32}\
 .stale{background:#ef6c00}.error{background:#c62828}.pending{background:#757575}\
-.summary span{margin-right:1.5em}h2{margin-top:1.5em}.muted{color:#777}";
+.summary span{margin-right:1.5em}td:nth-child(4){white-space:nowrap}h2{margin-top:1.5em}.muted{color:#777}";
 
 /// The overview: counts, every domain, and the charts.
-pub fn index(view: &StatusView) -> String {
+pub fn index(view: &StatusView, qps_chart: &str) -> String {
     let mut body = String::new();
     let _ = write!(body, "<h1>spfd</h1><p class=\"summary\">");
     let _ = write!(body, "<span>snapshot generation {}</span>", view.generation);
@@ -35,7 +35,9 @@ pub fn index(view: &StatusView) -> String {
     for p in &view.policies {
         row(&mut body, p, view.now);
     }
-    body.push_str("</table><h2>Lookups per domain</h2>");
+    body.push_str("</table><h2>Responses per second, last hour</h2>");
+    body.push_str(qps_chart);
+    body.push_str("<h2>Lookups per domain</h2>");
     body.push_str(&lookups_chart(view));
     body.push_str("<h2>Expansions in the last hour</h2>");
     body.push_str(&timeline_chart(view));
@@ -210,6 +212,71 @@ fn lookups_chart(view: &StatusView) -> String {
     );
     svg.push_str("</svg>");
     svg
+}
+
+/// Colours of the rcodes drawn (others are summed as "other").
+const RCODE_COLOURS: [(&str, &str); 4] = [
+    ("NOERROR", "#2e7d32"),
+    ("NXDOMAIN", "#1565c0"),
+    ("REFUSED", "#ef6c00"),
+    ("other", "#c62828"),
+];
+
+/// A line per rcode: responses per second over the last hour (a sample every 10 s).
+pub fn qps_chart(history: &super::history::History) -> String {
+    if history.is_empty() {
+        return "<p class=\"muted\">the first sample is taken 10 s after start</p>".to_string();
+    }
+    let series: Vec<Vec<f64>> = RCODE_COLOURS
+        .iter()
+        .map(|(rcode, _)| {
+            history
+                .samples()
+                .map(|s| match *rcode {
+                    "other" => s
+                        .iter()
+                        .filter(|(k, _)| !RCODE_COLOURS.iter().any(|(r, _)| r == k))
+                        .map(|(_, v)| v)
+                        .sum(),
+                    r => s.get(r).copied().unwrap_or(0.0),
+                })
+                .collect()
+        })
+        .collect();
+    let top = series.iter().flatten().fold(1.0f64, |a, b| a.max(*b));
+    let (width, height) = (600.0, 120.0);
+    let step = width / 359.0;
+    let offset = 360 - history.len();
+    let mut svg = format!(
+        "<svg width=\"640\" height=\"150\" role=\"img\" aria-label=\"responses per second\">\
+         <line x1=\"0\" y1=\"{height}\" x2=\"{width}\" y2=\"{height}\" stroke=\"#999\"/>\
+         <text x=\"0\" y=\"12\" font-size=\"11\">{top:.0}/s</text>\
+         <text x=\"0\" y=\"146\" font-size=\"11\">60 min ago</text><text x=\"570\" y=\"146\" font-size=\"11\">now</text>"
+    );
+    for ((_, colour), values) in RCODE_COLOURS.iter().zip(&series) {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                format!(
+                    "{:.1},{:.1}",
+                    (offset + i) as f64 * step,
+                    height - v / top * (height - 16.0)
+                )
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" points=\"{}\"/>",
+            points.join(" ")
+        );
+    }
+    let legend: Vec<String> = RCODE_COLOURS
+        .iter()
+        .map(|(rcode, colour)| format!("<span style=\"color:{colour}\">&#9632; {rcode}</span>"))
+        .collect();
+    svg.push_str("</svg>");
+    format!("{svg}<p class=\"summary\">{}</p>", legend.join(" "))
 }
 
 /// One mark per domain at the time of its last expansion, over the last hour.
