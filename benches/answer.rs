@@ -25,6 +25,7 @@ use spfd::diag::SourceFile;
 use spfd::dns::answer::answer;
 use spfd::dns::handler::respond_general;
 use spfd::dns::rrl::{Limiter, RrlConfig, RrlCounters, Verdict};
+use spfd::dns::stats::{Proto, QueryStats};
 use spfd::dns::wire::{self, Outcome};
 use spfd::policy::{self, ValidPolicy};
 use spfd::snapshot::serials::SerialBook;
@@ -239,6 +240,28 @@ fn bench_udp_fast_rrl(c: &mut Criterion) {
     group.finish();
 }
 
+/// The fast path followed by the metrics' query counting (each UDP worker counts into
+/// its own block): what every UDP answer pays with or without an admin server.
+fn bench_udp_fast_counted(c: &mut Criterion) {
+    let cell = ArcSwap::from_pointee(build(&parse_policies(POLICIES), &mut SerialBook::default()));
+    let stats = QueryStats::default();
+    let block = stats.block();
+    let mut group = c.benchmark_group("udp_fast_counted");
+    group.throughput(Throughput::Elements(1));
+    let mut out = Vec::with_capacity(4096);
+    for case in cases() {
+        let raw = query_bytes(&case.qname, case.qtype);
+        group.bench_function(case.id, |b| {
+            b.iter(|| {
+                wire::respond(&cell.load(), black_box(&raw), &mut out);
+                block.count_own(Proto::Udp, &raw, &out);
+            })
+        });
+    }
+    group.finish();
+    assert!(stats.sum().responses.iter().any(|(_, n)| *n > 0), "counted");
+}
+
 /// The general path (hickory's parser and encoder around `dns::answer`), which answers
 /// every TCP query and the UDP queries the fast path passes on.
 fn bench_general(c: &mut Criterion) {
@@ -327,6 +350,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_answer, bench_udp_fast, bench_udp_fast_rrl, bench_general, bench_parse, bench_build
+    targets = bench_answer, bench_udp_fast, bench_udp_fast_rrl, bench_udp_fast_counted, bench_general, bench_parse, bench_build
 }
 criterion_main!(benches);

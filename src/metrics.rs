@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
+use crate::dns::rrl::RrlCounters;
 use crate::dns::stats::QueryCounts;
 use crate::refresh::{BoardCell, State};
 use crate::snapshot::SnapshotCell;
@@ -35,6 +36,8 @@ pub const FLATTEN_LAST_SUCCESS: &str = "spfd_flatten_last_success_timestamp_seco
 pub const UPSTREAM_QUERIES: &str = "spfd_upstream_queries";
 /// Policy file errors found by reloads.
 pub const RELOAD_ERRORS: &str = "spfd_reload_errors";
+/// Answers response rate limiting did not send whole, by `action` (dropped, slipped).
+pub const RRL_RESPONSES: &str = "spfd_rrl_responses";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
@@ -51,6 +54,7 @@ pub struct Sources {
     pub counters: Arc<Counters>,
     /// Query counts by (proto, qtype) and by rcode, summed over the workers.
     pub queries: Arc<dyn Fn() -> QueryCounts + Send + Sync>,
+    pub rrl: Arc<RrlCounters>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -78,6 +82,19 @@ pub fn render(sources: &Sources) -> String {
         ConstCounter::new(reload_errors),
     );
     register_queries(&mut registry, &(sources.queries)());
+    let rrl = sources.rrl.read();
+    let actions: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    actions
+        .get_or_create(&vec![("action", "dropped".to_string())])
+        .inc_by(rrl.dropped);
+    actions
+        .get_or_create(&vec![("action", "slipped".to_string())])
+        .inc_by(rrl.slipped);
+    registry.register(
+        RRL_RESPONSES,
+        "answers rate limiting dropped or sent truncated",
+        actions,
+    );
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out

@@ -113,13 +113,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
     let board = Arc::new(BoardCell::default());
     let stats = Arc::new(QueryStats::default());
+    let rrl = Arc::new(RrlCounters::default());
     let admin_state = AdminState {
         snapshot: cell.clone(),
         board: board.clone(),
         published: published.clone(),
         problems: reloader.problems(),
         ready: ready.subscribe(),
-        metrics: metrics_renderer(&cell, &board, &upstream, reloader.counters(), &stats),
+        metrics: metrics_renderer(&cell, &board, &upstream, reloader.counters(), &stats, &rrl),
         queries: {
             let stats = stats.clone();
             Arc::new(move || stats.sum())
@@ -135,7 +136,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
     let addrs = bound.addrs.clone();
-    let rrl = Arc::new(RrlCounters::default());
     let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl)?;
     let flattener = Flattener::new(
         upstream,
@@ -260,6 +260,7 @@ fn metrics_renderer(
     upstream: &Upstream,
     counters: Arc<crate::metrics::Counters>,
     stats: &Arc<QueryStats>,
+    rrl: &Arc<RrlCounters>,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
     let stats = stats.clone();
     let sources = metrics::Sources {
@@ -268,6 +269,7 @@ fn metrics_renderer(
         upstream: upstream.counts(),
         counters,
         queries: Arc::new(move || stats.sum()),
+        rrl: rrl.clone(),
     };
     Arc::new(move || metrics::render(&sources))
 }

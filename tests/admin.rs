@@ -146,6 +146,7 @@ async fn endpoints_follow_traffic_edits_provider_changes_and_outages() {
         spfd::metrics::FLATTEN_LAST_SUCCESS,
         spfd::metrics::UPSTREAM_QUERIES,
         spfd::metrics::RELOAD_ERRORS,
+        spfd::metrics::RRL_RESPONSES,
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {name}")),

@@ -96,7 +96,7 @@ fn serve(
                     limit(limiter, src, &mut answer);
                 }
                 // Counted as sent: a dropped answer is no response.
-                counts.count(Proto::Udp, request, &answer);
+                counts.count_own(Proto::Udp, request, &answer);
             }
             batch.answers[i] = answer;
         }
