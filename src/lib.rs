@@ -3,16 +3,19 @@
 //! Data flows one way:
 //!
 //! ```text
-//! config.toml ──► config ──► policy files ──► policy::parse ──► ValidPolicy
-//!                                 (spf grammar, dmarc, dkim)        │
-//!                                                                    ▼
-//!   reload (file events, SIGHUP) ──► snapshot::Builder ──► Snapshot (immutable,
-//!        ▲            ▲                                     │   compiled to wire bytes)
-//!        │            └── refresh::Published ◄── refresh::Flattener ◄── upstream (TTL cache)
-//!        │                (flattened chains, macro tables)   (flatten::expand, flatten::pack)
-//!        │                                                   │ ArcSwap::store (one writer)
-//!        └── policies in service ──► Flattener               ▼
-//!         dns::udp workers / dns::tcp ◄── one load() per query ◄── SnapshotCell
+//! policy files ──► reload (files: read, validate) ──watch──► refresh::Flattener
+//!  (file events,        │                                       │ flatten::expand over
+//!   SIGHUP)             │                                       │ upstream (TTL cache),
+//!                       │                                       │ flatten::pack
+//!                       │                                       ▼
+//!                       │                          published (expansions; marks the
+//!                       │                           domains that changed) ──callback──┐
+//!                       ▼                                                             │
+//!   reload (writer): snapshot::Builder, only the changed zones ◄──────────────────────┘
+//!                       │ ArcSwap::store (one writer; shards shared between versions)
+//!                       ▼
+//!   SnapshotCell ──► dns::udp workers / dns::tcp: one load() per batch or query
+//!                └─► admin (status page, /status, /metrics), with the status board
 //! ```
 //!
 //! - [`diag`]: file:line:column diagnostics shared by every parser.
@@ -24,11 +27,19 @@
 //! - [`txt`]: splitting record text into DNS character-strings.
 //! - [`upstream`]: resolving third-party names, cached by TTL with single-flight.
 //! - [`flatten`]: the exact expansion of an SPF record and its packing into a chain.
-//! - [`refresh`]: the background service that keeps expansions current and published.
+//! - [`refresh`]: the flattening service that keeps expansions current, and its status
+//!   board.
+//! - [`published`]: the expansions the snapshot publishes, and what to publish before
+//!   one exists (never the record as written over the limits).
 //! - [`snapshot`]: the immutable set of zones and answers a query reads (macro tables
 //!   and the precompiled wire form included).
 //! - [`dns`]: the query path: the UDP fast path, the general path, TCP, sockets.
-//! - [`reload`]: the one writer of the snapshot: policy files and published expansions.
+//! - [`reload`]: the one writer of the snapshot: reads the policy files, rebuilds the
+//!   zones that changed and swaps.
+//! - [`service`]: named background services: ready signal, stop, join.
+//! - [`admin`]: the admin HTTP server (health, readiness, status page, `/status`, metrics).
+//! - [`metrics`]: Prometheus metrics, read at scrape time.
+//! - [`alerts`]: events for owners, by webhook or command, delivered off the serving path.
 //! - [`state`]: atomic files in `state_dir` that survive restarts.
 //! - [`os`]: heap trimming after a swap, lower priority for background threads.
 //! - [`reports`]: DMARC aggregate reports: sources (files, Maildir, IMAP), lenient
