@@ -359,3 +359,29 @@ async fn patient_udp(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     buf.truncate(n);
     buf
 }
+
+/// A switch from macro to flatten mode: receivers may hold the macro head for its TTL,
+/// so the per-address names keep their answers (never NXDOMAIN) while the apex serves
+/// the new chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_from_macro_mode_keeps_per_address_answers() {
+    let world = Upstream::start(world_dir()).await;
+    let record = "v=spf1 include:spf.provider-b.test -all";
+    let s = setup(&world, &[("m.toml", &policy("m.test", record, "macro"))]).await;
+    let running = spfd::server::start(&s.config()).await.unwrap();
+    let addr = running.addrs[0];
+    let client = "70.100.51.198.in-addr._spf.m.test.";
+    wait_for(addr, client, |t| t == "v=spf1 +all").await;
+
+    s.write_policy("m.toml", &policy("m.test", record, "flatten"));
+    wait_for(addr, "_spf.m.test.", |t| t.contains("ip4:198.51.100.")).await;
+    let q = query(client, RecordType::TXT);
+    let r = Message::from_vec(&udp_raw(addr, &q.to_vec().unwrap()).await).unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        txt_joined(&r),
+        ["v=spf1 +all"],
+        "the macro answer stays for twice the TTL"
+    );
+    running.shutdown().await.unwrap();
+}

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 mod files;
 
 use crate::snapshot::serials::SerialBook;
-use crate::snapshot::{Builder, Claims, ServerIdentity, Snapshot, SnapshotCell, Summary};
+use crate::snapshot::{Builder, Claims, ServerIdentity, Snapshot, SnapshotCell, SpfAnswer, Summary};
 pub use files::policy_files;
 use files::{FileChange, PolicyFiles, file_error};
 
@@ -83,6 +83,8 @@ pub struct Reloader {
     problems: Arc<ArcSwap<Problems>>,
     counters: Arc<Counters>,
     alerts: Alerts,
+    /// Domains switched away from macro mode: until when their last macro table stays.
+    macro_kept: HashMap<String, u64>,
 }
 
 impl Reloader {
@@ -112,6 +114,7 @@ impl Reloader {
             problems: Arc::default(),
             counters: Arc::default(),
             alerts: Alerts::default(),
+            macro_kept: HashMap::new(),
         }
     }
 
@@ -278,15 +281,53 @@ impl Reloader {
             let Some(policy) = self.files.served(&change.path).cloned() else {
                 continue;
             };
-            let spf = self
-                .published
-                .answer_for(&policy, served_answer(current, &policy));
+            let served = served_answer(current, &policy);
+            let spf = self.published.answer_for(&policy, served);
+            let spf = self.keep_macro_answers(&policy, served, spf);
             if let Err(conflict) = builder.replace(change.previous.as_deref(), policy, spf) {
                 diags.push(file_error(&change.path, conflict.to_string()));
                 self.files.set_served(&change.path, change.previous);
             }
         }
         builder
+    }
+
+    /// After a switch from macro mode, the per-address names keep answering from the
+    /// last macro table for twice the TTL (receivers may hold the macro head that long):
+    /// taking them away would give those receivers NXDOMAIN, a permerror. Past that,
+    /// the table goes with the next rebuild of the zone.
+    fn keep_macro_answers(
+        &mut self,
+        policy: &ValidPolicy,
+        served: Option<&Arc<SpfAnswer>>,
+        spf: Option<Arc<SpfAnswer>>,
+    ) -> Option<Arc<SpfAnswer>> {
+        let domain = &policy.domain_text;
+        let kept = served.and_then(|s| s.macro_table.clone());
+        let (Some(table), false) = (kept, spf.as_ref().is_some_and(|a| a.macro_table.is_some())) else {
+            self.macro_kept.remove(domain);
+            return spf;
+        };
+        let now = unix_now();
+        let until = *self
+            .macro_kept
+            .entry(domain.clone())
+            .or_insert(now + 2 * u64::from(policy.ttl));
+        if now >= until {
+            self.macro_kept.remove(domain);
+            return spf;
+        }
+        let head = match (&spf, &policy.spf) {
+            (Some(answer), _) => answer.head.clone(),
+            (None, Some(written)) => written.published_strings().into(),
+            (None, None) => return spf,
+        };
+        let parts = spf.as_ref().map(|a| a.parts.clone()).unwrap_or_default();
+        Some(Arc::new(SpfAnswer {
+            head,
+            parts,
+            macro_table: Some(table),
+        }))
     }
 
     /// Frees the replaced snapshot here once the queries that were reading it are done
