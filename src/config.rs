@@ -73,6 +73,8 @@ struct RawServer {
     #[serde(default)]
     tcp_message_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    workers: Option<Spanned<i64>>,
+    #[serde(default)]
     rrl: RawRrl,
 }
 
@@ -142,6 +144,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub policy_dir: PathBuf,
     pub tcp: crate::dns::tcp::TcpLimits,
+    /// UDP worker threads (one SO_REUSEPORT socket each) per listen address; default
+    /// the number of cores.
+    pub workers: usize,
     /// The admin HTTP server (metrics, health, status page); off when `None`.
     pub admin: Option<AdminConfig>,
     /// Where alerts go; off when `None`.
@@ -215,6 +220,8 @@ impl Config {
             diags.error(span, "upstream refresh_min is longer than refresh_max");
         }
         let tcp = parse_tcp(&raw.server, &mut diags);
+        let workers = positive_count(&raw.server.workers, "server workers", &mut diags)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let admin = raw.admin.as_ref().and_then(|a| parse_admin(a, base, &mut diags));
         let alerts = raw.alerts.as_ref().and_then(|a| parse_alerts(a, &mut diags));
         let reports = parse_reports(&raw.reports, base, &mut diags);
@@ -244,6 +251,7 @@ impl Config {
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,
+            workers,
             admin,
             alerts,
             reports,
@@ -521,6 +529,23 @@ mod tests {
         assert_eq!(c.upstream.max_stale, Duration::from_secs(7 * 86400));
         assert_eq!(c.upstream.hold_down, Duration::from_secs(48 * 3600));
         assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_must_be_positive() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(parse(MINIMAL).unwrap().workers, cores);
+        let one = MINIMAL.replace("[server]\n", "[server]\nworkers = 1\n");
+        assert_eq!(parse(&one).unwrap().workers, 1);
+        let zero = MINIMAL.replace("[server]\n", "[server]\nworkers = 0\n");
+        let err = parse(&zero).unwrap_err();
+        assert!(
+            err[0]
+                .to_string()
+                .contains("spfd.toml:2:11: error: server workers must be at least 1"),
+            "{}",
+            err[0]
+        );
     }
 
     #[test]

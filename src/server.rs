@@ -181,7 +181,7 @@ struct Bound {
 }
 
 fn bind_dns(config: &Config) -> anyhow::Result<Bound> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = config.workers;
     let mut bound = Bound {
         addrs: Vec::new(),
         udp: Vec::new(),

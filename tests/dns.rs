@@ -387,3 +387,22 @@ async fn ipv6_listeners_answer_over_udp_and_tcp() {
     assert_eq!(txt_joined(&tcp), vec![long_spf_record()]);
     running.shutdown().await.unwrap();
 }
+
+/// `[server] workers` sets how many UDP workers (sockets) serve each address; one is
+/// enough to answer.
+#[tokio::test]
+async fn one_worker_serves() {
+    let setup = Setup::new(&[(
+        "a.toml",
+        "domain = \"a.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n",
+    )]);
+    let text = config_text().replace("[server]\n", "[server]\nworkers = 1\n");
+    std::fs::write(setup.config_path(), text).unwrap();
+    let config = setup.config();
+    assert_eq!(config.workers, 1);
+    let running = spfd::server::start(&config).await.unwrap();
+    let q = query("_spf.a.test.", RecordType::TXT);
+    let r = Message::from_vec(&udp_raw(running.addrs[0], &q.to_vec().unwrap()).await).unwrap();
+    assert_eq!(txt_joined(&r), ["v=spf1 -all"]);
+    running.shutdown().await.unwrap();
+}
