@@ -278,3 +278,34 @@ fn a_swap_after_one_edit_touches_only_the_changed_zone() {
 fn lower(name: &str) -> hickory_proto::rr::LowerName {
     hickory_proto::rr::LowerName::new(&hickory_proto::rr::Name::from_ascii(name).unwrap())
 }
+
+/// A zone spfd serves that receives other domains' DMARC reports publishes their
+/// authorisations (`<domain>._report._dmarc.<host>` TXT `v=DMARC1`, RFC 7489 7.1), and
+/// follows edits of the policies that point there without an edit of its own file.
+#[tokio::test]
+async fn report_authorisations_are_published_in_the_report_hosts_zone() {
+    let host = "domain = \"reports.example.net\"\nzone = \"reports.example.net\"\n";
+    let dmarc = |domain: &str, rua: &str| {
+        format!("domain = \"{domain}\"\n[dmarc]\np = \"none\"\nrua = [\"mailto:{rua}\"]\n")
+    };
+    let s = TestServer::start(&[
+        ("host.toml", host),
+        ("a.toml", &dmarc("a.example", "d@reports.example.net")),
+    ])
+    .await;
+    let a = query("a.example._report._dmarc.reports.example.net.", RecordType::TXT);
+    assert_eq!(txt_joined(&s.udp(&a).await), ["v=DMARC1"]);
+
+    // b starts sending there: published in the host's zone; a stops: gone.
+    s.setup
+        .write_policy("b.toml", &dmarc("b.example", "d@reports.example.net"));
+    let b = query("b.example._report._dmarc.reports.example.net.", RecordType::TXT);
+    let r = s.wait_until(&b, |r| txt_joined(r) == ["v=DMARC1"]).await;
+    assert_eq!(txt_joined(&r), ["v=DMARC1"]);
+    s.setup.write_policy("a.toml", &dmarc("a.example", "d@a.example"));
+    let r = s
+        .wait_until(&a, |r| r.metadata.response_code == ResponseCode::NXDomain)
+        .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(txt_joined(&s.udp(&b).await), ["v=DMARC1"]);
+}

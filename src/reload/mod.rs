@@ -20,9 +20,11 @@ use crate::diag::{Diagnostic, Severity};
 use crate::metrics::Counters;
 use crate::policy::ValidPolicy;
 use crate::published::Published;
+use crate::reports::authorize;
 use crate::service::ServiceHandle;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use hickory_proto::rr::{LowerName, Name};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 mod files;
@@ -85,6 +87,10 @@ pub struct Reloader {
     alerts: Alerts,
     /// Domains switched away from macro mode: until when their last macro table stays.
     macro_kept: HashMap<String, u64>,
+    /// The DMARC report authorisations each file's policy needs: (host, owner).
+    report_needs: HashMap<PathBuf, Vec<(String, String)>>,
+    /// The same by report host: the owners to publish in the zone that holds the host.
+    report_hosts: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Reloader {
@@ -115,6 +121,8 @@ impl Reloader {
             counters: Arc::default(),
             alerts: Alerts::default(),
             macro_kept: HashMap::new(),
+            report_needs: HashMap::new(),
+            report_hosts: BTreeMap::new(),
         }
     }
 
@@ -166,8 +174,9 @@ impl Reloader {
         };
         let files_changed = !file_changes.is_empty();
         let read: Vec<PathBuf> = file_changes.iter().map(|c| c.path.clone()).collect();
-        let changes = self.with_republished(file_changes);
         let current = self.cell.load_full();
+        let file_changes = self.with_report_zones(&current, file_changes);
+        let changes = self.with_republished(file_changes);
         let builder = self.stage(&current, changes, &mut report.diagnostics);
         self.note_problems(&read, &report.diagnostics);
         if files_changed {
@@ -243,6 +252,68 @@ impl Reloader {
         self.counters.clone()
     }
 
+    /// Follows the DMARC report authorisations each policy needs
+    /// (`<domain>._report._dmarc.<host>`, RFC 7489 7.1) and adds to the changes the
+    /// files of served zones whose set of them changed, so those zones are rebuilt.
+    fn with_report_zones(&mut self, current: &Snapshot, mut changes: Vec<FileChange>) -> Vec<FileChange> {
+        let mut hosts: HashSet<String> = HashSet::new();
+        for change in &changes {
+            let old = self.report_needs.remove(&change.path).unwrap_or_default();
+            let new = self
+                .files
+                .served(&change.path)
+                .map(|p| authorize::needed(p))
+                .unwrap_or_default();
+            for (host, owner) in &old {
+                if let Some(owners) = self.report_hosts.get_mut(host) {
+                    owners.remove(owner);
+                }
+                hosts.insert(host.clone());
+            }
+            for (host, owner) in &new {
+                self.report_hosts
+                    .entry(host.clone())
+                    .or_default()
+                    .insert(owner.clone());
+                hosts.insert(host.clone());
+            }
+            if !new.is_empty() {
+                self.report_needs.insert(change.path.clone(), new);
+            }
+        }
+        self.report_hosts.retain(|_, owners| !owners.is_empty());
+        let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
+        for host in hosts {
+            let Some(zone) = host_zone(current, &host) else {
+                continue;
+            };
+            let path = zone.policy.path.clone();
+            if seen.insert(path.clone()) {
+                let previous = self.files.served(&path).cloned();
+                changes.push(FileChange { path, previous });
+            }
+        }
+        changes
+    }
+
+    /// The report authorisation records that fall in `policy`'s zone (and in no zone
+    /// served below it).
+    fn report_records(&self, current: &Snapshot, policy: &ValidPolicy) -> Vec<(Name, String)> {
+        let zone = policy.zone_text.trim_end_matches('.');
+        let under = |host: &str| host == zone || host.ends_with(&format!(".{zone}"));
+        self.report_hosts
+            .iter()
+            .filter(|(host, _)| under(host) && !deeper_zone(current, host, zone))
+            .flat_map(|(_, owners)| owners.iter())
+            .filter_map(|owner| {
+                Some((
+                    Name::from_ascii(format!("{owner}.")).ok()?,
+                    authorize::TEXT.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     /// The file changes plus the files of domains whose published expansion changed
     /// (their served version stays: the zone is rebuilt with the new answers).
     fn with_republished(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
@@ -284,7 +355,8 @@ impl Reloader {
             let served = served_answer(current, &policy);
             let spf = self.published.answer_for(&policy, served);
             let spf = self.keep_macro_answers(&policy, served, spf);
-            if let Err(conflict) = builder.replace(change.previous.as_deref(), policy, spf) {
+            let reports = self.report_records(current, &policy);
+            if let Err(conflict) = builder.replace_with(change.previous.as_deref(), policy, spf, &reports) {
                 diags.push(file_error(&change.path, conflict.to_string()));
                 self.files.set_served(&change.path, change.previous);
             }
@@ -409,6 +481,20 @@ fn reload_error(path: &Path, errors: &[String]) -> Event {
         message: format!("{} has errors; its previous version stays served", path.display()),
         detail: serde_json::json!({ "file": path.display().to_string(), "errors": errors }),
     }
+}
+
+/// The served zone that holds `host` (its closest enclosing apex).
+fn host_zone<'s>(current: &'s Snapshot, host: &str) -> Option<&'s Arc<crate::snapshot::Zone>> {
+    let name = Name::from_ascii(format!("{host}.")).ok()?;
+    current.find_zone(&LowerName::new(&name))
+}
+
+/// Whether a zone served below `zone` holds `host` (then the records go there).
+fn deeper_zone(current: &Snapshot, host: &str, zone: &str) -> bool {
+    host_zone(current, host).is_some_and(|z| {
+        let apex = z.policy.zone_text.trim_end_matches('.');
+        apex != zone && apex.ends_with(&format!(".{zone}"))
+    })
 }
 
 fn unix_now() -> u64 {

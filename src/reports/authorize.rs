@@ -75,6 +75,29 @@ fn bare(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The authorisation records one policy's `rua` needs at other organisations' hosts:
+/// (report host, `<policy-domain>._report._dmarc.<report-host>`), lower case, without
+/// the trailing dot; each once.
+pub fn needed(policy: &ValidPolicy) -> Vec<(String, String)> {
+    let Some(dmarc) = &policy.dmarc else {
+        return Vec::new();
+    };
+    let domain = bare(&policy.domain_text);
+    let mut out: Vec<(String, String)> = dmarc
+        .rua()
+        .iter()
+        .filter_map(|uri| mailto_host(uri))
+        .filter(|host| !same_organisation(&domain, host))
+        .map(|host| {
+            let owner = format!("{domain}._report._dmarc.{host}");
+            (host, owner)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The host of a `mailto:` URI (size limit and query dropped), lower case.
 fn mailto_host(uri: &str) -> Option<String> {
     let rest = uri

@@ -131,7 +131,18 @@ impl Builder {
         policy: Arc<ValidPolicy>,
         spf: Option<Arc<SpfAnswer>>,
     ) -> Result<(), Conflict> {
-        let content = ZoneContent::from_policy(&policy, spf);
+        self.replace_with(previous, policy, spf, &[])
+    }
+
+    /// [`Builder::replace`] with TXT records other policies need in the zone.
+    pub fn replace_with(
+        &mut self,
+        previous: Option<&ValidPolicy>,
+        policy: Arc<ValidPolicy>,
+        spf: Option<Arc<SpfAnswer>>,
+        extra: &[(Name, String)],
+    ) -> Result<(), Conflict> {
+        let content = ZoneContent::with_extra(&policy, spf, extra);
         let names: Vec<Arc<[u8]>> = content
             .names()
             .map(|n| Arc::from(wire_name(&Name::from(n.clone()))))

@@ -246,6 +246,16 @@ impl ZoneContent {
     /// Builds the TXT records of a policy: SPF at the apex (as written, or `spf` when
     /// flattening produced it), DMARC at `_dmarc`, DKIM at `<selector>._domainkey`.
     pub fn from_policy(policy: &ValidPolicy, spf_answer: Option<Arc<SpfAnswer>>) -> ZoneContent {
+        Self::with_extra(policy, spf_answer, &[])
+    }
+
+    /// [`ZoneContent::from_policy`] plus TXT records other policies need in this zone
+    /// (DMARC report authorisations: `(owner, text)`, owners inside the zone).
+    pub fn with_extra(
+        policy: &ValidPolicy,
+        spf_answer: Option<Arc<SpfAnswer>>,
+        extra: &[(Name, String)],
+    ) -> ZoneContent {
         let apex = policy.zone.clone();
         let ttl = policy.ttl;
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -272,6 +282,9 @@ impl ZoneContent {
         for dkim in &policy.dkim {
             let name = prepend(&prepend(&apex, "_domainkey"), &dkim.selector);
             add(name, txt::split_plain(&dkim.txt()));
+        }
+        for (owner, text) in extra {
+            add(owner.clone(), txt::split_plain(text));
         }
         add_empty_non_terminals(&apex, &mut nodes);
         // hickory's Record is a few hundred octets; a Vec grown by push keeps room for
