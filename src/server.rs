@@ -50,6 +50,8 @@ pub struct Running {
     flatten: Option<ServiceHandle>,
     /// Delivers alerts; stopped last, once nothing can send more.
     alert_service: Option<ServiceHandle>,
+    /// Summarises DMARC reports for the status page.
+    report_watch: Option<ServiceHandle>,
     /// Ready once the first snapshot is served (before `start` returns).
     pub ready: ReadyWatch,
     /// Every flattened policy's status (state, lookups, changes, held ranges, error).
@@ -69,6 +71,9 @@ impl Running {
         }
         if let Some(reload) = self.reload_service.take() {
             let _ = tokio::task::spawn_blocking(move || reload.stop_and_join()).await;
+        }
+        if let Some(watch) = self.report_watch.take() {
+            let _ = tokio::task::spawn_blocking(move || watch.stop_and_join()).await;
         }
         if let Some(alerts) = self.alert_service.take() {
             let _ = tokio::task::spawn_blocking(move || alerts.stop_and_join()).await;
@@ -112,6 +117,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let upstream =
         Arc::new(Upstream::from_config(&config.upstream).context("cannot set up the upstream resolver")?);
     let board = Arc::new(BoardCell::default());
+    let report_board = Arc::new(crate::reports::watch::ReportBoard::default());
     let stats = Arc::new(QueryStats::default());
     let rrl = Arc::new(RrlCounters::default());
     let admin_state = AdminState {
@@ -126,6 +132,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             Arc::new(move || stats.sum())
         },
         history: Arc::default(),
+        reports: report_board.clone(),
     };
     let admin = start_admin(config, admin_state, stop.clone()).await?;
     info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");
@@ -137,6 +144,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
     let addrs = bound.addrs.clone();
     let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl)?;
+    let report_watch = spawn_report_watch(config, &cell, &upstream, report_board, &alerts)?;
     let flattener = Flattener::new(
         upstream,
         published.clone(),
@@ -165,6 +173,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reload_service: Some(reload_service),
         flatten: Some(flatten),
         alert_service,
+        report_watch: Some(report_watch),
         ready: ready.subscribe(),
         board,
         flattened,
@@ -279,6 +288,36 @@ fn notify_reload(reload: Sender<Trigger>) -> crate::refresh::OnPublish {
     Box::new(move || {
         let _ = reload.send(Trigger::Flattened);
     })
+}
+
+/// Summarises the DMARC reports for the status page (and their alerts) on a thread
+/// and runtime of its own: the report store is a SQLite connection, used by one thread.
+fn spawn_report_watch(
+    config: &Config,
+    cell: &Arc<SnapshotCell>,
+    upstream: &Arc<Upstream>,
+    board: Arc<crate::reports::watch::ReportBoard>,
+    alerts: &crate::alerts::Alerts,
+) -> anyhow::Result<ServiceHandle> {
+    let stop = CancellationToken::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the report runtime")?;
+    let (config, cell, upstream, alerts) = (config.clone(), cell.clone(), upstream.clone(), alerts.clone());
+    let token = stop.clone();
+    let handle = ServiceHandle::spawn(
+        "reports",
+        move || stop.cancel(),
+        move || {
+            crate::os::lower_thread_priority();
+            // Made on this thread: it holds the store's connection across awaits.
+            let run = crate::reports::watch::run(config, cell, upstream, board, alerts, token);
+            runtime.block_on(run);
+        },
+    )
+    .context("cannot start the report thread")?;
+    Ok(handle)
 }
 
 /// Expansion is background work: its own thread and runtime, at the reload thread's

@@ -4,6 +4,8 @@
 //! token.
 
 mod common;
+#[path = "common/corpus.rs"]
+mod corpus;
 #[path = "common/upstream.rs"]
 mod upstream;
 
@@ -270,4 +272,55 @@ fn a_public_admin_address_without_a_token_is_a_config_error() {
         "{}",
         errors[0]
     );
+}
+
+/// Reports stored for a domain show on `/status` (the summary and the advice, as
+/// `spfd reports summary --json` and `spfd advise --json` give them) and on its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_summaries_and_advice_are_on_status_and_the_page() {
+    let (world, _zones) = world().await;
+    let setup = Setup::new(&[("flat.toml", FLAT), ("pass.toml", PASS)]);
+    let config = config_text()
+        + &world.resolver_config_toml()
+        + "[admin]\nlisten = \"127.0.0.1:0\"\n[reports]\ninterval = \"1s\"\n";
+    std::fs::write(setup.config_path(), config).unwrap();
+    let inbox = tempfile::tempdir().unwrap();
+    let senders = [corpus::Sender {
+        ip: "198.51.100.7",
+        base: 40,
+        dkim_aligned: true,
+        dkim_other: None,
+        spf_aligned: true,
+        envelope: "flat.test",
+    }];
+    let tally = corpus::write_corpus(inbox.path(), "flat.test", &senders, 3);
+    let import = std::process::Command::new(env!("CARGO_BIN_EXE_spfd"))
+        .args(["reports", "import", "--config"])
+        .arg(setup.config_path())
+        .arg(inbox.path())
+        .output()
+        .unwrap();
+    assert!(
+        !import.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let admin = running.admin.unwrap();
+    let s = wait_status(admin, |s| policy(s, "flat.test")["reports"].is_object()).await;
+    let reports = &policy(&s, "flat.test")["reports"];
+    assert_eq!(reports["summary"]["messages"], tally.messages, "{reports}");
+    assert_eq!(reports["summary"]["dmarc_pass"], tally.dmarc_pass, "{reports}");
+    assert_eq!(reports["summary"]["sources"][0]["ip"], "198.51.100.7");
+    assert!(reports["advice"]["dmarc"]["ready"].is_boolean(), "{reports}");
+    assert!(
+        policy(&s, "pass.test")["reports"].is_null(),
+        "no reports for pass.test"
+    );
+    let (_, page) = get(admin, "/domain/flat.test", None).await;
+    assert!(
+        page.contains("198.51.100.7") && page.contains("DMARC reports"),
+        "{page}"
+    );
+    running.shutdown().await.unwrap();
 }

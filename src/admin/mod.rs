@@ -44,6 +44,8 @@ pub struct AdminState {
     pub queries: Arc<dyn Fn() -> crate::dns::stats::QueryCounts + Send + Sync>,
     /// The last hour of responses per second by rcode.
     pub history: Arc<std::sync::Mutex<history::History>>,
+    /// Each domain's DMARC report summary and advice (domains with reports only).
+    pub reports: Arc<crate::reports::watch::ReportBoard>,
 }
 
 /// Serves the admin routes on `listener` until `stop`.

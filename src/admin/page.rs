@@ -127,7 +127,57 @@ pub fn domain(p: &PolicyView, view: &StatusView) -> String {
         esc(p.dmarc_policy.as_deref().unwrap_or("(none)")),
         esc(&p.dkim_selectors.join(", "))
     );
+    reports(&mut body, p);
     document(&format!("spfd: {}", p.domain), &body)
+}
+
+/// The DMARC report summary and the advice, when the domain has reports.
+fn reports(body: &mut String, p: &PolicyView) {
+    body.push_str("<h2>DMARC reports</h2>");
+    let Some(r) = &p.reports else {
+        body.push_str("<p class=\"muted\">no aggregate reports stored for this domain</p>");
+        return;
+    };
+    let s = &r.summary;
+    let share = if s.messages == 0 {
+        0.0
+    } else {
+        100.0 * s.dmarc_pass as f64 / s.messages as f64
+    };
+    let _ = write!(
+        body,
+        "<p>{} reports from {} receivers over {} days: {} messages, {share:.1}% passing DMARC</p>",
+        s.reports, s.receivers, s.days, s.messages
+    );
+    body.push_str("<table><tr><th>source</th><th>messages</th><th>class</th></tr>");
+    for src in s.sources.iter().take(20) {
+        let class = serde_json::to_value(src.class)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from));
+        let _ = write!(
+            body,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            esc(&src.ip),
+            src.messages,
+            esc(class.as_deref().unwrap_or("-"))
+        );
+    }
+    body.push_str("</table>");
+    for (what, step) in [("SPF", &r.advice.spf), ("DMARC", &r.advice.dmarc)] {
+        let next = step.next.as_deref().unwrap_or("nothing: at the goal");
+        let verdict = if step.ready { "ready" } else { "not yet" };
+        let _ = write!(
+            body,
+            "<p><b>{what}</b>: {} → {}: <b>{verdict}</b>{}</p>",
+            esc(&step.current),
+            esc(next),
+            if step.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", esc(&step.reasons.join("; ")))
+            }
+        );
+    }
 }
 
 fn changes(body: &mut String, p: &PolicyView, now: u64) {

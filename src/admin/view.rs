@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::AdminState;
 use crate::policy::{SpfMode, ValidPolicy};
 use crate::refresh::{HeldRange, PolicyStatus, UpstreamChange};
+use crate::reports::status::DomainStatus;
 use crate::snapshot::Zone;
 
 /// Current errors of policy files (file:line:column messages), by file: set by the
@@ -58,6 +59,9 @@ pub struct PolicyView {
     /// The current error: the policy file's (file:line:column) or the expansion's
     /// (with its upstream cause).
     pub error: Option<String>,
+    /// The DMARC aggregate report summary and the advice (`spfd reports summary` and
+    /// `spfd advise` as JSON), when the domain has reports.
+    pub reports: Option<DomainStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,13 +81,16 @@ impl StatusView {
         let snapshot = state.snapshot.load_full();
         let board = state.board.load_full();
         let problems = state.problems.load_full();
+        let reports = state.reports.load_full();
         let mut policies: Vec<PolicyView> = snapshot
             .zones
             .values()
             .map(|zone| {
                 let status = board.policies.get(&zone.policy.domain_text).map(|s| s.as_ref());
                 let errors = problems.get(&zone.policy.path);
-                PolicyView::build(zone, status, errors, now)
+                let mut view = PolicyView::build(zone, status, errors, now);
+                view.reports = reports.get(&view.domain).cloned();
+                view
             })
             .collect();
         policies.sort_by(|a, b| a.domain.cmp(&b.domain));
@@ -155,6 +162,7 @@ impl PolicyView {
             changes: status.map(|s| s.changes.clone()).unwrap_or_default(),
             held: status.map(|s| s.held.clone()).unwrap_or_default(),
             error: file_error.or_else(|| status.and_then(|s| s.error.clone())),
+            reports: None,
         }
     }
 }

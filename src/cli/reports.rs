@@ -10,8 +10,8 @@ use crate::config::Config;
 use crate::policy::ValidPolicy;
 use crate::reports::advisor::{self, Advice, Current, Thresholds};
 use crate::reports::analysis::{self, Class, Context, Summary};
-use crate::reports::spf_view::{SpfView, record_includes};
-use crate::reports::status::{DomainStatus, domain_status};
+use crate::reports::spf_view::SpfView;
+use crate::reports::status::{DomainStatus, domain_status, server_includes};
 use crate::reports::{ImportStats, Limits, Store, import_paths};
 use crate::snapshot::Snapshot;
 use crate::spf::DnsLookup;
@@ -45,20 +45,6 @@ pub fn import_text(stats: &ImportStats) -> String {
         stats.duplicates,
         stats.errors.len()
     );
-    out
-}
-
-/// Include targets of every policy on the server but `except`.
-pub fn server_includes(snapshot: &Snapshot, except: &ValidPolicy) -> Vec<String> {
-    let mut out: Vec<String> = snapshot
-        .zones
-        .values()
-        .filter(|z| z.policy.domain != except.domain)
-        .filter_map(|z| z.policy.spf.as_ref())
-        .flat_map(|spf| record_includes(&spf.record()))
-        .collect();
-    out.sort();
-    out.dedup();
     out
 }
 

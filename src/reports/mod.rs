@@ -27,6 +27,7 @@ pub mod rdns;
 pub mod spf_view;
 pub mod status;
 pub mod store;
+pub mod watch;
 pub mod xml;
 
 pub use decode::{DecodeError, Limits, decode};

@@ -1,16 +1,18 @@
 //! What a status page shows per domain (the report summary and the advice, one
 //! serialisable value), and the alerts between two summaries: a new unauthorised
 //! source above a volume threshold, or a legitimate sender that starts failing.
-//! No HTTP here: the operations surface serves these values when it lands.
+//! No HTTP here: `reports::watch` computes them for the admin server and `[alerts]`.
 
 use serde::Serialize;
 
 use super::advisor::{self, Advice, Thresholds};
 use super::analysis::{self, Class, Context, Summary};
+use super::spf_view::record_includes;
 use super::spf_view::{SpfView, ViewError};
 use super::store::{Store, StoreError};
 use crate::config::Config;
 use crate::policy::ValidPolicy;
+use crate::snapshot::Snapshot;
 use crate::spf::DnsLookup;
 
 /// One domain on the status page.
@@ -51,6 +53,20 @@ pub async fn domain_status<D: DnsLookup>(
     let days = store.days_with_policy(domain, &current.p, i64::MIN)?;
     let advice = advisor::advise(&summary, &current, days, &Thresholds::default());
     Ok(DomainStatus { summary, advice })
+}
+
+/// Include targets of every policy on the server but `except`.
+pub fn server_includes(snapshot: &Snapshot, except: &ValidPolicy) -> Vec<String> {
+    let mut out: Vec<String> = snapshot
+        .zones
+        .values()
+        .filter(|z| z.policy.domain != except.domain)
+        .filter_map(|z| z.policy.spf.as_ref())
+        .flat_map(|spf| record_includes(&spf.record()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// When an alert fires.
