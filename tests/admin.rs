@@ -283,7 +283,13 @@ async fn report_summaries_and_advice_are_on_status_and_the_page() {
     let config = config_text()
         + &world.resolver_config_toml()
         + "[admin]\nlisten = \"127.0.0.1:0\"\n[reports]\ninterval = \"1s\"\n";
-    std::fs::write(setup.config_path(), config).unwrap();
+    let events = tempfile::tempdir().unwrap();
+    let log = events.path().join("events.jsonl");
+    let alerts = format!(
+        "[alerts]\ncommand = [\"sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\n",
+        log.display()
+    );
+    std::fs::write(setup.config_path(), config + &alerts).unwrap();
     let inbox = tempfile::tempdir().unwrap();
     let senders = [corpus::Sender {
         ip: "198.51.100.7",
