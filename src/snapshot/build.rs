@@ -99,7 +99,9 @@ impl Summary {
 pub struct Builder {
     base: Arc<Snapshot>,
     claims: Claims,
-    staged: Vec<(ZoneContent, Arc<ValidPolicy>)>,
+    /// Zones to build, with their content fingerprint (computed once: it formats every
+    /// record).
+    staged: Vec<(ZoneContent, Arc<ValidPolicy>, u64)>,
     removals: Vec<LowerName>,
 }
 
@@ -161,13 +163,14 @@ impl Builder {
         if let Some(p) = previous.filter(|p| p.zone_lower != policy.zone_lower) {
             self.removals.push(p.zone_lower.clone());
         }
+        let fingerprint = content.fingerprint();
         let same = self
             .base
             .zones
             .get(&policy.zone_lower)
-            .is_some_and(|z| z.policy.path == policy.path && z.content_hash == content.fingerprint());
+            .is_some_and(|z| z.policy.path == policy.path && z.content_hash == fingerprint);
         if !same {
-            self.staged.push((content, policy));
+            self.staged.push((content, policy, fingerprint));
         }
         Ok(())
     }
@@ -212,8 +215,7 @@ impl Builder {
     ) -> (Snapshot, Summary, Claims) {
         let mut summary = Summary::default();
         let mut changes = Changes::default();
-        for (content, policy) in self.staged {
-            let fingerprint = content.fingerprint();
+        for (content, policy, fingerprint) in self.staged {
             let serial = book.serial_for(&content.apex, fingerprint, now_unix);
             let apex = policy.zone_lower.clone();
             match self.base.zones.contains_key(&apex) {
