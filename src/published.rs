@@ -247,15 +247,6 @@ impl Published {
         Some(Arc::new(placeholder(policy)))
     }
 
-    /// Whether the expansion of this very version of the policy is published (its SPF
-    /// record is no longer a kept or placeholder answer).
-    pub fn is_current(&self, policy: &ValidPolicy) -> bool {
-        let entries = self.entries.lock().expect("published lock");
-        entries
-            .get(&policy.domain_text)
-            .is_some_and(|e| e.matches(policy))
-    }
-
     pub fn get(&self, domain: &str) -> Option<Entry> {
         self.entries.lock().expect("published lock").get(domain).cloned()
     }

@@ -80,10 +80,6 @@ impl ServiceHandle {
         })
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Tells the service to stop and waits for its thread to end.
     pub fn stop_and_join(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -90,7 +90,12 @@ pub struct Summary {
 
 impl Summary {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.len() == 0
+    }
+
+    /// How many zones the build added, changed or removed.
+    pub fn len(&self) -> usize {
+        self.added.len() + self.changed.len() + self.removed.len()
     }
 }
 

@@ -93,16 +93,6 @@ pub struct Changes {
     pub removals: Vec<LowerName>,
 }
 
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removals.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.upserts.len() + self.removals.len()
-    }
-}
-
 impl Default for Snapshot {
     fn default() -> Self {
         Snapshot {
