@@ -60,11 +60,7 @@ mod pack;
 mod rewrite;
 
 #[cfg(test)]
-mod equivalence_tests;
-#[cfg(test)]
-mod outage_tests;
-#[cfg(test)]
-mod test_support;
+mod tests;
 
 pub use expand::expand;
 pub use ipset::{Ip4Set, Ip6Set};

@@ -346,5 +346,4 @@ fn content_tag(zone: &str, groups: &[Vec<String>], exp: Option<&str>) -> String 
 }
 
 #[cfg(test)]
-#[path = "pack_tests.rs"]
 mod tests;

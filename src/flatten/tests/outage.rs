@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::test_support::{World, block};
-use super::{Chain, ExpandError, FlattenError, LastGood, Level};
+use super::support::{World, block};
+use crate::flatten::{Chain, ExpandError, FlattenError, LastGood, Level};
 use crate::spf::{EvalOptions, Query, SpfResult, check_host};
 
 const T0: u64 = 1_700_000_000;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
-use super::{Chain, ExpandOptions, Expansion, FlattenError, LastGood, Rule, flatten};
+use crate::flatten::{Chain, ExpandOptions, Expansion, FlattenError, LastGood, Rule, flatten};
 use crate::names::normalize;
 use crate::spf::{EvalOptions, MemoryDns, Query, Record, SpfResult, check_host, check_record};
 
@@ -136,7 +136,7 @@ fn boundaries(expansion: &Expansion) -> Vec<IpAddr> {
     out
 }
 
-fn all_sets(expansion: &Expansion) -> (Vec<super::Ip4Set>, Vec<super::Ip6Set>) {
+fn all_sets(expansion: &Expansion) -> (Vec<crate::flatten::Ip4Set>, Vec<crate::flatten::Ip6Set>) {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for rule in &expansion.rules {

@@ -4,8 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::test_support::{World, block};
-use super::{ExpandError, ExpandOptions, FlattenError, LastGood, Rule, Terminal, expand};
+use super::support::{World, block};
+use crate::flatten::{ExpandError, ExpandOptions, FlattenError, LastGood, Rule, Terminal, expand};
 use crate::spf::Qualifier;
 
 fn v4(s: &str) -> Ipv4Addr {
@@ -17,7 +17,7 @@ fn v6(s: &str) -> Ipv6Addr {
 }
 
 /// The published text of every record, joined, for assertions on terms.
-fn published_text(chain: &super::Chain) -> String {
+fn published_text(chain: &crate::flatten::Chain) -> String {
     chain
         .records()
         .map(|(_, s)| s.concat())
@@ -120,7 +120,7 @@ fn provider_tree_is_equivalent_and_minimal() {
     assert!(text.ends_with("~all"), "{text}");
     // Every record fits; the chain continued into parts; lookups counted.
     for (_, strings) in chain.records() {
-        assert!(strings.concat().len() <= super::MAX_RECORD);
+        assert!(strings.concat().len() <= crate::flatten::MAX_RECORD);
     }
     assert!(!chain.parts.is_empty());
     assert_eq!(chain.lookups, 1 + chain.parts.len());
