@@ -2,7 +2,9 @@
 //! background, keeps the last good results, and publishes the chains it packs.
 
 mod service;
+mod settings;
 mod status;
 
-pub use service::{Clock, Flattener, OnPublish, Settings, Status};
+pub use service::{Flattener, OnPublish};
+pub use settings::{Clock, Settings, Status};
 pub use status::{BoardCell, HeldRange, PolicyStatus, State, StatusBoard, UpstreamChange};
