@@ -208,7 +208,8 @@ pub struct Published {
     dirty: Mutex<rustc_hash::FxHashSet<String>>,
 }
 
-type Entries = HashMap<String, Entry, BuildHasherDefault<FxHasher>>;
+/// Shared, so that saving copies pointers under the lock and encodes outside it.
+type Entries = HashMap<String, Arc<Entry>, BuildHasherDefault<FxHasher>>;
 
 impl Published {
     /// What the snapshot publishes for a policy's SPF record; `None` only when the
@@ -247,7 +248,7 @@ impl Published {
         Some(Arc::new(placeholder(policy)))
     }
 
-    pub fn get(&self, domain: &str) -> Option<Entry> {
+    pub fn get(&self, domain: &str) -> Option<Arc<Entry>> {
         self.entries.lock().expect("published lock").get(domain).cloned()
     }
 
@@ -275,11 +276,11 @@ impl Published {
                 entry.updated_at = old.updated_at;
                 entry.flatten_answer = old.flatten_answer.clone();
                 entry.macro_answer = old.macro_answer.clone();
-                entries.insert(domain.to_string(), entry);
+                entries.insert(domain.to_string(), Arc::new(entry));
                 return false;
             }
         }
-        entries.insert(domain.to_string(), entry);
+        entries.insert(domain.to_string(), Arc::new(entry));
         self.dirty
             .lock()
             .expect("published lock")
@@ -309,14 +310,17 @@ impl Published {
     }
 
     pub fn save(&self, state_dir: &Path) -> io::Result<()> {
-        // Encoded under the lock (no copy of every entry), written after it; sorted, so
-        // that the file reads (and diffs) the same for the same content.
-        let bytes = {
+        // Pointers are copied under the lock, the entries encoded after it, straight
+        // into the file (at 100,000 policies the text is hundreds of megabytes: no
+        // buffer of all of it, and the snapshot writer is not kept waiting). Sorted, so
+        // the file is the same for the same content; compact, being state, not a report.
+        let sorted: BTreeMap<String, Arc<Entry>> = {
             let entries = self.entries.lock().expect("published lock");
-            let sorted: BTreeMap<&String, &Entry> = entries.iter().collect();
-            serde_json::to_vec_pretty(&sorted).map_err(io::Error::other)?
+            entries.iter().map(|(d, e)| (d.clone(), e.clone())).collect()
         };
-        crate::state::write_atomic(state_dir, FILE_NAME, &bytes)
+        crate::state::write_atomic_with(state_dir, FILE_NAME, |out| {
+            serde_json::to_writer(out, &sorted).map_err(io::Error::other)
+        })
     }
 }
 

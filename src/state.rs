@@ -11,10 +11,21 @@ use serde::de::DeserializeOwned;
 
 /// Writes `bytes` to `dir/name` atomically, creating `dir` if needed.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(dir, name, |out| out.write_all(bytes))
+}
+
+/// Writes what `write` produces to `dir/name` atomically (through a buffer, so large
+/// state is streamed to the file, not held in memory whole), creating `dir` if needed.
+pub fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
+) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
+    let mut out = io::BufWriter::with_capacity(1 << 16, fs::File::create(&tmp)?);
+    write(&mut out)?;
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     fs::rename(&tmp, dir.join(name))?;
     // The rename itself is durable once the directory is synced.
@@ -34,8 +45,9 @@ pub fn read(dir: &Path, name: &str) -> io::Result<Option<String>> {
 }
 
 pub fn save_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    write_atomic(dir, name, &bytes)
+    write_atomic_with(dir, name, |out| {
+        serde_json::to_writer_pretty(out, value).map_err(io::Error::other)
+    })
 }
 
 /// Reads a JSON state file; a missing file is `Ok(None)`, a damaged one an error.

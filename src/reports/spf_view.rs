@@ -81,7 +81,7 @@ impl SpfView {
             (Ok(exp), published) => {
                 let terms = term_sets(&record, &policy.domain_text, &exp.details);
                 let (rules, origin) = match published {
-                    Some(entry) => (entry.rules, "published"),
+                    Some(entry) => (entry.rules.clone(), "published"),
                     None => (exp.rules, "resolved"),
                 };
                 Ok(SpfView {
@@ -93,7 +93,7 @@ impl SpfView {
                 })
             }
             (Err(e), Some(entry)) => Ok(SpfView {
-                rules: entry.rules,
+                rules: entry.rules.clone(),
                 terms: Vec::new(),
                 origin: "published",
                 note: Some(format!("which term covers each source is unknown: {e}")),
@@ -135,7 +135,7 @@ impl SpfView {
         let spf = policy.spf.as_ref()?;
         let entry = published_entry(config, policy)?;
         Some(SpfView {
-            rules: entry.rules,
+            rules: entry.rules.clone(),
             terms: Vec::new(),
             origin: "published",
             note: Some("which term covers each source was not resolved".into()),
@@ -156,7 +156,7 @@ impl SpfView {
 }
 
 /// The published expansion of the policy, when it was computed for its record as written.
-fn published_entry(config: &Config, policy: &ValidPolicy) -> Option<crate::published::Entry> {
+fn published_entry(config: &Config, policy: &ValidPolicy) -> Option<std::sync::Arc<crate::published::Entry>> {
     let spf = policy.spf.as_ref()?;
     Published::load(&config.state_dir)
         .ok()?
