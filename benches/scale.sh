@@ -87,6 +87,11 @@ RSS=$(awk '/VmRSS/ {print $2}' /proc/$SPFD_PID/status)
 HWM=$(awk '/VmHWM/ {print $2}' /proc/$SPFD_PID/status)
 echo "  resident memory: $((RSS / 1024)) MiB (peak $((HWM / 1024)) MiB)"
 
+# The same load with no swap first: the latency a swap adds is what exceeds this.
+echo "== $SECONDS_UNDER_LOAD s of dnsperf at $QPS qps with no edit (baseline)"
+dnsperf -s 127.0.0.1 -p $PORT -d $WORK/queries -l $SECONDS_UNDER_LOAD -Q $QPS -c 4 -t 1 > "$WORK/baseline.out" 2>&1 || true
+grep -E "Queries lost|Average Latency" "$WORK/baseline.out" | sed 's/^/  /'
+
 echo "== $SECONDS_UNDER_LOAD s of dnsperf at $QPS qps while a policy edit forces a swap every 2 s"
 (
   for i in $(seq 1 $((SECONDS_UNDER_LOAD / 2 - 1))); do
