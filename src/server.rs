@@ -61,6 +61,10 @@ pub struct Running {
     /// The DMARC report poller (when `[reports] sources` lists any), and its status.
     reports: Option<tokio::task::JoinHandle<()>>,
     pub report_status: Option<Arc<std::sync::Mutex<crate::reports::poller::PollStatus>>>,
+    /// Zone transfers out and NOTIFY, when `[transfer]` is configured.
+    pub transfer: Option<Arc<crate::xfr::Transfer>>,
+    /// The NOTIFY service (ends when the reload service is gone).
+    notify: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -71,6 +75,9 @@ impl Running {
         }
         if let Some(reload) = self.reload_service.take() {
             let _ = tokio::task::spawn_blocking(move || reload.stop_and_join()).await;
+        }
+        if let Some(notify) = self.notify.take() {
+            notify.abort();
         }
         if let Some(watch) = self.report_watch.take() {
             let _ = tokio::task::spawn_blocking(move || watch.stop_and_join()).await;
@@ -135,6 +142,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reports: report_board.clone(),
     };
     let admin = start_admin(config, admin_state, stop.clone()).await?;
+    let (transfer, notify) = start_transfers(config, &mut reloader).unzip();
     info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");
     let initial = reloader.reload();
     reload::log_report(&initial);
@@ -143,7 +151,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
     let addrs = bound.addrs.clone();
-    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl)?;
+    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl, &transfer)?;
     let report_watch = spawn_report_watch(config, &cell, &upstream, report_board, &alerts)?;
     let flattener = Flattener::new(
         upstream,
@@ -179,7 +187,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         flattened,
         reports,
         report_status,
+        transfer,
+        notify,
     })
+}
+
+/// Zone transfers out: the shared state for the TCP servers, and the NOTIFY service,
+/// fed by every swap through a channel (the reload thread never waits for it).
+fn start_transfers(
+    config: &Config,
+    reloader: &mut Reloader,
+) -> Option<(Arc<crate::xfr::Transfer>, tokio::task::JoinHandle<()>)> {
+    if !config.transfer.is_active() {
+        return None;
+    }
+    let xfr = crate::xfr::Transfer::new(config.transfer.clone(), config.tsig.clone());
+    let (swaps, received) = tokio::sync::mpsc::unbounded_channel();
+    reloader.on_swap(Box::new(move |old, new, summary| {
+        let _ = swaps.send(crate::xfr::notify::swapped_zones(old, new, summary));
+    }));
+    let service = tokio::spawn(crate::xfr::notify::run(xfr.clone(), received));
+    Some((xfr, service))
 }
 
 /// The DNS sockets, bound but not read yet.
@@ -214,6 +242,7 @@ fn serve_dns(
     stop: &CancellationToken,
     stats: &QueryStats,
     rrl: &Arc<RrlCounters>,
+    transfer: &Option<Arc<crate::xfr::Transfer>>,
 ) -> anyhow::Result<(JoinSet<()>, UdpWorkers)> {
     let limits = tcp_limits(config, bound.udp.len());
     let mut tcp = JoinSet::new();
@@ -224,10 +253,12 @@ fn serve_dns(
             limits,
             stop.clone(),
             stats.block(),
+            transfer.clone(),
         ));
     }
     let rrl_config = Arc::new(config.rrl.clone());
-    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), rrl_config, rrl.clone(), stats)
+    let keys = Arc::new(config.tsig.clone());
+    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), rrl_config, rrl.clone(), stats, keys)
         .context("cannot start the UDP workers")?;
     Ok((tcp, udp))
 }
