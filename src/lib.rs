@@ -48,6 +48,8 @@
 //!   transfer streams.
 //! - [`xfr`]: zone transfers out (AXFR, IXFR from a journal of recent versions) and
 //!   NOTIFY to secondaries, fed by every swap.
+//! - [`push`]: RFC 2136 updates of an existing primary with spfd's records (`spfd push`,
+//!   the server's `[push]` mode).
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`logging`]: the binary's log filter and line format (text or JSON).
 //! - [`cli`]: the command-line interface.
@@ -65,6 +67,7 @@ pub mod names;
 pub mod os;
 pub mod policy;
 pub mod published;
+pub mod push;
 pub mod refresh;
 pub mod reload;
 pub mod reports;

@@ -65,6 +65,8 @@ pub struct Running {
     pub transfer: Option<Arc<crate::xfr::Transfer>>,
     /// The NOTIFY service (ends when the reload service is gone).
     notify: Option<tokio::task::JoinHandle<()>>,
+    /// The `[push]` service: RFC 2136 updates of every changed zone.
+    push: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -76,8 +78,8 @@ impl Running {
         if let Some(reload) = self.reload_service.take() {
             let _ = tokio::task::spawn_blocking(move || reload.stop_and_join()).await;
         }
-        if let Some(notify) = self.notify.take() {
-            notify.abort();
+        for task in [self.notify.take(), self.push.take()].into_iter().flatten() {
+            task.abort();
         }
         if let Some(watch) = self.report_watch.take() {
             let _ = tokio::task::spawn_blocking(move || watch.stop_and_join()).await;
@@ -143,6 +145,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let admin = start_admin(config, admin_state, stop.clone()).await?;
     let (transfer, notify) = start_transfers(config, &mut reloader).unzip();
+    let push = start_push(config, &mut reloader);
     info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");
     let initial = reloader.reload();
     reload::log_report(&initial);
@@ -189,7 +192,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         report_status,
         transfer,
         notify,
+        push,
     })
+}
+
+/// The `[push]` mode: every swap's changed zones are written into the primary, by a
+/// service of its own fed through a channel.
+fn start_push(config: &Config, reloader: &mut Reloader) -> Option<tokio::task::JoinHandle<()>> {
+    let settings = config.push.as_ref().filter(|p| p.serve)?;
+    let target = Arc::new(crate::push::Target {
+        primary: settings.primary,
+        key: settings.tsig.as_ref().map(|name| config.tsig[name].clone()),
+    });
+    let state = Arc::new(crate::push::send::PushState::load(config.state_dir.clone()));
+    let (swaps, received) = tokio::sync::mpsc::unbounded_channel();
+    reloader.on_swap(Box::new(move |old, new, summary| {
+        let _ = swaps.send(crate::xfr::notify::swapped_zones(old, new, summary));
+    }));
+    Some(tokio::spawn(crate::push::send::run(target, state, received)))
 }
 
 /// Zone transfers out: the shared state for the TCP servers, and the NOTIFY service,

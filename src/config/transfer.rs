@@ -259,8 +259,11 @@ mod tests {
         "[server]\nnameservers = [\"ns1.example.net\"]\nhostmaster = \"hostmaster@example.net\"\n";
 
     fn parse_in(dir: &std::path::Path, text: &str) -> Result<Config, Vec<String>> {
-        Config::parse(&SourceFile::new(dir.join("spfd.toml"), format!("{MINIMAL}{text}")))
-            .map_err(|d| d.iter().map(|d| d.to_string()).collect())
+        Config::parse(&SourceFile::new(
+            dir.join("spfd.toml"),
+            format!("{MINIMAL}{text}"),
+        ))
+        .map_err(|d| d.iter().map(|d| d.to_string()).collect())
     }
 
     #[test]
@@ -281,7 +284,10 @@ mod tests {
         assert_eq!(c.tsig["xfr-key"].name.to_string(), "xfr-key.");
         let push = c.push.unwrap();
         assert_eq!((push.primary.port(), push.serve), (5353, true));
-        assert!(!parse_in(dir.path(), "").unwrap().transfer.is_active(), "nobody by default");
+        assert!(
+            !parse_in(dir.path(), "").unwrap().transfer.is_active(),
+            "nobody by default"
+        );
     }
 
     #[test]
@@ -295,11 +301,26 @@ mod tests {
         )
         .unwrap_err();
         let all = err.join("\n");
-        assert!(all.contains("spfd.toml:5:10: error: transfer allow entry \"192.0.2\""), "{all}");
-        assert!(all.contains("spfd.toml:6:8: error: transfer tsig \"nokey\" names no key"), "{all}");
-        assert!(all.contains("spfd.toml:8:13: error: tsig.k1 algorithm \"hmac-md5\" is not supported"), "{all}");
-        assert!(all.contains("tsig.k2 secret_file") && all.contains("missing.secret"), "{all}");
-        assert!(all.contains("tsig.k3 secret_file") && all.contains("is not base64"), "{all}");
+        assert!(
+            all.contains("spfd.toml:5:10: error: transfer allow entry \"192.0.2\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("spfd.toml:6:8: error: transfer tsig \"nokey\" names no key"),
+            "{all}"
+        );
+        assert!(
+            all.contains("spfd.toml:8:13: error: tsig.k1 algorithm \"hmac-md5\" is not supported"),
+            "{all}"
+        );
+        assert!(
+            all.contains("tsig.k2 secret_file") && all.contains("missing.secret"),
+            "{all}"
+        );
+        assert!(
+            all.contains("tsig.k3 secret_file") && all.contains("is not base64"),
+            "{all}"
+        );
         let err = parse_in(dir.path(), "[transfer]\nalow = []\n").unwrap_err();
         assert!(err[0].contains("unknown field `alow`"), "{err:?}");
     }

@@ -133,9 +133,14 @@ impl Reloader {
 
     /// A reloader that reads state but never writes it: for the offline commands.
     pub fn offline(config: &Config, cell: Arc<SnapshotCell>) -> Self {
+        Self::offline_with(config, cell, Arc::new(Published::default()))
+    }
+
+    /// [`Reloader::offline`] publishing the given flattened records (`spfd push`).
+    pub fn offline_with(config: &Config, cell: Arc<SnapshotCell>, published: Arc<Published>) -> Self {
         Self {
             persist: false,
-            ..Self::new(config, cell, Arc::new(Published::default()))
+            ..Self::new(config, cell, published)
         }
     }
 

@@ -181,7 +181,7 @@ impl Notify {
 
 /// An id that differs between NOTIFYs (not a secret: the answer must come from the
 /// target the socket is connected to).
-fn message_id() -> u16 {
+pub fn message_id() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let nanos = std::time::SystemTime::now()
