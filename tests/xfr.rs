@@ -321,6 +321,40 @@ async fn a_source_outside_allow_is_refused() {
     running.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_transfer_table_narrows_the_server_one() {
+    let narrowed = "domain = \"n.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n\
+                    [transfer]\nallow = [\"192.0.2.1\"]\n";
+    let setup = Setup::new(&[
+        ("example.toml", &example_policy("v=spf1 -all")),
+        ("n.toml", narrowed),
+    ]);
+    std::fs::write(
+        setup.config_path(),
+        config_text() + "[transfer]\nallow = [\"127.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let port = running.addrs[0].port();
+    let open = axfr(port, "_spf.example.test.", None);
+    assert!(axfr_records(&open).len() > 4, "the server's allow: {open}");
+    let out = axfr(port, "_spf.n.test.", None);
+    assert!(out.contains("REFUSED"), "the policy's allow: {out}");
+    // A policy table with an address the server does not allow gives it nothing.
+    setup.write_policy("n.toml", &narrowed.replace("192.0.2.1", "127.0.0.1"));
+    for _ in 0..200 {
+        if axfr_records(&axfr(port, "_spf.n.test.", None)).len() > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        axfr_records(&axfr(port, "_spf.n.test.", None)).len() > 2,
+        "now in both lists"
+    );
+    running.shutdown().await.unwrap();
+}
+
 /// A secondary run in the foreground; killed when dropped.
 struct Peer {
     child: Child,

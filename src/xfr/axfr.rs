@@ -13,7 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::Transfer;
-use super::records::{Packer, axfr_sequence, code_response, zone_records};
+use super::records::{DNSKEY, Packer, axfr_sequence, code_response, zone_records};
 use crate::snapshot::{Snapshot, Zone};
 use crate::tsig::{NOTAUTH, StreamSigner, Verdict, append_unsigned, verify_request};
 
@@ -87,6 +87,13 @@ pub fn respond(bytes: &[u8], src: SocketAddr, snapshot: &Snapshot, xfr: &Transfe
     let Some((soa, records)) = zone_records(&zone) else {
         return sign_all(request.code(ResponseCode::ServFail), &mut signer);
     };
+    if records.iter().any(|r| r.rtype() == DNSKEY) {
+        // spfd signs online: the zone's RRsets hold its DNSKEY, but the signatures and
+        // the denial of existence are made per answer and are not records of the zone.
+        // A secondary given the DNSKEY without them would serve bogus answers.
+        info!(%src, zone = %zone.apex, "transfer refused: the zone is DNSSEC-signed by spfd online, its signatures cannot be transferred; opt it out of spfd's signing and sign on the secondary");
+        return sign_all(request.code(ResponseCode::Refused), &mut signer);
+    }
     let (kind, sequence) = if query.query_type() == RecordType::IXFR {
         match client_serial(&request.parsed) {
             Some(serial) => super::ixfr::sequence(xfr, &apex, serial, &soa, records),

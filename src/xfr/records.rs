@@ -10,6 +10,7 @@ use crate::snapshot::Zone;
 pub const SOA: u16 = 6;
 pub const AXFR: u16 = 252;
 pub const IXFR: u16 = 251;
+pub const DNSKEY: u16 = 48;
 
 /// One record: its owner in lower-case wire form, then type, class, TTL, length and
 /// data (names in the data written whole), ready to be copied into any message.
