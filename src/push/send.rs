@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
@@ -25,6 +25,8 @@ use crate::xfr::notify::ZoneSwap;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Updates in flight at once (the first swap pushes every zone).
+const IN_FLIGHT: usize = 8;
 
 /// One request and its answer over TCP, signed with the target's key when it has one
 /// (and the answer checked against it).
@@ -200,6 +202,7 @@ pub async fn run(
     mut swaps: mpsc::UnboundedReceiver<Vec<ZoneSwap>>,
 ) {
     let mut pending: HashMap<LowerName, AbortHandle> = HashMap::new();
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(batch) = swaps.recv().await {
         pending.retain(|_, task| !task.is_finished());
         for swap in batch {
@@ -207,13 +210,17 @@ pub async fn run(
                 warn!(zone = %swap.apex, "not pushed: macro mode answers cannot be written into a zone");
                 continue;
             }
-            let (target, state) = (target.clone(), state.clone());
+            let (target, state, limit) = (target.clone(), state.clone(), limit.clone());
             let apex = swap.apex.clone();
             let task = tokio::spawn(async move {
                 let head = Name::from(swap.apex.clone());
                 let mut delay = FIRST_RETRY;
                 loop {
-                    match push_zone(&target, &state, &head, swap.new.as_deref()).await {
+                    let result = {
+                        let _permit = limit.acquire().await;
+                        push_zone(&target, &state, &head, swap.new.as_deref()).await
+                    };
+                    match result {
                         Ok(update) => {
                             info!(zone = %update.zone, head = %head, records = update.add.len(), "pushed");
                             return;

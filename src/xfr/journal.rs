@@ -131,3 +131,60 @@ fn diff(old: &Zone, new: &Zone) -> Option<Diff> {
         added,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceFile;
+    use crate::snapshot::{ServerIdentity, ZoneContent};
+    use std::sync::Arc;
+
+    fn zone(ip: &str, serial: u32) -> Zone {
+        let text = format!(
+            "domain = \"example.test\"\n[spf]\nrecord = \"v=spf1 ip4:{ip} -all\"\nmode = \"passthrough\"\n"
+        );
+        let policy = Arc::new(
+            crate::policy::parse(&SourceFile::new("/p/e.toml", text))
+                .unwrap()
+                .policy,
+        );
+        let servers = ServerIdentity {
+            nameservers: vec![hickory_proto::rr::Name::from_ascii("ns1.spfd.test.").unwrap()],
+            hostmaster: hickory_proto::rr::Name::from_ascii("hostmaster.spfd.test.").unwrap(),
+        };
+        let content = ZoneContent::from_policy(&policy, None);
+        let hash = content.fingerprint();
+        content.into_zone(serial, hash, &servers, policy)
+    }
+
+    #[test]
+    fn differences_chain_from_a_known_serial_and_the_journal_is_bounded() {
+        let journal = Journal::new(2);
+        let versions: Vec<Zone> = (1..=4).map(|i| zone(&format!("192.0.2.{i}"), i)).collect();
+        let apex = LowerName::new(&versions[0].apex);
+        for pair in versions.windows(2) {
+            journal.record(&apex, Some(&pair[0]), Some(&pair[1]));
+        }
+        assert_eq!(journal.serials(&apex), vec![2, 3], "two versions kept");
+        let chain = journal.chain(&apex, 2, 4).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(
+            (chain[0].deleted.len(), chain[0].added.len()),
+            (1, 1),
+            "one TXT replaced"
+        );
+        assert!(journal.chain(&apex, 1, 4).is_none(), "dropped");
+        assert!(
+            journal.chain(&apex, 2, 3).is_none(),
+            "does not end at the current serial"
+        );
+        // A version that does not follow the last one starts over.
+        journal.record(&apex, Some(&zone("192.0.2.9", 9)), Some(&zone("192.0.2.10", 10)));
+        assert_eq!(journal.serials(&apex), vec![9]);
+        journal.record(&apex, Some(&versions[0]), None);
+        assert!(
+            journal.serials(&apex).is_empty(),
+            "a removed zone forgets its journal"
+        );
+    }
+}

@@ -63,9 +63,25 @@ pub async fn run(xfr: Arc<Transfer>, mut swaps: mpsc::UnboundedReceiver<Vec<Zone
     let mut pending: HashMap<(LowerName, SocketAddr), AbortHandle> = HashMap::new();
     while let Some(batch) = swaps.recv().await {
         pending.retain(|_, task| !task.is_finished());
+        // Diffing every zone of a large swap is CPU work: off the runtime that serves TCP.
+        let journal = xfr.clone();
+        let batch = match tokio::task::spawn_blocking(move || {
+            for swap in &batch {
+                journal
+                    .journal
+                    .record(&swap.apex, swap.old.as_deref(), swap.new.as_deref());
+            }
+            batch
+        })
+        .await
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!("IXFR journal update failed: {e}");
+                continue;
+            }
+        };
         for swap in batch {
-            xfr.journal
-                .record(&swap.apex, swap.old.as_deref(), swap.new.as_deref());
             let Some(zone) = swap.new else {
                 continue;
             };
