@@ -78,9 +78,11 @@ impl Update {
         zone: Name,
         head: Name,
         old_spf: Vec<Record>,
-        add: Vec<Record>,
+        mut add: Vec<Record>,
         previous: &BTreeSet<String>,
     ) -> Update {
+        // A stable order for the dry run (the zone's names are held in no order).
+        add.sort_by_cached_key(|r| (r.name.to_lowercase(), txt_text(&r.data)));
         let mut clear: BTreeSet<Name> = add.iter().map(|r| r.name.to_lowercase()).collect();
         clear.extend(previous.iter().filter_map(|n| Name::from_ascii(n).ok()));
         let head = head.to_lowercase();
