@@ -132,8 +132,9 @@ impl StreamSigner {
         }
     }
 
-    /// Appends the TSIG record to an encoded message (its ARCOUNT grows by one).
-    /// `original_id` is the request's id.
+    /// Appends the TSIG record to an encoded message (its ARCOUNT grows by one); the
+    /// original id it carries is the message's own (the request's). `error` is the TSIG
+    /// error code (0, or BADTIME for a signed refusal).
     pub fn sign(&mut self, message: &mut Vec<u8>, error: u16) {
         let mut tbs = Vec::with_capacity(message.len() + 128);
         tbs.extend_from_slice(&(self.previous.len() as u16).to_be_bytes());

@@ -174,4 +174,31 @@ mod tests {
         assert_eq!(soa_serial(&tail), Some(7));
         assert_eq!(soa_serial(&tail[..10]), None);
     }
+
+    #[test]
+    fn a_stream_is_cut_into_messages_under_the_limit_with_every_record_once() {
+        let request = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let question = [4, b't', b'e', b's', b't', 0, 0, 252, 0, 1];
+        let mut tail = vec![0, 16, 0, 1, 0, 0, 1, 44, 0x03, 0xe9, 0xff];
+        tail.extend(std::iter::repeat_n(b'x', 0x3e8));
+        let record = WireRecord {
+            owner: Arc::from(&[1, b'a', 4, b't', b'e', b's', b't', 0][..]),
+            tail: tail.into(),
+        };
+        let mut packer = Packer::new(&request, &question);
+        for _ in 0..200 {
+            packer.push(&record);
+        }
+        let messages = packer.finish();
+        assert!(messages.len() >= 200 * 1000 / MAX_MESSAGE, "{}", messages.len());
+        let mut total = 0;
+        for (i, m) in messages.iter().enumerate() {
+            assert!(m.len() + TSIG_ROOM <= MAX_MESSAGE, "message {i}: {}", m.len());
+            assert_eq!(m[..2], [0x12, 0x34]);
+            assert_eq!(m[2], 0x85, "QR, AA, RD copied");
+            assert_eq!(u16::from_be_bytes([m[4], m[5]]), u16::from(i == 0), "question in the first only");
+            total += usize::from(u16::from_be_bytes([m[6], m[7]]));
+        }
+        assert_eq!(total, 200);
+    }
 }
