@@ -196,7 +196,11 @@ mod tests {
             assert!(m.len() + TSIG_ROOM <= MAX_MESSAGE, "message {i}: {}", m.len());
             assert_eq!(m[..2], [0x12, 0x34]);
             assert_eq!(m[2], 0x85, "QR, AA, RD copied");
-            assert_eq!(u16::from_be_bytes([m[4], m[5]]), u16::from(i == 0), "question in the first only");
+            assert_eq!(
+                u16::from_be_bytes([m[4], m[5]]),
+                u16::from(i == 0),
+                "question in the first only"
+            );
             total += usize::from(u16::from_be_bytes([m[6], m[7]]));
         }
         assert_eq!(total, 200);
