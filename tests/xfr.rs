@@ -610,3 +610,23 @@ async fn a_secondary_with_another_key_is_refused() {
     assert_eq!(soa_serial(peer.port, "_spf.example.test."), None);
     s.running.shutdown().await.unwrap();
 }
+
+#[test]
+fn check_reports_a_policy_naming_an_unknown_key() {
+    let narrowed = "domain = \"n.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n[transfer]\ntsig = \"nokey\"\n";
+    let setup = Setup::new(&[("n.toml", narrowed)]);
+    std::fs::write(setup.dir.path().join("xfr-key.secret"), SECRET).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        config_text()
+            + "[transfer]\nallow = [\"127.0.0.1\"]\n[tsig.xfr-key]\nalgorithm = \"hmac-sha256\"\nsecret_file = \"xfr-key.secret\"\n",
+    )
+    .unwrap();
+    let (text, ok) = spfd::cli::check(&setup.config_path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("n.toml: error: transfer tsig \"nokey\" is not a [tsig.nokey] table"),
+        "{text}"
+    );
+    assert!(text.contains("1 errors"), "{text}");
+}
