@@ -129,13 +129,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let report_board = Arc::new(crate::reports::watch::ReportBoard::default());
     let stats = Arc::new(QueryStats::default());
     let rrl = Arc::new(RrlCounters::default());
+    let (transfer, notify) = start_transfers(config, &mut reloader).unzip();
+    let push = start_push(config, &mut reloader);
     let admin_state = AdminState {
         snapshot: cell.clone(),
         board: board.clone(),
         published: published.clone(),
         problems: reloader.problems(),
         ready: ready.subscribe(),
-        metrics: metrics_renderer(&cell, &board, &upstream, reloader.counters(), &stats, &rrl),
+        metrics: metrics_renderer(
+            &cell,
+            &board,
+            &upstream,
+            reloader.counters(),
+            &stats,
+            &rrl,
+            transfer.as_ref().map(|t| t.counts.clone()),
+        ),
         queries: {
             let stats = stats.clone();
             Arc::new(move || stats.sum())
@@ -144,8 +154,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reports: report_board.clone(),
     };
     let admin = start_admin(config, admin_state, stop.clone()).await?;
-    let (transfer, notify) = start_transfers(config, &mut reloader).unzip();
-    let push = start_push(config, &mut reloader);
     info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");
     let initial = reloader.reload();
     reload::log_report(&initial);
@@ -321,6 +329,7 @@ fn metrics_renderer(
     counters: Arc<crate::metrics::Counters>,
     stats: &Arc<QueryStats>,
     rrl: &Arc<RrlCounters>,
+    transfers: Option<Arc<crate::xfr::Counts>>,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
     let stats = stats.clone();
     let sources = metrics::Sources {
@@ -330,6 +339,7 @@ fn metrics_renderer(
         counters,
         queries: Arc::new(move || stats.sum()),
         rrl: rrl.clone(),
+        transfers,
     };
     Arc::new(move || metrics::render(&sources))
 }

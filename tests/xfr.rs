@@ -79,7 +79,7 @@ async fn spfd(notify: &[u16]) -> Spfd {
     let targets: Vec<String> = notify.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     let config = config_text()
         + &world.resolver_config_toml()
-        + "refresh_min = \"1s\"\nrefresh_max = \"2s\"\n"
+        + "refresh_min = \"1s\"\nrefresh_max = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
         + &format!(
             "[transfer]\nallow = [\"127.0.0.1\"]\nnotify = [{}]\ntsig = \"xfr-key\"\n\
              [tsig.xfr-key]\nalgorithm = \"hmac-sha256\"\nsecret_file = \"xfr-key.secret\"\n",
@@ -103,6 +103,18 @@ impl Spfd {
     fn serial(&self, zone: &str) -> u32 {
         let apex = LowerName::new(&Name::from_ascii(zone).unwrap());
         self.running.snapshot.load().zones.get(&apex).unwrap().serial
+    }
+
+    /// The admin server's /metrics.
+    async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.running.admin.expect("[admin] is configured");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = "GET /metrics HTTP/1.1\r\nHost: spfd\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).to_string()
     }
 
     /// Macro answers come with the first expansion (no lookups: at once).
@@ -168,6 +180,14 @@ async fn axfr_with_tsig_lists_every_record_between_two_soas() {
         !out.contains(";; ERROR") && !out.contains(";; WARNING"),
         "every message verified: {out}"
     );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "{}_total{{result=\"axfr\"}} 2",
+            spfd::metrics::ZONE_TRANSFERS
+        )),
+        "{metrics}"
+    );
     s.running.shutdown().await.unwrap();
 }
 
@@ -208,6 +228,14 @@ async fn transfers_without_the_key_or_of_macro_zones_are_refused() {
             s.serial("_spf.example.test.")
         )),
         "{ixfr}"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "{}_total{{result=\"refused\"}} 4",
+            spfd::metrics::ZONE_TRANSFERS
+        )),
+        "{metrics}"
     );
     s.running.shutdown().await.unwrap();
 }

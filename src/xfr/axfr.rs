@@ -12,8 +12,8 @@ use hickory_proto::rr::{LowerName, RData, RecordType};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use super::Transfer;
 use super::records::{DNSKEY, Packer, axfr_sequence, code_response, zone_records};
+use super::{Counts, Transfer};
 use crate::snapshot::{Snapshot, Zone};
 use crate::tsig::{NOTAUTH, StreamSigner, Verdict, append_unsigned, verify_request};
 
@@ -28,6 +28,7 @@ pub async fn serve<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let messages = respond(request, src, &snapshot, xfr);
     drop(snapshot);
+    count(xfr, &messages);
     for message in messages {
         let mut framed = Vec::with_capacity(message.len() + 2);
         framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
@@ -35,6 +36,18 @@ pub async fn serve<W: AsyncWrite + Unpin>(
         out.write_all(&framed).await?;
     }
     out.flush().await
+}
+
+/// Counts a refusal (a response with an error code; served ones are counted where
+/// their kind is known).
+fn count(xfr: &Transfer, messages: &[Vec<u8>]) {
+    if messages
+        .first()
+        .and_then(|m| m.get(3))
+        .is_some_and(|b| b & 0x0f != 0)
+    {
+        Counts::add(&xfr.counts.refused);
+    }
 }
 
 /// The request as the rules read it.
@@ -107,6 +120,8 @@ pub fn respond(bytes: &[u8], src: SocketAddr, snapshot: &Snapshot, xfr: &Transfe
         packer.push(record);
     }
     let messages = packer.finish();
+    let whole = sequence.len() > 2 && sequence.first() == sequence.last() && kind != "IXFR";
+    Counts::add(if whole { &xfr.counts.axfr } else { &xfr.counts.ixfr });
     info!(%src, zone = %zone.apex, serial = zone.serial, kind, records = sequence.len(), messages = messages.len(), signed = signer.is_some(), "transfer served");
     sign_all(messages, &mut signer)
 }

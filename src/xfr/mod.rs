@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::transfer::TransferConfig;
 use crate::policy::ValidPolicy;
@@ -23,12 +24,34 @@ pub mod records;
 
 pub use journal::Journal;
 
-/// What the TCP server and the NOTIFY service share: the settings and the journal.
+/// What the TCP server and the NOTIFY service share: the settings, the journal and
+/// the counters.
 #[derive(Debug)]
 pub struct Transfer {
     pub config: TransferConfig,
     pub keys: Keyring,
     pub journal: Journal,
+    pub counts: Arc<Counts>,
+}
+
+/// Transfers and NOTIFYs since start, for the metrics.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Transfers served as AXFR (IXFR requests answered with the whole zone included).
+    pub axfr: AtomicU64,
+    /// IXFR responses with differences (or the SOA alone, for a current secondary).
+    pub ixfr: AtomicU64,
+    /// Requests refused: source, TSIG, macro or signed zone, unknown zone.
+    pub refused: AtomicU64,
+    pub notify_acknowledged: AtomicU64,
+    /// NOTIFY attempts a secondary did not acknowledge (each retry counts).
+    pub notify_unanswered: AtomicU64,
+}
+
+impl Counts {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Transfer {
@@ -37,6 +60,7 @@ impl Transfer {
             config,
             keys,
             journal: Journal::new(journal::DEFAULT_DEPTH),
+            counts: Arc::default(),
         })
     }
 

@@ -97,6 +97,7 @@ pub async fn run(xfr: Arc<Transfer>, mut swaps: mpsc::UnboundedReceiver<Vec<Zone
             };
             for target in xfr.notify_targets(&zone.policy) {
                 let job = Notify {
+                    counts: xfr.counts.clone(),
                     apex: zone.apex.clone(),
                     serial: zone.serial,
                     target: *target,
@@ -116,6 +117,7 @@ pub async fn run(xfr: Arc<Transfer>, mut swaps: mpsc::UnboundedReceiver<Vec<Zone
 
 /// One NOTIFY to one secondary.
 struct Notify {
+    counts: Arc<super::Counts>,
     apex: Name,
     serial: u32,
     target: SocketAddr,
@@ -130,6 +132,11 @@ impl Notify {
                 let _permit = limit.acquire().await;
                 self.send_once().await
             };
+            let counter = match &result {
+                Ok(()) => &self.counts.notify_acknowledged,
+                Err(_) => &self.counts.notify_unanswered,
+            };
+            super::Counts::add(counter);
             match result {
                 Ok(()) => {
                     info!(zone = %self.apex, serial = self.serial, target = %self.target, attempt, "NOTIFY acknowledged");
