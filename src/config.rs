@@ -15,10 +15,12 @@ use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
 mod reports;
+pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
+pub use transfer::{PushConfig, TransferConfig};
 
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
@@ -35,6 +37,12 @@ struct RawConfig {
     alerts: Option<RawAlerts>,
     #[serde(default)]
     reports: RawReports,
+    #[serde(default)]
+    transfer: transfer::RawTransfer,
+    #[serde(default)]
+    tsig: std::collections::BTreeMap<Spanned<String>, transfer::RawTsig>,
+    #[serde(default)]
+    push: Option<transfer::RawPush>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +161,12 @@ pub struct Config {
     pub alerts: Option<crate::alerts::AlertConfig>,
     pub reports: Reports,
     pub rrl: RrlConfig,
+    /// `[transfer]`: zone transfers out and NOTIFY (see [`crate::xfr`]).
+    pub transfer: TransferConfig,
+    /// `[tsig.NAME]`: TSIG keys by name.
+    pub tsig: crate::tsig::Keyring,
+    /// `[push]`: RFC 2136 updates to an existing primary (see [`crate::push`]).
+    pub push: Option<PushConfig>,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -226,6 +240,12 @@ impl Config {
         let alerts = raw.alerts.as_ref().and_then(|a| parse_alerts(a, &mut diags));
         let reports = parse_reports(&raw.reports, base, &mut diags);
         let rrl = parse_rrl(&raw.server.rrl, &mut diags);
+        let tsig = transfer::parse_keys(&raw.tsig, base, &mut diags);
+        let transfer = transfer::parse_transfer(&raw.transfer, &tsig, &mut diags);
+        let push = raw
+            .push
+            .as_ref()
+            .and_then(|p| transfer::parse_push(p, &tsig, &mut diags));
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -256,6 +276,9 @@ impl Config {
             alerts,
             reports,
             rrl,
+            transfer,
+            tsig,
+            push,
         })
     }
 }

@@ -44,6 +44,12 @@
 //! - [`os`]: heap trimming after a swap, lower priority for background threads.
 //! - [`reports`]: DMARC aggregate reports: sources (files, Maildir, IMAP), lenient
 //!   decoding, the SQLite store, each sender's class, and the advisor.
+//! - [`tsig`]: TSIG keys (RFC 8945), checking signed requests, signing responses and
+//!   transfer streams.
+//! - [`xfr`]: zone transfers out (AXFR, IXFR from a journal of recent versions) and
+//!   NOTIFY to secondaries, fed by every swap.
+//! - [`push`]: RFC 2136 updates of an existing primary with spfd's records (`spfd push`,
+//!   the server's `[push]` mode).
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`logging`]: the binary's log filter and line format (text or JSON).
 //! - [`cli`]: the command-line interface.
@@ -61,6 +67,7 @@ pub mod names;
 pub mod os;
 pub mod policy;
 pub mod published;
+pub mod push;
 pub mod refresh;
 pub mod reload;
 pub mod reports;
@@ -69,5 +76,7 @@ pub mod service;
 pub mod snapshot;
 pub mod spf;
 pub mod state;
+pub mod tsig;
 pub mod txt;
 pub mod upstream;
+pub mod xfr;

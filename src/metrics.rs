@@ -38,6 +38,10 @@ pub const UPSTREAM_QUERIES: &str = "spfd_upstream_queries";
 pub const RELOAD_ERRORS: &str = "spfd_reload_errors";
 /// Answers response rate limiting did not send whole, by `action` (dropped, slipped).
 pub const RRL_RESPONSES: &str = "spfd_rrl_responses";
+/// Zone transfers by `result` (axfr, ixfr, refused).
+pub const ZONE_TRANSFERS: &str = "spfd_zone_transfers";
+/// NOTIFY attempts by `result` (acknowledged, unanswered).
+pub const NOTIFY: &str = "spfd_notify";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
@@ -55,6 +59,8 @@ pub struct Sources {
     /// Query counts by (proto, qtype) and by rcode, summed over the workers.
     pub queries: Arc<dyn Fn() -> QueryCounts + Send + Sync>,
     pub rrl: Arc<RrlCounters>,
+    /// Zone transfers and NOTIFY, when `[transfer]` is configured.
+    pub transfers: Option<Arc<crate::xfr::Counts>>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -95,6 +101,9 @@ pub fn render(sources: &Sources) -> String {
         "answers rate limiting dropped or sent truncated",
         actions,
     );
+    if let Some(counts) = &sources.transfers {
+        register_transfers(&mut registry, counts);
+    }
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
@@ -129,6 +138,35 @@ fn register_policies(registry: &mut Registry, sources: &Sources) {
         lookups,
     );
     registry.register(FLATTEN_LAST_SUCCESS, "when the expansion last succeeded", success);
+}
+
+fn register_transfers(registry: &mut Registry, counts: &crate::xfr::Counts) {
+    let counter = |pairs: &[(&str, &AtomicU64)]| {
+        let family: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+        for (result, n) in pairs {
+            family
+                .get_or_create(&vec![("result", result.to_string())])
+                .inc_by(n.load(Ordering::Relaxed));
+        }
+        family
+    };
+    registry.register(
+        ZONE_TRANSFERS,
+        "zone transfers served or refused",
+        counter(&[
+            ("axfr", &counts.axfr),
+            ("ixfr", &counts.ixfr),
+            ("refused", &counts.refused),
+        ]),
+    );
+    registry.register(
+        NOTIFY,
+        "NOTIFY attempts by result",
+        counter(&[
+            ("acknowledged", &counts.notify_acknowledged),
+            ("unanswered", &counts.notify_unanswered),
+        ]),
+    );
 }
 
 fn register_upstream(registry: &mut Registry, counts: &UpstreamCounts) {

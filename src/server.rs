@@ -61,6 +61,12 @@ pub struct Running {
     /// The DMARC report poller (when `[reports] sources` lists any), and its status.
     reports: Option<tokio::task::JoinHandle<()>>,
     pub report_status: Option<Arc<std::sync::Mutex<crate::reports::poller::PollStatus>>>,
+    /// Zone transfers out and NOTIFY, when `[transfer]` is configured.
+    pub transfer: Option<Arc<crate::xfr::Transfer>>,
+    /// The NOTIFY service (ends when the reload service is gone).
+    notify: Option<tokio::task::JoinHandle<()>>,
+    /// The `[push]` service: RFC 2136 updates of every changed zone.
+    push: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -71,6 +77,9 @@ impl Running {
         }
         if let Some(reload) = self.reload_service.take() {
             let _ = tokio::task::spawn_blocking(move || reload.stop_and_join()).await;
+        }
+        for task in [self.notify.take(), self.push.take()].into_iter().flatten() {
+            task.abort();
         }
         if let Some(watch) = self.report_watch.take() {
             let _ = tokio::task::spawn_blocking(move || watch.stop_and_join()).await;
@@ -120,13 +129,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let report_board = Arc::new(crate::reports::watch::ReportBoard::default());
     let stats = Arc::new(QueryStats::default());
     let rrl = Arc::new(RrlCounters::default());
+    let (transfer, notify) = start_transfers(config, &mut reloader).unzip();
+    let push = start_push(config, &mut reloader);
     let admin_state = AdminState {
         snapshot: cell.clone(),
         board: board.clone(),
         published: published.clone(),
         problems: reloader.problems(),
         ready: ready.subscribe(),
-        metrics: metrics_renderer(&cell, &board, &upstream, reloader.counters(), &stats, &rrl),
+        metrics: metrics_renderer(
+            &cell,
+            &board,
+            &upstream,
+            reloader.counters(),
+            &stats,
+            &rrl,
+            transfer.as_ref().map(|t| t.counts.clone()),
+        ),
         queries: {
             let stats = stats.clone();
             Arc::new(move || stats.sum())
@@ -143,7 +162,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
     let addrs = bound.addrs.clone();
-    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl)?;
+    let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl, &transfer)?;
     let report_watch = spawn_report_watch(config, &cell, &upstream, report_board, &alerts)?;
     let flattener = Flattener::new(
         upstream,
@@ -179,7 +198,44 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         flattened,
         reports,
         report_status,
+        transfer,
+        notify,
+        push,
     })
+}
+
+/// The `[push]` mode: every swap's changed zones are written into the primary, by a
+/// service of its own fed through a channel.
+fn start_push(config: &Config, reloader: &mut Reloader) -> Option<tokio::task::JoinHandle<()>> {
+    let settings = config.push.as_ref().filter(|p| p.serve)?;
+    let target = Arc::new(crate::push::Target {
+        primary: settings.primary,
+        key: settings.tsig.as_ref().map(|name| config.tsig[name].clone()),
+    });
+    let state = Arc::new(crate::push::send::PushState::load(config.state_dir.clone()));
+    let (swaps, received) = tokio::sync::mpsc::unbounded_channel();
+    reloader.on_swap(Box::new(move |old, new, summary| {
+        let _ = swaps.send(crate::xfr::notify::swapped_zones(old, new, summary));
+    }));
+    Some(tokio::spawn(crate::push::send::run(target, state, received)))
+}
+
+/// Zone transfers out: the shared state for the TCP servers, and the NOTIFY service,
+/// fed by every swap through a channel (the reload thread never waits for it).
+fn start_transfers(
+    config: &Config,
+    reloader: &mut Reloader,
+) -> Option<(Arc<crate::xfr::Transfer>, tokio::task::JoinHandle<()>)> {
+    if !config.transfer.is_active() {
+        return None;
+    }
+    let xfr = crate::xfr::Transfer::new(config.transfer.clone(), config.tsig.clone());
+    let (swaps, received) = tokio::sync::mpsc::unbounded_channel();
+    reloader.on_swap(Box::new(move |old, new, summary| {
+        let _ = swaps.send(crate::xfr::notify::swapped_zones(old, new, summary));
+    }));
+    let service = tokio::spawn(crate::xfr::notify::run(xfr.clone(), received));
+    Some((xfr, service))
 }
 
 /// The DNS sockets, bound but not read yet.
@@ -214,6 +270,7 @@ fn serve_dns(
     stop: &CancellationToken,
     stats: &QueryStats,
     rrl: &Arc<RrlCounters>,
+    transfer: &Option<Arc<crate::xfr::Transfer>>,
 ) -> anyhow::Result<(JoinSet<()>, UdpWorkers)> {
     let limits = tcp_limits(config, bound.udp.len());
     let mut tcp = JoinSet::new();
@@ -224,10 +281,12 @@ fn serve_dns(
             limits,
             stop.clone(),
             stats.block(),
+            transfer.clone(),
         ));
     }
     let rrl_config = Arc::new(config.rrl.clone());
-    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), rrl_config, rrl.clone(), stats)
+    let keys = Arc::new(config.tsig.clone());
+    let udp = UdpWorkers::spawn(bound.udp, cell.clone(), rrl_config, rrl.clone(), stats, keys)
         .context("cannot start the UDP workers")?;
     Ok((tcp, udp))
 }
@@ -270,6 +329,7 @@ fn metrics_renderer(
     counters: Arc<crate::metrics::Counters>,
     stats: &Arc<QueryStats>,
     rrl: &Arc<RrlCounters>,
+    transfers: Option<Arc<crate::xfr::Counts>>,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
     let stats = stats.clone();
     let sources = metrics::Sources {
@@ -279,6 +339,7 @@ fn metrics_renderer(
         counters,
         queries: Arc::new(move || stats.sum()),
         rrl: rrl.clone(),
+        transfers,
     };
     Arc::new(move || metrics::render(&sources))
 }

@@ -30,14 +30,29 @@ pub fn check(config_path: &Path) -> (String, bool) {
         let _ = writeln!(out, "{}", summary(&zone.policy));
     }
     report_authorisations(&zones, &mut out);
+    let mut key_errors = 0;
+    for zone in &zones {
+        if let Some(name) = zone.policy.transfer.as_ref().and_then(|t| t.tsig.as_ref())
+            && !config.tsig.contains_key(name)
+        {
+            key_errors += 1;
+            let _ = writeln!(
+                out,
+                "{}: error: transfer tsig {name:?} is not a [tsig.{name}] table of {}; transfers of zone {} are refused",
+                zone.policy.path.display(),
+                config.path.display(),
+                zone.policy.zone
+            );
+        }
+    }
     for zone in &zones {
         let dns = crate::reports::spf_view::NoDns;
         if let Some(line) = super::reports::check_line(&config, &zone.policy, &snapshot, &dns) {
             let _ = writeln!(out, "reports: {line}");
         }
     }
-    let errors = report.errors().count();
-    let warnings = report.diagnostics.len() - errors;
+    let errors = report.errors().count() + key_errors;
+    let warnings = report.diagnostics.len() + key_errors - errors;
     let _ = writeln!(
         out,
         "{} policies valid, {errors} errors, {warnings} warnings",

@@ -1,9 +1,10 @@
 //! The command line: `serve`, `check`, `records`, `flatten`, `explain`, `reports`,
-//! `advise` and `healthcheck`.
+//! `advise`, `push` and `healthcheck`.
 
 mod check;
 mod explain;
 mod healthcheck;
+mod push;
 pub mod reports;
 
 pub use check::{check, records};
@@ -88,6 +89,17 @@ pub enum Command {
         /// Print the advice as JSON (documented in the README).
         #[arg(long)]
         json: bool,
+    },
+    /// Write the records of every policy (or one mail domain) into the primary named
+    /// by `[push]`, with RFC 2136 updates signed with TSIG.
+    Push {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this mail domain.
+        domain: Option<String>,
+        /// Print the updates (nsupdate syntax) instead of sending them.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Ask the admin server's /healthz (for container HEALTHCHECKs): exit 0 on a 200, else 1.
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -178,6 +190,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", reports::advice_text(&advice));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Push {
+            config,
+            domain,
+            dry_run,
+        } => {
+            let config = load_config(&config)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let (text, ok) = runtime.block_on(push::push(&config, domain.as_deref(), dry_run))?;
+            print!("{text}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Healthcheck(args) => Ok(healthcheck::run(&args)),
     }

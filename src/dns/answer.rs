@@ -41,9 +41,7 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
         return Answer::refused();
     }
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        // Zone transfer is a later feature; until then it is refused like NSD without
-        // provide-xfr.
-        return Answer::refused();
+        return transfer_outside_tcp(snapshot, qname, qtype, tcp);
     }
     let lower = LowerName::new(qname);
     let Some(zone) = snapshot.find_zone(&lower) else {
@@ -84,6 +82,34 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
         out.authority.extend(negative_soa(zone, qname));
     }
     out
+}
+
+/// Zone transfers are served over TCP by [`crate::xfr`]. Here: AXFR over UDP is
+/// REFUSED (RFC 5936 4.2 defines it for TCP only; the same code as over TCP without
+/// `[transfer]`, so UDP and TCP agree); IXFR over UDP gets
+/// the current SOA alone, RFC 1995 4's "too large, use TCP" answer (the SOA is public);
+/// over TCP without `[transfer]` both are REFUSED like NSD without provide-xfr.
+fn transfer_outside_tcp(snapshot: &Snapshot, qname: &Name, qtype: RecordType, tcp: bool) -> Answer {
+    if tcp {
+        return Answer::refused();
+    }
+    if qtype == RecordType::AXFR {
+        return Answer::refused();
+    }
+    let lower = LowerName::new(qname);
+    match snapshot.zones.get(&lower) {
+        Some(zone) => Answer {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers: zone
+                .sets_at(&wire_name(qname))
+                .and_then(|sets| sets.iter().find(|(t, _)| *t == u16::from(RecordType::SOA)))
+                .map(|(_, set)| set.records(qname))
+                .unwrap_or_default(),
+            authority: Vec::new(),
+        },
+        None => Answer::refused(),
+    }
 }
 
 /// Macro mode: every name under `in-addr.<zone>` and `ip6.<zone>` has a TXT record,

@@ -96,6 +96,7 @@ pub async fn serve(
     limits: TcpLimits,
     stop: CancellationToken,
     counts: Arc<Block>,
+    xfr: Option<Arc<crate::xfr::Transfer>>,
 ) {
     let table = Arc::new(Table::new(limits.max_connections, limits.per_source()));
     let mut backoff = Backoff::default();
@@ -130,6 +131,7 @@ pub async fn serve(
             cell: cell.clone(),
             limits,
             counts: counts.clone(),
+            xfr: xfr.clone(),
         };
         spawn_connection(stream, src, slot, serving, stop.clone());
     }
@@ -220,7 +222,12 @@ struct Serving {
     cell: Arc<SnapshotCell>,
     limits: TcpLimits,
     counts: Arc<Block>,
+    /// Zone transfers out, when `[transfer]` is configured (else they are REFUSED).
+    xfr: Option<Arc<crate::xfr::Transfer>>,
 }
+
+/// How long one zone transfer may take to be taken by the client.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn connection(mut stream: TcpStream, src: SocketAddr, serving: &Serving, slot: &Slot) {
     let limits = serving.limits;
@@ -247,13 +254,26 @@ async fn connection(mut stream: TcpStream, src: SocketAddr, serving: &Serving, s
         ) {
             return;
         }
+        if let Some(xfr) = &serving.xfr
+            && crate::xfr::is_transfer(&message)
+        {
+            let snapshot = serving.cell.load_full();
+            let sent = crate::xfr::axfr::serve(&mut stream, &message, src, snapshot, xfr);
+            if !matches!(tokio::time::timeout(TRANSFER_TIMEOUT, sent).await, Ok(Ok(()))) {
+                return;
+            }
+            continue;
+        }
         let response = respond_general(&serving.cell.load(), &message, src, Protocol::Tcp);
         serving
             .counts
             .count(Proto::Tcp, &message, response.as_deref().unwrap_or_default());
-        let Some(response) = response else {
+        let Some(mut response) = response else {
             continue;
         };
+        if let Some(xfr) = &serving.xfr {
+            crate::tsig::sign_reply(&message, &mut response, &xfr.keys);
+        }
         let mut framed = Vec::with_capacity(response.len() + 2);
         framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
         framed.extend_from_slice(&response);

@@ -19,6 +19,7 @@ use super::rrl::{self, Limiter, RrlConfig, RrlCounters, Verdict};
 use super::stats::{Block, Proto, QueryStats};
 use super::wire::{self, Outcome};
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::tsig::Keyring;
 
 /// How often an idle worker looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -38,16 +39,17 @@ impl UdpWorkers {
         rrl: Arc<RrlConfig>,
         counters: Arc<RrlCounters>,
         stats: &QueryStats,
+        keys: Arc<Keyring>,
     ) -> io::Result<UdpWorkers> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(STOP_POLL))?;
-            let (cell, stop, counts) = (cell.clone(), stop.clone(), stats.block());
+            let (cell, stop, counts, keys) = (cell.clone(), stop.clone(), stats.block(), keys.clone());
             let limiter = rrl.enabled.then(|| Limiter::new(rrl.clone(), counters.clone()));
             let thread = std::thread::Builder::new()
                 .name(format!("spfd-udp-{i}"))
-                .spawn(move || serve(&socket, &cell, &stop, limiter, &counts))?;
+                .spawn(move || serve(&socket, &cell, &stop, limiter, &counts, &keys))?;
             threads.push(thread);
         }
         Ok(UdpWorkers { stop, threads })
@@ -68,6 +70,7 @@ fn serve(
     stop: &AtomicBool,
     mut limiter: Option<Limiter>,
     counts: &Block,
+    keys: &Keyring,
 ) {
     let mut batch = Batch::default();
     while !stop.load(Ordering::Relaxed) {
@@ -89,7 +92,7 @@ fn serve(
             let mut answer = std::mem::take(&mut batch.answers[i]);
             answer.clear();
             if let Some((request, src)) = batch.query(i) {
-                respond(&snapshot, request, src, &mut answer);
+                respond(&snapshot, request, src, &mut answer, keys);
                 if let Some(limiter) = &mut limiter
                     && !answer.is_empty()
                 {
@@ -105,8 +108,9 @@ fn serve(
     }
 }
 
-/// Writes the answer to one datagram into `out` (left empty when nothing is sent).
-fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+/// Writes the answer to one datagram into `out` (left empty when nothing is sent). A
+/// request with TSIG (never taken by the fast path) gets a signed answer.
+fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u8>, keys: &Keyring) {
     match wire::respond(snapshot, request, out) {
         Outcome::Answered => {}
         Outcome::Drop => out.clear(),
@@ -114,6 +118,7 @@ fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u
             out.clear();
             if let Some(response) = respond_general(snapshot, request, src, Protocol::Udp) {
                 out.extend_from_slice(&response);
+                crate::tsig::sign_reply(request, out, keys);
             }
         }
     }

@@ -15,6 +15,7 @@
 pub mod dkim;
 pub mod dmarc;
 pub mod size;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -46,6 +47,7 @@ struct RawPolicy {
     spf: Option<Spanned<RawSpf>>,
     dmarc: Option<Spanned<dmarc::DmarcSection>>,
     dkim: Option<BTreeMap<Spanned<String>, Spanned<dkim::DkimSection>>>,
+    transfer: Option<transfer::RawTransfer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +141,8 @@ pub struct ValidPolicy {
     pub spf: Option<SpfPolicy>,
     pub dmarc: Option<DmarcRecord>,
     pub dkim: Vec<DkimRecord>,
+    /// The policy's own `[transfer]` table, narrowing the server's for this zone.
+    pub transfer: Option<transfer::PolicyTransfer>,
 }
 
 impl ValidPolicy {
@@ -220,6 +224,7 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
             "the policy has no [spf], [dmarc] or [dkim.<selector>] section: the zone serves only SOA and NS",
         );
     }
+    let transfer = raw.transfer.map(|t| transfer::validate(t, diags));
     let (domain, zone) = (domain?, zone?);
     let below = published_below(dmarc.is_some(), &dkim);
     check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
@@ -234,6 +239,7 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         spf: spf.flatten(),
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
+        transfer,
     })
 }
 

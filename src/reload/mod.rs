@@ -37,6 +37,11 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// How long the reload thread waits for queries still reading a replaced snapshot.
 const RELEASE_WAIT: Duration = Duration::from_millis(200);
 
+/// Called after every swap with the snapshot replaced, the new one and what changed
+/// (zone transfers feed their journal and NOTIFY from it; push sends updates). It runs
+/// on the reload thread: it must hand the work over, not do it.
+pub type SwapHook = Box<dyn Fn(&Snapshot, &Snapshot, &Summary) + Send>;
+
 /// What one reload did.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
@@ -88,6 +93,8 @@ pub struct Reloader {
     report_needs: HashMap<PathBuf, Vec<(String, String)>>,
     /// The same by report host: the owners to publish in the zone that holds the host.
     report_hosts: BTreeMap<String, BTreeSet<String>>,
+    /// Told of every swap.
+    swap_hooks: Vec<SwapHook>,
 }
 
 impl Reloader {
@@ -120,14 +127,20 @@ impl Reloader {
             macro_kept: HashMap::new(),
             report_needs: HashMap::new(),
             report_hosts: BTreeMap::new(),
+            swap_hooks: Vec::new(),
         }
     }
 
     /// A reloader that reads state but never writes it: for the offline commands.
     pub fn offline(config: &Config, cell: Arc<SnapshotCell>) -> Self {
+        Self::offline_with(config, cell, Arc::new(Published::default()))
+    }
+
+    /// [`Reloader::offline`] publishing the given flattened records (`spfd push`).
+    pub fn offline_with(config: &Config, cell: Arc<SnapshotCell>, published: Arc<Published>) -> Self {
         Self {
             persist: false,
-            ..Self::new(config, cell, Arc::new(Published::default()))
+            ..Self::new(config, cell, published)
         }
     }
 
@@ -194,7 +207,12 @@ impl Reloader {
         }
         report.generation = candidate.generation;
         report.swapped = true;
-        self.cell.store(Arc::new(candidate));
+        let candidate = Arc::new(candidate);
+        self.cell.store(candidate.clone());
+        for hook in &self.swap_hooks {
+            hook(&current, &candidate, &summary);
+        }
+        drop(candidate);
         self.retired = Some(current);
         report.build_time = started.elapsed();
         if self.persist {
@@ -242,6 +260,11 @@ impl Reloader {
     /// Sends an alert for every new error in a policy file.
     pub fn set_alerts(&mut self, alerts: Alerts) {
         self.alerts = alerts;
+    }
+
+    /// Calls `hook` after every swap from now on.
+    pub fn on_swap(&mut self, hook: SwapHook) {
+        self.swap_hooks.push(hook);
     }
 
     /// Counters for metrics.

@@ -169,11 +169,13 @@ impl Builder {
             self.removals.push(p.zone_lower.clone());
         }
         let fingerprint = content.fingerprint();
-        let same = self
-            .base
-            .zones
-            .get(&policy.zone_lower)
-            .is_some_and(|z| z.policy.path == policy.path && z.content_hash == fingerprint);
+        let same = self.base.zones.get(&policy.zone_lower).is_some_and(|z| {
+            // The transfer table is read from the zone's policy when transfers are
+            // served: a change of it alone must replace the policy too.
+            z.policy.path == policy.path
+                && z.content_hash == fingerprint
+                && z.policy.transfer == policy.transfer
+        });
         if !same {
             self.staged.push((content, policy, fingerprint));
         }
