@@ -16,8 +16,9 @@ QPS=${QPS:-50000}
 SECONDS_UNDER_LOAD=${SECONDS_UNDER_LOAD:-20}
 
 command -v dnsperf >/dev/null || { apt-get update -qq && apt-get install -y -qq dnsperf >/dev/null; }
-cargo build --release --locked -q
-BIN=${SPFD_BIN:-$PWD/target/release/spfd}   # SPFD_BIN: another build, e.g. with frame pointers for perf
+# SPFD_BIN: another build (e.g. with frame pointers or line tables for a profiler).
+[ -n "${SPFD_BIN:-}" ] || cargo build --release --locked -q
+BIN=${SPFD_BIN:-$PWD/target/release/spfd}
 
 WORK=$(mktemp -d /tmp/spfd-scale.XXXXXX)
 PIDS=()
