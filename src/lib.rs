@@ -47,6 +47,8 @@
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`logging`]: the binary's log filter and line format (text or JSON).
 //! - [`cli`]: the command-line interface.
+//! - [`zonefile`]: zone files (RFC 1035 master format) of policies that serve a whole
+//!   zone, read with hickory's parser, checked against the names spfd manages.
 
 pub mod admin;
 pub mod alerts;
@@ -71,3 +73,4 @@ pub mod spf;
 pub mod state;
 pub mod txt;
 pub mod upstream;
+pub mod zonefile;

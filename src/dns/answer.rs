@@ -1,6 +1,7 @@
 //! What a query gets, decided from one snapshot: RFC 1034 4.3.2 for an authoritative
 //! server without delegations or wildcards, RFC 2308 for negative answers, RFC 8482 for
-//! ANY. Owner names are written in the case the query was asked in.
+//! ANY. Owner names are written in the case the query was asked in. Zones with a zone
+//! file (delegations, CNAME, wildcards) are answered by [`super::full_zone`].
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
@@ -17,6 +18,8 @@ pub struct Answer {
     pub authoritative: bool,
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
+    /// Glue and the addresses of MX, SRV and NS targets (zones with a zone file only).
+    pub additional: Vec<Record>,
 }
 
 impl Answer {
@@ -30,6 +33,7 @@ impl Answer {
             authoritative: false,
             answers: Vec::new(),
             authority: Vec::new(),
+            additional: Vec::new(),
         }
     }
 }
@@ -49,13 +53,18 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
     let Some(zone) = snapshot.find_zone(&lower) else {
         return Answer::refused();
     };
+    let macro_name = macro_set(zone, qname);
+    if zone.wire.zone.full && macro_name.is_none() {
+        return super::full_zone::answer(snapshot, zone, qname, qtype, tcp);
+    }
     let mut out = Answer {
         rcode: ResponseCode::NoError,
         authoritative: true,
         answers: Vec::new(),
         authority: Vec::new(),
+        additional: Vec::new(),
     };
-    let sets: Vec<&WireSet> = if let Some(set) = macro_set(zone, qname) {
+    let sets: Vec<&WireSet> = if let Some(set) = macro_name {
         match qtype {
             RecordType::TXT | RecordType::ANY => vec![set],
             _ => Vec::new(),
@@ -112,7 +121,7 @@ fn negative_soa(zone: &Zone, qname: &Name) -> Option<Record> {
 }
 
 /// RFC 8482 4.2: a synthesised HINFO instead of every RRset, for ANY over UDP.
-fn rfc8482_hinfo(qname: &Name, zone: &Zone) -> Record {
+pub(super) fn rfc8482_hinfo(qname: &Name, zone: &Zone) -> Record {
     Record::from_rdata(
         qname.clone(),
         zone.ttl,

@@ -58,11 +58,22 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
             .map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload) as usize;
         let question = request.queries.as_bytes().len();
         if response_len(question, &answer, response_edns.is_some()) > limit {
+            let answer_additional = answer.additional.len();
+            // Additional records are optional (RFC 2181 9): dropped before truncating.
+            let without_additional = Answer {
+                additional: Vec::new(),
+                ..answer
+            };
+            if answer_additional > 0
+                && response_len(question, &without_additional, response_edns.is_some()) <= limit
+            {
+                return (metadata, without_additional, response_edns);
+            }
             metadata.truncation = true;
             let empty = Answer {
                 answers: Vec::new(),
                 authority: Vec::new(),
-                ..answer
+                ..without_additional
             };
             return (metadata, empty, response_edns);
         }
@@ -107,7 +118,7 @@ pub fn respond_general(
         answer.answers.iter(),
         answer.authority.iter(),
         None,
-        None,
+        answer.additional.iter(),
     );
     let mut out = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut out);
@@ -163,7 +174,11 @@ fn response_edns(request: &Edns) -> Edns {
 
 /// The encoded size of a response (an upper bound: names are counted uncompressed).
 fn response_len(question: usize, answer: &Answer, edns: bool) -> usize {
-    let records = answer.answers.iter().chain(&answer.authority);
+    let records = answer
+        .answers
+        .iter()
+        .chain(&answer.authority)
+        .chain(&answer.additional);
     HEADER_LEN + question + records.map(record_len).sum::<usize>() + if edns { OPT_LEN } else { 0 }
 }
 

@@ -7,6 +7,7 @@
 //! clients ([`tcp_table`]); [`listen`] binds the sockets.
 
 pub mod answer;
+pub mod full_zone;
 pub mod handler;
 pub mod listen;
 pub mod mmsg;

@@ -85,6 +85,10 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         return Outcome::Answered;
     };
     let zone = &name.zone;
+    if zone.full {
+        // Delegations, CNAME, wildcards and additional records: the general path's.
+        return Outcome::General;
+    }
     if labels_above == 0 {
         answer_at(out, request, &q, name, zone);
         return Outcome::Answered;

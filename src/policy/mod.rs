@@ -28,6 +28,7 @@ use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names::{self, Rules};
 use crate::spf;
 use crate::txt;
+use crate::zonefile;
 
 pub use dkim::DkimRecord;
 pub use dmarc::DmarcRecord;
@@ -46,6 +47,7 @@ struct RawPolicy {
     spf: Option<Spanned<RawSpf>>,
     dmarc: Option<Spanned<dmarc::DmarcSection>>,
     dkim: Option<BTreeMap<Spanned<String>, Spanned<dkim::DkimSection>>>,
+    zone_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +141,8 @@ pub struct ValidPolicy {
     pub spf: Option<SpfPolicy>,
     pub dmarc: Option<DmarcRecord>,
     pub dkim: Vec<DkimRecord>,
+    /// The zone's other records, from `zone_file` (only when the zone is the domain).
+    pub zone_data: Option<std::sync::Arc<crate::zonefile::ZoneData>>,
 }
 
 impl ValidPolicy {
@@ -166,9 +170,23 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
 }
 
 pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
-    let raw: RawPolicy = toml::from_str(&src.text).map_err(|e| vec![src.toml_error(&e)])?;
+    parse_with_files(src).0
+}
+
+/// [`parse`], and the other files the policy reads (its zone file and the files that
+/// includes), valid or not: the reload service watches them.
+pub fn parse_with_files(src: &SourceFile) -> (Result<Loaded, Vec<Diagnostic>>, Vec<PathBuf>) {
+    let raw: RawPolicy = match toml::from_str(&src.text) {
+        Ok(raw) => raw,
+        Err(e) => return (Err(vec![src.toml_error(&e)]), Vec::new()),
+    };
     let mut diags = Diagnostics::new(src);
-    let policy = validate(raw, &mut diags);
+    let mut files = Vec::new();
+    let policy = validate(raw, &mut diags, &mut files);
+    (finish(policy, diags), files)
+}
+
+fn finish(policy: Option<ValidPolicy>, diags: Diagnostics) -> Result<Loaded, Vec<Diagnostic>> {
     match policy {
         Some(policy) if !diags.has_errors() => Ok(Loaded {
             policy,
@@ -178,7 +196,7 @@ pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
     }
 }
 
-fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
+fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -> Option<ValidPolicy> {
     let src = diags.source();
     let base_dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let domain = parse_name(&raw.domain, "domain", Rules::Host, diags);
@@ -223,6 +241,26 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
     let (domain, zone) = (domain?, zone?);
     let below = published_below(dmarc.is_some(), &dkim);
     check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
+    let zone_data = match &raw.zone_file {
+        None => None,
+        Some(file) => {
+            let spf = spf.as_ref().and_then(|s| s.as_ref());
+            let managed = zonefile::Managed {
+                spf: spf.is_some(),
+                macros: spf.is_some_and(|s| s.mode == SpfMode::Macro),
+                names: below
+                    .iter()
+                    .filter_map(|p| Name::from_ascii(format!("{p}.{zone}")).ok())
+                    .collect(),
+            };
+            let sites = ZoneSite {
+                domain: &domain,
+                zone: &zone,
+                base_dir: &base_dir,
+            };
+            Some(load_zone_file(file, &sites, &managed, diags, files)?)
+        }
+    };
     Some(ValidPolicy {
         path: src.path.clone(),
         domain_text: domain.to_string(),
@@ -234,7 +272,53 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         spf: spf.flatten(),
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
+        zone_data,
     })
+}
+
+/// Where a zone file's records go.
+struct ZoneSite<'a> {
+    domain: &'a Name,
+    zone: &'a Name,
+    base_dir: &'a Path,
+}
+
+/// Reads `zone_file` (relative to the policy file): the zone must be the domain
+/// itself, and no record may sit at a name the policy publishes.
+fn load_zone_file(
+    file: &Spanned<String>,
+    site: &ZoneSite<'_>,
+    managed: &zonefile::Managed,
+    diags: &mut Diagnostics,
+    files: &mut Vec<PathBuf>,
+) -> Option<std::sync::Arc<zonefile::ZoneData>> {
+    if site.zone != site.domain {
+        diags.error(
+            file.span(),
+            format!(
+                "zone_file serves the whole zone of the domain: it needs zone = \"{}\" (the zone is {})",
+                site.domain.to_string().trim_end_matches('.'),
+                site.zone
+            ),
+        );
+        return None;
+    }
+    let path = site.base_dir.join(file.get_ref());
+    let (loaded, read) = zonefile::load(&path, site.zone);
+    files.extend(read);
+    match loaded {
+        Err(problems) => {
+            problems.into_iter().for_each(|d| diags.push(d));
+            None
+        }
+        Ok((data, warnings)) => {
+            warnings.into_iter().for_each(|d| diags.push(d));
+            let conflicts = zonefile::check::managed(&data, site.zone, managed);
+            let failed = !conflicts.is_empty();
+            conflicts.into_iter().for_each(|d| diags.push(d));
+            (!failed).then(|| std::sync::Arc::new(data))
+        }
+    }
 }
 
 /// A name of the policy file, absolute and lower-cased; an error names the field.

@@ -224,6 +224,10 @@ impl Reloader {
         }
         for path in read {
             problems.remove(path);
+            // Errors in a policy's zone file are the zone file's (file:line).
+            for dep in self.files.dependencies_of(path) {
+                problems.remove(&dep);
+            }
         }
         for (path, errors) in &errors {
             if problems.get(path) != Some(errors) {

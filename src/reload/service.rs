@@ -132,7 +132,8 @@ fn reload_guarded(reloader: &mut Reloader, scope: Scope) {
 }
 
 /// Policy files that are symbolic links: their targets' directories are watched too,
-/// so that an edit of the target (in place or by rename, as editors do) is seen.
+/// so that an edit of the target (in place or by rename, as editors do) is seen; and
+/// the directories of zone files, for the same reason.
 #[derive(Default)]
 struct Links {
     /// Canonical target path → the link in the policy directory.
@@ -159,6 +160,19 @@ impl Links {
                     newly.insert(link.clone());
                 }
                 Err(e) => warn!(dir = %dir.display(), "cannot watch the target of a linked policy file: {e}"),
+            }
+        }
+        // Zone files (and their includes) outside the policy directory.
+        for dep in reloader.files.dependencies() {
+            let Some(dir) = dep.parent() else { continue };
+            if dir == reloader.policy_dir() || self.watched.contains(dir) {
+                continue;
+            }
+            match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir.to_path_buf());
+                }
+                Err(e) => warn!(dir = %dir.display(), "cannot watch the directory of a zone file: {e}"),
             }
         }
         newly
