@@ -97,7 +97,7 @@ impl Peer {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let peer = Peer { child, addr, dir };
         let soa = |m: &Message| m.answers.iter().any(|r| r.record_type() == RecordType::SOA);
-        for _ in 0..200 {
+        for _ in 0..600 {
             if tokio::net::TcpStream::connect(addr).await.is_ok()
                 && soa(&ask(addr, zone, RecordType::SOA).await)
             {
@@ -127,9 +127,18 @@ fn sbin(name: &str) -> String {
     }
 }
 
+/// A port free for UDP and TCP on 127.0.0.1, never handed out twice by this process.
 fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A record as comparable text: lower-case owner, TTL, type, data.
@@ -301,4 +310,220 @@ async fn answers_like_nsd_for_a_sweep_of_names_and_types() {
     assert_eq!(kinds[2].answers.len(), 3, "www -> web -> host A");
     assert_eq!(kinds[3].metadata.response_code, ResponseCode::NXDomain);
     running.shutdown().await.unwrap();
+}
+
+/// The errors of a policy whose zone file is `zone` (and `extra.zone` is `extra`).
+fn zone_errors(policy: &str, zone: &str, extra: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("example.test.zone"), zone).unwrap();
+    std::fs::write(dir.path().join("extra.zone"), extra).unwrap();
+    let path = dir.path().join("example.test.toml");
+    std::fs::write(&path, policy).unwrap();
+    let prefix = format!("{}/", dir.path().display());
+    match spfd::policy::load(&path) {
+        Ok(_) => Vec::new(),
+        Err(diags) => diags
+            .iter()
+            .filter(|d| d.severity == spfd::diag::Severity::Error)
+            .map(|d| d.to_string().replace(&prefix, ""))
+            .collect(),
+    }
+}
+
+const HEAD: &str = "$TTL 300\n@ SOA ns1 host 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n";
+
+#[test]
+fn zone_file_errors_name_file_and_line() {
+    // (zone file after HEAD (line 5 on), included file, file:line of the error, message part)
+    let table: &[(&str, &str, &str, &str)] = &[
+        ("www A 192.0.2.300\n", "", "example.test.zone:5:", "A record"),
+        (
+            "www BOGUS 1\n",
+            "",
+            "example.test.zone:5:",
+            "unknown or unsupported record type",
+        ),
+        ("www 1x A 192.0.2.1\n", "", "example.test.zone:5:", "bad TTL"),
+        ("www CH A 192.0.2.1\n", "", "example.test.zone:5:", "class CH"),
+        (
+            "\n\nmx MX ( 10\n  mail\n",
+            "",
+            "example.test.zone:7:",
+            "'(' is never closed",
+        ),
+        ("t TXT \"open\n", "", "example.test.zone:5:", "closing"),
+        (
+            "www.example.net. A 192.0.2.1\n",
+            "",
+            "example.test.zone:5:",
+            "outside the zone",
+        ),
+        (
+            "www CNAME a\nwww A 192.0.2.2\n",
+            "",
+            "example.test.zone:5:",
+            "a CNAME must be alone",
+        ),
+        (
+            "deleg NS ns.example.net.\nx.deleg TXT \"x\"\n",
+            "",
+            "example.test.zone:6:",
+            "below the delegation",
+        ),
+        (
+            "$GENERATE 1-3 h$ A 192.0.2.$\n",
+            "",
+            "example.test.zone:5:",
+            "unknown directive",
+        ),
+        (
+            "$INCLUDE extra.zone\n",
+            "\n\nbad AAAA 192.0.2.1\n",
+            "extra.zone:3:",
+            "AAAA record",
+        ),
+        (
+            "$INCLUDE missing.zone\n",
+            "",
+            "example.test.zone:5:",
+            "cannot read zone file",
+        ),
+        (
+            "@ TXT \"v=spf1 -all\"\n",
+            "",
+            "example.test.zone:5:",
+            "SPF record (v=spf1) at the apex",
+        ),
+        (
+            "_dmarc TXT \"v=DMARC1; p=reject\"\n",
+            "",
+            "example.test.zone:5:",
+            "published by spfd",
+        ),
+        (
+            "_report._dmarc CNAME x\n_dmarc CNAME elsewhere.example.net.\n",
+            "",
+            "example.test.zone:6:",
+            "published by spfd",
+        ),
+        (
+            "_1-0a1b2c3d TXT \"x\"\n",
+            "",
+            "example.test.zone:5:",
+            "flattened SPF parts",
+        ),
+    ];
+    for (body, extra, at, part) in table {
+        let errors = zone_errors(POLICY, &format!("{HEAD}{body}"), extra);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(at) && e.contains(": error: ") && e.contains(part)),
+            "{body:?}: want {at} ... {part}, got {errors:#?}"
+        );
+    }
+    // The good file has no error, and a record before the first owner does.
+    assert_eq!(zone_errors(POLICY, HEAD, ""), Vec::<String>::new());
+    let errors = zone_errors(POLICY, &format!("  A 192.0.2.1\n{HEAD}"), "");
+    assert!(
+        errors[0].starts_with("example.test.zone:1:3: error:"),
+        "{errors:?}"
+    );
+    // A zone file needs the zone to be the domain.
+    let policy = POLICY.replace("zone = \"example.test\"", "zone = \"_spf.example.test\"");
+    let errors = zone_errors(&policy, HEAD, "");
+    assert!(
+        errors[0].contains("zone_file serves the whole zone"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn spfd_check_reports_zone_file_errors() {
+    let setup = setup(POLICY);
+    std::fs::write(setup.policy_path("extra.zone"), "ok A 192.0.2.1\nbad MX mail\n").unwrap();
+    let (out, ok) = spfd::cli::check(&setup.config_path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("extra.zone:2:8: error: MX record"), "{out}");
+    std::fs::write(setup.policy_path("extra.zone"), "ok A 192.0.2.1\n").unwrap();
+    let (out, ok) = spfd::cli::check(&setup.config_path());
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_file_edits_are_served_and_bad_edits_keep_the_zone() {
+    let setup = setup(POLICY);
+    let running: Running = server::start(&setup.config()).await.unwrap();
+    let spfd = running.addrs[0];
+    let a = |m: &Message| m.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        a(&ask(spfd, "x.sub.example.test", RecordType::A).await),
+        ["192.0.2.111"]
+    );
+    let write = |text: &str| {
+        let tmp = setup.policy_path(".extra.zone.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, setup.policy_path("extra.zone")).unwrap();
+    };
+    let until = |name: &'static str, want: &'static str| async move {
+        for _ in 0..400 {
+            let m = ask(spfd, name, RecordType::A).await;
+            if m.answers.iter().any(|r| r.data.to_string() == want) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{name} never answered {want}");
+    };
+    // An edit of the included file is served.
+    write("x A 192.0.2.222\nnew A 192.0.2.223\n");
+    until("new.sub.example.test", "192.0.2.223").await;
+    assert_eq!(
+        a(&ask(spfd, "x.sub.example.test", RecordType::A).await),
+        ["192.0.2.222"]
+    );
+    // Removed again: NXDOMAIN.
+    write("x A 192.0.2.1\n");
+    until("x.sub.example.test", "192.0.2.1").await;
+    let gone = ask(spfd, "new.sub.example.test", RecordType::A).await;
+    assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_bad_zone_file_edit_is_reported_and_the_served_zone_stays() {
+    use spfd::reload::{Reloader, Scope};
+    use std::sync::Arc;
+    let setup = setup(POLICY);
+    let cell = Arc::new(arc_swap::ArcSwap::from_pointee(
+        spfd::snapshot::Snapshot::default(),
+    ));
+    let mut reloader = Reloader::offline(&setup.config(), cell.clone());
+    let first = reloader.reload();
+    assert!(
+        first.swapped && first.errors().next().is_none(),
+        "{:?}",
+        first.diagnostics
+    );
+    let served = cell.load_full();
+    // An event names the zone file only: the policy that reads it is read again.
+    let zone = std::fs::canonicalize(setup.policy_path("extra.zone")).unwrap();
+    std::fs::write(&zone, "x A 192.0.2.1\nbroken A not-an-address\n").unwrap();
+    let report = reloader.reload_scope(Scope::Paths([zone.clone()].into()));
+    let errors: Vec<String> = report.errors().map(|e| e.to_string()).collect();
+    assert!(!report.swapped);
+    assert!(
+        errors.len() == 1 && errors[0].contains("extra.zone:2:10: error: A record"),
+        "{errors:?}"
+    );
+    assert!(
+        Arc::ptr_eq(&served, &cell.load_full()),
+        "the zone in service is kept"
+    );
+    // Fixed: a new zone with the new record.
+    std::fs::write(&zone, "x A 192.0.2.1\nfixed A 192.0.2.2\n").unwrap();
+    let report = reloader.reload_scope(Scope::Paths([zone].into()));
+    assert!(report.swapped, "{:?}", report.diagnostics);
+    // Unchanged files: nothing to do.
+    assert!(!reloader.reload().swapped);
 }

@@ -4,39 +4,13 @@
 //! file (delegations, CNAME, wildcards) are answered by [`super::full_zone`].
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::HINFO;
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 
+pub use super::sections::Answer;
+use super::sections::rfc8482_hinfo;
 use crate::snapshot::compiled::{WireSet, wire_name};
 use crate::snapshot::macro_table::{V4_LABEL, V6_LABEL};
 use crate::snapshot::{Snapshot, Zone};
-
-/// The sections of a response, before EDNS and truncation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub rcode: ResponseCode,
-    pub authoritative: bool,
-    pub answers: Vec<Record>,
-    pub authority: Vec<Record>,
-    /// Glue and the addresses of MX, SRV and NS targets (zones with a zone file only).
-    pub additional: Vec<Record>,
-}
-
-impl Answer {
-    pub fn refused() -> Self {
-        Self::code(ResponseCode::Refused)
-    }
-
-    pub fn code(rcode: ResponseCode) -> Self {
-        Answer {
-            rcode,
-            authoritative: false,
-            answers: Vec::new(),
-            authority: Vec::new(),
-            additional: Vec::new(),
-        }
-    }
-}
 
 /// Answers one question. `qname` is the name as asked (its case is echoed); `tcp`
 /// selects the full answer to ANY.
@@ -118,13 +92,4 @@ fn negative_soa(zone: &Zone, qname: &Name) -> Option<Record> {
     zone.wire
         .zone
         .negative_soa(&qname.trim_to(zone.apex.num_labels() as usize))
-}
-
-/// RFC 8482 4.2: a synthesised HINFO instead of every RRset, for ANY over UDP.
-pub(super) fn rfc8482_hinfo(qname: &Name, zone: &Zone) -> Record {
-    Record::from_rdata(
-        qname.clone(),
-        zone.ttl,
-        RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
-    )
 }

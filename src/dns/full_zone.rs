@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use super::answer::{Answer, rfc8482_hinfo};
+use super::sections::{Answer, rfc8482_hinfo};
 use crate::snapshot::compiled::{WireName, wire_name};
 use crate::snapshot::{Snapshot, Zone};
 

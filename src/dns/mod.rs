@@ -13,6 +13,7 @@ pub mod listen;
 pub mod mmsg;
 pub mod rrl;
 pub mod scan;
+pub mod sections;
 pub mod stats;
 pub mod tcp;
 pub mod tcp_table;
