@@ -27,6 +27,10 @@ pub fn answer(snapshot: &Snapshot, zone: &Zone, qname: &Name, qtype: RecordType,
         additional: Vec::new(),
     };
     let look = Lookup { snapshot, zone };
+    if zone.wire.zone.expired && look.name(qname).is_none() {
+        // A backend's copy that is missing or expired knows nothing of other names.
+        return Answer::code(ResponseCode::ServFail);
+    }
     let mut name = qname.clone();
     let mut seen = vec![LowerName::new(qname)];
     for _ in 0..MAX_CHAIN {

@@ -1,5 +1,5 @@
 //! The general query path: hickory's parser and encoder around the protocol rules:
-//! opcode (NOTIMP), question count (FORMERR), EDNS version (BADVERS), the response OPT
+//! opcode (NOTIMP; NOTIFY for backend zones, see [`super::notify`]), question count (FORMERR), EDNS version (BADVERS), the response OPT
 //! with a payload of min(client's, 1232), and TC over UDP when the answer does not fit
 //! (the full answer goes over TCP). Used for every TCP query and for the UDP queries
 //! the fast path ([`super::wire`]) passes on.
@@ -28,7 +28,12 @@ const RR_FIXED_LEN: usize = 10;
 pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option<Edns>) {
     let response_edns = request.edns.as_ref().map(response_edns);
     let mut metadata = Metadata::response_from_request(&request.metadata);
-    let answer = if request.metadata.op_code != OpCode::Query {
+    let answer = if request.metadata.op_code == OpCode::Notify {
+        match request.request_info() {
+            Ok(info) => super::notify::answer(snapshot, info.query.original().name(), request.src().ip()),
+            Err(_) => Answer::code(ResponseCode::FormErr),
+        }
+    } else if request.metadata.op_code != OpCode::Query {
         not_implemented(&mut metadata)
     } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         Answer::code(ResponseCode::BADVERS)

@@ -11,6 +11,7 @@ pub mod full_zone;
 pub mod handler;
 pub mod listen;
 pub mod mmsg;
+pub mod notify;
 pub mod rrl;
 pub mod scan;
 pub mod sections;

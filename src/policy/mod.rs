@@ -48,6 +48,7 @@ struct RawPolicy {
     dmarc: Option<Spanned<dmarc::DmarcSection>>,
     dkim: Option<BTreeMap<Spanned<String>, Spanned<dkim::DkimSection>>>,
     zone_file: Option<Spanned<String>>,
+    backend: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +144,9 @@ pub struct ValidPolicy {
     pub dkim: Vec<DkimRecord>,
     /// The zone's other records, from `zone_file` (only when the zone is the domain).
     pub zone_data: Option<std::sync::Arc<crate::zonefile::ZoneData>>,
+    /// The primary the zone's other records are transferred from (AXFR), instead of a
+    /// zone file (only when the zone is the domain).
+    pub backend: Option<std::net::SocketAddr>,
 }
 
 impl ValidPolicy {
@@ -152,6 +156,27 @@ impl ValidPolicy {
     pub fn spf_direct_lookups(&self) -> Option<usize> {
         let spf = self.spf.as_ref()?;
         Some(spf.lookup_terms + usize::from(self.zone != self.domain))
+    }
+}
+
+impl ValidPolicy {
+    /// The names this policy publishes in its zone, which a zone file or a backend's
+    /// copy of the zone may not hold.
+    pub fn managed(&self) -> zonefile::Managed {
+        let dkim: Vec<Option<DkimRecord>> = self.dkim.iter().cloned().map(Some).collect();
+        let below = published_below(self.dmarc.is_some(), &dkim);
+        managed_names(self.spf.as_ref(), &below, &self.zone)
+    }
+}
+
+fn managed_names(spf: Option<&SpfPolicy>, below: &[String], zone: &Name) -> zonefile::Managed {
+    zonefile::Managed {
+        spf: spf.is_some(),
+        macros: spf.is_some_and(|s| s.mode == SpfMode::Macro),
+        names: below
+            .iter()
+            .filter_map(|p| Name::from_ascii(format!("{p}.{zone}")).ok())
+            .collect(),
     }
 }
 
@@ -241,18 +266,14 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -
     let (domain, zone) = (domain?, zone?);
     let below = published_below(dmarc.is_some(), &dkim);
     check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
+    let backend = raw
+        .backend
+        .as_ref()
+        .and_then(|b| validate_backend(b, raw.zone_file.is_some(), &domain, &zone, diags));
     let zone_data = match &raw.zone_file {
         None => None,
         Some(file) => {
-            let spf = spf.as_ref().and_then(|s| s.as_ref());
-            let managed = zonefile::Managed {
-                spf: spf.is_some(),
-                macros: spf.is_some_and(|s| s.mode == SpfMode::Macro),
-                names: below
-                    .iter()
-                    .filter_map(|p| Name::from_ascii(format!("{p}.{zone}")).ok())
-                    .collect(),
-            };
+            let managed = managed_names(spf.as_ref().and_then(|s| s.as_ref()), &below, &zone);
             let sites = ZoneSite {
                 domain: &domain,
                 zone: &zone,
@@ -273,7 +294,42 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
         zone_data,
+        backend,
     })
+}
+
+/// `backend = "192.0.2.10:53"` (the port may be left out): an address, the zone the
+/// domain itself, and no zone file beside it.
+fn validate_backend(
+    raw: &Spanned<String>,
+    zone_file: bool,
+    domain: &Name,
+    zone: &Name,
+    diags: &mut Diagnostics,
+) -> Option<std::net::SocketAddr> {
+    let text = raw.get_ref();
+    let addr = text
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
+    let problem = match addr {
+        None => Some(format!(
+            "backend {text:?} is not an address: write the primary's IP address and port, as \"192.0.2.10:53\""
+        )),
+        Some(_) if zone_file => {
+            Some("backend and zone_file are two sources of the same records: keep one".into())
+        }
+        Some(_) if zone != domain => Some(format!(
+            "backend serves the whole zone of the domain: it needs zone = \"{}\"",
+            domain.to_string().trim_end_matches('.')
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        diags.error(raw.span(), problem);
+        return None;
+    }
+    addr
 }
 
 /// Where a zone file's records go.

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::Problems;
 use crate::alerts::{Alerts, Event};
+use crate::backend::Backends;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
 use crate::metrics::Counters;
@@ -88,6 +89,8 @@ pub struct Reloader {
     report_needs: HashMap<PathBuf, Vec<(String, String)>>,
     /// The same by report host: the owners to publish in the zone that holds the host.
     report_hosts: BTreeMap<String, BTreeSet<String>>,
+    /// The copies of zones served from a backend (transferred by [`crate::backend`]).
+    backends: Arc<Backends>,
 }
 
 impl Reloader {
@@ -120,7 +123,13 @@ impl Reloader {
             macro_kept: HashMap::new(),
             report_needs: HashMap::new(),
             report_hosts: BTreeMap::new(),
+            backends: Arc::default(),
         }
+    }
+
+    /// The copies of backend zones this reloader serves (the transfer service fills them).
+    pub fn backends(&self) -> Arc<Backends> {
+        self.backends.clone()
     }
 
     /// A reloader that reads state but never writes it: for the offline commands.
@@ -319,7 +328,8 @@ impl Reloader {
     /// (their served version stays: the zone is rebuilt with the new answers).
     fn with_republished(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
         let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
-        for domain in self.published.take_dirty() {
+        let backends = self.backends.take_dirty();
+        for domain in self.published.take_dirty().into_iter().chain(backends) {
             let Some(path) = self.claims.file_of(&domain).map(Path::to_path_buf) else {
                 continue;
             };
@@ -353,6 +363,7 @@ impl Reloader {
             let Some(policy) = self.files.served(&change.path).cloned() else {
                 continue;
             };
+            let policy = self.with_backend_copy(policy);
             let served = served_answer(current, &policy);
             let spf = self.published.answer_for(&policy, served);
             let spf = self.keep_macro_answers(&policy, served, spf);
@@ -363,6 +374,18 @@ impl Reloader {
             }
         }
         builder
+    }
+
+    /// A policy with a backend, with the backend's copy of the zone as its zone data.
+    fn with_backend_copy(&self, policy: Arc<ValidPolicy>) -> Arc<ValidPolicy> {
+        let Some(backend) = policy.backend else {
+            return policy;
+        };
+        let copy = self.backends.copy(&policy.zone_lower, backend);
+        Arc::new(ValidPolicy {
+            zone_data: Some(copy),
+            ..(*policy).clone()
+        })
     }
 
     /// After a switch from macro mode, the per-address names keep answering from the

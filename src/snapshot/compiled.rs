@@ -92,6 +92,9 @@ pub struct WireZone {
     /// additional records are the general path's ([`crate::snapshot::Zone`]s without a
     /// zone file have none of these, and the UDP fast path answers them alone).
     pub full: bool,
+    /// The zone's records come from a backend whose copy is missing or expired: names
+    /// other than spfd's own get SERVFAIL.
+    pub expired: bool,
 }
 
 #[derive(Debug)]
@@ -117,6 +120,8 @@ pub struct Apex<'a> {
     pub ns: &'a [Record],
     /// The zone has a zone file's records (see [`WireZone::full`]).
     pub full: bool,
+    /// See [`WireZone::expired`].
+    pub expired: bool,
 }
 
 impl ZoneWire {
@@ -137,6 +142,7 @@ impl ZoneWire {
                     .collect(),
             }),
             full: apex.full,
+            expired: apex.expired,
         });
         let names = nodes
             .iter()
@@ -330,6 +336,7 @@ mod tests {
             soa_tail: soa_tail(&soa),
             macros: None,
             full: false,
+            expired: false,
         };
         let negative = zone.negative_soa(&asked).unwrap();
         assert_eq!(negative.name, asked);

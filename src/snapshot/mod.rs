@@ -244,6 +244,8 @@ pub struct FileRecords {
     /// Whether the zone has a zone file: its queries take the general path (CNAME,
     /// delegations, wildcards, additional records).
     pub present: bool,
+    /// The records come from a backend whose copy is missing or expired.
+    pub expired: bool,
     pub soa: Option<Record>,
     pub ns: Vec<Record>,
 }
@@ -258,6 +260,7 @@ impl FileRecords {
     ) -> FileRecords {
         let mut file = FileRecords {
             present: true,
+            expired: data.expired,
             ..FileRecords::default()
         };
         let apex_labels = apex.num_labels();
@@ -373,6 +376,9 @@ impl ZoneContent {
             .chain(self.file.ns.iter())
             .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
             .collect();
+        if self.file.expired {
+            lines.push("expired".into());
+        }
         lines.sort();
         if let Some(table) = self.spf_answer.as_ref().and_then(|a| a.macro_table.as_ref()) {
             lines.push(format!("{table:?}"));
@@ -429,6 +435,7 @@ impl ZoneContent {
             soa: &soa,
             ns: &ns,
             full: self.file.present,
+            expired: self.file.expired,
         };
         let wire = compiled::ZoneWire::build(&apex, &self.nodes, macros.as_ref());
         Zone {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use hickory_proto::rr::{LowerName, Name, RData, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::{Place, ZoneData};
 use crate::diag::{Diagnostic, Severity};
@@ -139,60 +139,61 @@ fn occluded(
 /// Records at names spfd publishes itself are errors (not silent overrides), as are a
 /// CNAME or a delegation above one of them (which would hide it).
 pub fn managed(data: &ZoneData, apex: &Name, policy: &Managed) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    let names: HashSet<LowerName> = policy.names.iter().map(LowerName::new).collect();
-    let apex_labels = usize::from(apex.num_labels());
-    for (record, place) in &data.records {
-        let owner = LowerName::new(&record.name);
-        let rtype = record.record_type();
-        let error = |why: String| data.at(*place, Severity::Error, why);
-        let below = usize::from(record.name.num_labels()) - apex_labels;
-        if policy.spf && below == 0 && is_spf(&record.data) {
-            out.push(error(
-                "an SPF record (v=spf1) at the apex: spfd publishes the policy's [spf] record there; \
-                 remove this line"
-                    .into(),
-            ));
-        }
-        if names.contains(&owner) {
-            out.push(error(format!(
-                "{} is published by spfd from the policy ([dmarc] or [dkim.<selector>]); remove this {rtype} record",
-                record.name
-            )));
-        }
-        let first = record
-            .name
-            .iter()
-            .nth(below.saturating_sub(1))
-            .filter(|_| below > 0);
-        if policy.spf && below == 1 && first.is_some_and(is_part_label) {
-            out.push(error(format!(
-                "{} has the form of spfd's flattened SPF parts (_<n>-<tag>); use another name",
-                record.name
-            )));
-        }
-        if policy.macros
-            && first.is_some_and(|l| l.eq_ignore_ascii_case(b"in-addr") || l.eq_ignore_ascii_case(b"ip6"))
-        {
-            out.push(error(format!(
-                "{} is under the names spfd answers in SPF macro mode (in-addr.<zone>, ip6.<zone>)",
-                record.name
-            )));
-        }
-        if matches!(rtype, RecordType::CNAME | RecordType::NS) && below > 0 {
-            let hidden = policy
-                .names
-                .iter()
-                .find(|n| record.name.zone_of(n) && n.num_labels() > record.name.num_labels());
-            if let Some(hidden) = hidden {
-                out.push(error(format!(
-                    "this {rtype} at {} would hide {hidden}, which spfd publishes",
-                    record.name
-                )));
-            }
-        }
+    data.records
+        .iter()
+        .filter_map(|(record, place)| {
+            let why = managed_problem(record, apex, policy)?;
+            Some(data.at(*place, Severity::Error, why))
+        })
+        .collect()
+}
+
+/// Why spfd cannot serve `record` beside its own names, if it cannot.
+pub fn managed_problem(record: &Record, apex: &Name, policy: &Managed) -> Option<String> {
+    let rtype = record.record_type();
+    let below = usize::from(record.name.num_labels()) - usize::from(apex.num_labels());
+    if policy.spf && below == 0 && is_spf(&record.data) {
+        return Some(
+            "an SPF record (v=spf1) at the apex: spfd publishes the policy's [spf] record there; \
+             remove this line"
+                .into(),
+        );
     }
-    out
+    if policy.names.contains(&record.name) {
+        return Some(format!(
+            "{} is published by spfd from the policy ([dmarc] or [dkim.<selector>]); remove this {rtype} record",
+            record.name
+        ));
+    }
+    let first = record
+        .name
+        .iter()
+        .nth(below.saturating_sub(1))
+        .filter(|_| below > 0);
+    if policy.spf && below == 1 && first.is_some_and(is_part_label) {
+        return Some(format!(
+            "{} has the form of spfd's flattened SPF parts (_<n>-<tag>); use another name",
+            record.name
+        ));
+    }
+    let macro_label = |l: &[u8]| l.eq_ignore_ascii_case(b"in-addr") || l.eq_ignore_ascii_case(b"ip6");
+    if policy.macros && first.is_some_and(macro_label) {
+        return Some(format!(
+            "{} is under the names spfd answers in SPF macro mode (in-addr.<zone>, ip6.<zone>)",
+            record.name
+        ));
+    }
+    if matches!(rtype, RecordType::CNAME | RecordType::NS) && below > 0 {
+        let hidden = policy
+            .names
+            .iter()
+            .find(|n| record.name.zone_of(n) && n.num_labels() > record.name.num_labels())?;
+        return Some(format!(
+            "this {rtype} at {} would hide {hidden}, which spfd publishes",
+            record.name
+        ));
+    }
+    None
 }
 
 /// A TXT record that starts with `v=spf1` (RFC 7208 4.5).

@@ -38,8 +38,12 @@ pub struct Place {
 #[derive(Debug, Clone, Default)]
 pub struct ZoneData {
     pub records: Vec<(Record, Place)>,
-    /// The file and every file it includes, for messages and for the reload watcher.
+    /// The file and every file it includes, for messages and for the reload watcher
+    /// (for a backend's copy: one pseudo-path naming the backend).
     pub files: Vec<PathBuf>,
+    /// A backend's copy that does not exist yet or is past its SOA expire: names that
+    /// are not spfd's own are answered SERVFAIL, never NXDOMAIN.
+    pub expired: bool,
 }
 
 impl ZoneData {
