@@ -49,7 +49,7 @@ pub struct Node {
 pub struct Zone {
     pub apex: Name,
     pub serial: u32,
-    /// The TTL of every record of the zone.
+    /// The TTL of the policy's records (a zone file's records keep their own).
     pub ttl: u32,
     /// The policy this zone was built from, for reports and for `spfd records`.
     pub policy: Arc<ValidPolicy>,
