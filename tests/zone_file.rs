@@ -527,3 +527,44 @@ fn a_bad_zone_file_edit_is_reported_and_the_served_zone_stays() {
     // Unchanged files: nothing to do.
     assert!(!reloader.reload().swapped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_file_outside_the_policy_directory_is_watched_too() {
+    let setup = Setup::new(&[]);
+    let zones = setup.dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    std::fs::write(
+        zones.join("example.test.zone"),
+        format!("{HEAD}www A 192.0.2.1\n"),
+    )
+    .unwrap();
+    let policy = POLICY.replace(
+        "zone_file = \"example.test.zone\"",
+        "zone_file = \"../zones/example.test.zone\"",
+    );
+    setup.write_policy("example.test.toml", &policy);
+    let running: Running = server::start(&setup.config()).await.unwrap();
+    let spfd = running.addrs[0];
+    let www = ask(spfd, "www.example.test", RecordType::A).await;
+    assert_eq!(www.answers.len(), 1, "{www}");
+    // Edited in place (no rename), in a directory only the zone file is in.
+    std::fs::write(
+        zones.join("example.test.zone"),
+        format!("{HEAD}www A 192.0.2.9\n"),
+    )
+    .unwrap();
+    let mut last = None;
+    for _ in 0..400 {
+        let m = ask(spfd, "www.example.test", RecordType::A).await;
+        if m.answers.iter().any(|r| r.data.to_string() == "192.0.2.9") {
+            last = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        last.is_some(),
+        "the edit outside the policy directory was not served"
+    );
+    running.shutdown().await.unwrap();
+}
