@@ -227,6 +227,8 @@ const SWEEP_NAMES: &[&str] = &[
     "y.deeper.sub.example.test",
     "deeper.sub.example.test",
     "after.example.test",
+    "other._domainkey.example.test",
+    "_domainkey.example.test",
     "_dmarc.example.test",
     "nonexistent.example.test",
 ];
@@ -363,6 +365,12 @@ fn zone_file_errors_name_file_and_line() {
             "",
             "example.test.zone:5:",
             "a CNAME must be alone",
+        ),
+        (
+            "www CNAME a\nwww CNAME b\n",
+            "",
+            "example.test.zone:6:",
+            "a second CNAME",
         ),
         (
             "deleg NS ns.example.net.\nx.deleg TXT \"x\"\n",

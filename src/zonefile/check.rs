@@ -63,8 +63,11 @@ pub fn structure(data: &mut ZoneData, apex: &Name) -> Vec<Diagnostic> {
             record.ttl = ttl;
         }
         let at = types.entry(owner).or_default();
-        if rtype == RecordType::SOA && at.contains_key(&RecordType::SOA) {
-            out.push(error("a second SOA record".into()));
+        if matches!(rtype, RecordType::SOA | RecordType::CNAME) && at.contains_key(&rtype) {
+            out.push(error(format!(
+                "a second {rtype} record at {}: one at most",
+                record.name
+            )));
         }
         at.entry(rtype).or_insert(place);
         keep.push((record, place));
@@ -82,18 +85,6 @@ pub fn structure(data: &mut ZoneData, apex: &Name) -> Vec<Diagnostic> {
                     "{name} has a CNAME and other records ({}): a CNAME must be alone at its name (RFC 1034 3.6.2)",
                     others.join(", ")
                 )));
-            }
-            let count = data
-                .records
-                .iter()
-                .filter(|(r, _)| r.record_type() == RecordType::CNAME && LowerName::new(&r.name) == *name)
-                .count();
-            if count > 1 {
-                out.push(data.at(
-                    *place,
-                    Severity::Error,
-                    format!("{name} has {count} CNAME records: one at most"),
-                ));
             }
         }
     }
