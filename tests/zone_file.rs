@@ -15,7 +15,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 
-use common::{Setup, query, tcp_raw};
+use common::{Setup, query, tcp_raw, udp_raw};
 use spfd::server::{self, Running};
 
 const POLICY: &str = "domain = \"example.test\"\nzone = \"example.test\"\nzone_file = \"example.test.zone\"\n\
@@ -280,6 +280,12 @@ async fn answers_like_nsd_for_a_sweep_of_names_and_types() {
     for name in SWEEP_NAMES {
         for rtype in SWEEP_TYPES {
             let ours = ask(spfd, name, *rtype).await;
+            // Over UDP (the fast path answers plain RRsets) the same as over TCP.
+            let udp = udp_raw(spfd, &query(name, *rtype).to_vec().unwrap()).await;
+            let (a, b) = (shape(&Message::from_vec(&udp).unwrap(), true), shape(&ours, true));
+            if a != b {
+                differences.push(format!("{name} {rtype}\n spfd udp: {a}\n spfd tcp: {b}"));
+            }
             for (peer, addr, additional) in [("nsd", nsd.addr, false), ("knot", knot.addr, true)] {
                 let theirs = ask(addr, name, *rtype).await;
                 checked += 1;
