@@ -73,6 +73,10 @@ pub fn spawn(mut reloader: Reloader) -> std::io::Result<(mpsc::Sender<Trigger>, 
     debouncer
         .watch(reloader.policy_dir(), RecursiveMode::NonRecursive)
         .map_err(watch_error)?;
+    // The watches on link targets and zone files are in place when `spawn` returns: an
+    // edit made right after is seen.
+    let mut links = Links::default();
+    let _ = links.follow(&reloader, &mut debouncer);
     let stop = tx.clone();
     let handle = ServiceHandle::spawn(
         "reload",
@@ -81,8 +85,6 @@ pub fn spawn(mut reloader: Reloader) -> std::io::Result<(mpsc::Sender<Trigger>, 
         },
         move || {
             crate::os::lower_thread_priority();
-            let mut links = Links::default();
-            let _ = links.follow(&reloader, &mut debouncer);
             while let Ok(first) = rx.recv() {
                 // Several triggers queued while reloading need one reload, not many.
                 let mut scope = Scope::Nothing;
