@@ -462,6 +462,18 @@ fn spfd_check_reports_zone_file_errors() {
     std::fs::write(setup.policy_path("extra.zone"), "ok A 192.0.2.1\n").unwrap();
     let (out, ok) = spfd::cli::check(&setup.config_path());
     assert!(ok, "{out}");
+    // `spfd records`: the registrar's NS are those the zone file serves.
+    let cell = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        spfd::snapshot::Snapshot::default(),
+    ));
+    spfd::reload::Reloader::offline(&setup.config(), cell.clone()).reload();
+    let records = spfd::cli::records(&setup.config(), &cell.load(), Some("example.test")).unwrap();
+    assert!(
+        records.contains("example.test.\t3600\tIN\tNS\tns1.example.test."),
+        "{records}"
+    );
+    assert!(records.contains("IN\tNS\tns2.example.test."), "{records}");
+    assert!(!records.contains("spfd.test"), "{records}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
