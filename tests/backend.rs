@@ -1,8 +1,8 @@
 //! Backend transfer mode: Knot DNS is the primary of example.test on loopback; spfd's
 //! policy names it as `backend`, transfers the zone, serves it with its own SPF and
 //! DMARC records on top (the primary's old SPF record is left out), follows a change
-//! on Knot's NOTIFY, refuses NOTIFY from other hosts and keeps serving its copy while
-//! the primary is down.
+//! on Knot's NOTIFY, refuses NOTIFY from other hosts, keeps serving its copy while
+//! the primary is down and answers SERVFAIL past the SOA expire.
 
 mod common;
 
@@ -17,9 +17,13 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use common::{Setup, query, tcp_raw};
 use spfd::server;
 
+/// The SOA expire of the test zone: long enough for the steps before the primary stops,
+/// short enough to wait for.
+const EXPIRE: u64 = 5;
+
 fn zone(serial: u32, www: &str) -> String {
     format!(
-        "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 86400 300\n@ NS ns1\n\
+        "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 {EXPIRE} 300\n@ NS ns1\n\
          ns1 A 192.0.2.53\nwww A {www}\n@ TXT \"v=spf1 -all\"\n@ MX 10 www\n"
     )
 }
@@ -198,12 +202,32 @@ async fn spfd_follows_a_knot_primary_on_notify() {
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
 
     // The primary goes away: the copy stays served (a NOTIFY makes spfd try, and fail).
+    let stopped = std::time::Instant::now();
     knot.stop();
     notify_from("127.0.0.1", spfd).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(EXPIRE),
+        "too slow to check before expiry"
+    );
     assert_eq!(
         a_records(&ask(spfd, "www.example.test", RecordType::A).await),
         ["192.0.2.2"]
     );
+    // Past the SOA expire, a failed refresh drops the copy: SERVFAIL, never NXDOMAIN, for
+    // the zone's names; spfd's own names still answer.
+    tokio::time::sleep(Duration::from_secs(EXPIRE)).await;
+    let mut www = ask(spfd, "www.example.test", RecordType::A).await;
+    for _ in 0..200 {
+        if www.metadata.response_code == ResponseCode::ServFail {
+            break;
+        }
+        notify_from("127.0.0.1", spfd).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        www = ask(spfd, "www.example.test", RecordType::A).await;
+    }
+    assert_eq!(www.metadata.response_code, ResponseCode::ServFail, "{www}");
+    let dmarc = ask(spfd, "_dmarc.example.test", RecordType::TXT).await;
+    assert_eq!(dmarc.answers.len(), 1, "{dmarc}");
     running.shutdown().await.unwrap();
 }
