@@ -63,15 +63,14 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
             .map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload) as usize;
         let question = request.queries.as_bytes().len();
         if response_len(question, &answer, response_edns.is_some()) > limit {
-            let answer_additional = answer.additional.len();
-            // Additional records are optional (RFC 2181 9): dropped before truncating.
+            // Additional records are optional (RFC 2181 9): dropped before truncating;
+            // but not a referral's glue (RFC 9471: TC instead).
+            let droppable = !answer.additional.is_empty() && !is_referral(&answer);
             let without_additional = Answer {
                 additional: Vec::new(),
                 ..answer
             };
-            if answer_additional > 0
-                && response_len(question, &without_additional, response_edns.is_some()) <= limit
-            {
+            if droppable && response_len(question, &without_additional, response_edns.is_some()) <= limit {
                 return (metadata, without_additional, response_edns);
             }
             metadata.truncation = true;
@@ -84,6 +83,11 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
         }
     }
     (metadata, answer, response_edns)
+}
+
+/// A referral: no answer, not authoritative, the delegation's NS in authority.
+fn is_referral(answer: &Answer) -> bool {
+    !answer.authoritative && answer.answers.is_empty() && !answer.authority.is_empty()
 }
 
 /// NOTIMP for an opcode other than QUERY. RD and CD are defined for QUERY only, so they
