@@ -403,3 +403,49 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<ZoneData, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.zone");
+        std::fs::write(&path, text).unwrap();
+        load(&path, &Name::from_ascii("example.test.").unwrap())
+            .0
+            .map(|(d, _)| d)
+    }
+
+    #[test]
+    fn escapes_origin_and_ttl_rules() {
+        let data = load_text(
+            "$TTL 1h\nt TXT \"a\\065b\" \"q\\\"\\\\\"\nmx MX 10 @\n$ORIGIN sub.example.test.\nx 60 A 192.0.2.1\ny A 192.0.2.2\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = data
+            .records
+            .iter()
+            .map(|(r, _)| format!("{} {} {}", r.name, r.ttl, r.data))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "t.example.test. 3600 aAbq\"\\",
+                "mx.example.test. 3600 10 example.test.",
+                "x.sub.example.test. 60 192.0.2.1",
+                // $TTL, not the previous record's TTL (RFC 2308 4).
+                "y.sub.example.test. 3600 192.0.2.2",
+            ]
+        );
+        let RData::TXT(txt) = &data.records[0].0.data else {
+            panic!()
+        };
+        assert_eq!(txt.txt_data.len(), 2, "two character-strings");
+        let errors = load_text("$TTL 60\nt TXT \"\\200\"\n").unwrap_err();
+        assert!(
+            errors[0].to_string().contains(":2:7: error: escape \\200"),
+            "{errors:?}"
+        );
+    }
+}
