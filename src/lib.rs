@@ -53,9 +53,14 @@
 //! - [`server`]: wiring for `spfd serve`.
 //! - [`logging`]: the binary's log filter and line format (text or JSON).
 //! - [`cli`]: the command-line interface.
+//! - [`backend`]: backend transfer mode: zones transferred (AXFR) from an existing
+//!   primary, refreshed on its SOA timers and NOTIFY.
+//! - [`zonefile`]: zone files (RFC 1035 master format) of policies that serve a whole
+//!   zone, read with hickory's parser, checked against the names spfd manages.
 
 pub mod admin;
 pub mod alerts;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod diag;
@@ -80,3 +85,4 @@ pub mod tsig;
 pub mod txt;
 pub mod upstream;
 pub mod xfr;
+pub mod zonefile;

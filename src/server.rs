@@ -67,6 +67,8 @@ pub struct Running {
     notify: Option<tokio::task::JoinHandle<()>>,
     /// The `[push]` service: RFC 2136 updates of every changed zone.
     push: Option<tokio::task::JoinHandle<()>>,
+    /// Transfers the zones of policies with a backend (ends with `stop`).
+    backend: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -94,6 +96,9 @@ impl Running {
         while self.tcp.join_next().await.is_some() {}
         if let Some(reports) = self.reports.take() {
             let _ = reports.await;
+        }
+        if let Some(backend) = self.backend.take() {
+            let _ = backend.await;
         }
         Ok(())
     }
@@ -159,6 +164,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     reload::log_report(&initial);
     ready.set();
     let policies = reloader.subscribe();
+    let backend_policies = reloader.subscribe();
+    let backends = reloader.backends();
     let (reload_tx, reload_service) =
         reload::spawn(reloader).with_context(|| format!("cannot watch {}", config.policy_dir.display()))?;
     let addrs = bound.addrs.clone();
@@ -177,6 +184,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let poller = crate::reports::poller::ReportPoller::from_config(config);
     let report_status = poller.as_ref().map(|p| p.status());
     let reports = poller.map(|p| tokio::spawn(p.run(stop.clone())));
+    let backend = {
+        let reload = reload_tx.clone();
+        let on_change: crate::backend::service::OnChange = Arc::new(move || {
+            let _ = reload.send(Trigger::Flattened);
+        });
+        tokio::spawn(crate::backend::service::run(
+            backends,
+            backend_policies,
+            on_change,
+            stop.clone(),
+        ))
+    };
     info!(addrs = ?addrs, zones = initial.zones, generation = initial.generation, "serving");
     Ok(Running {
         addrs,
@@ -201,6 +220,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         transfer,
         notify,
         push,
+        backend: Some(backend),
     })
 }
 

@@ -142,6 +142,26 @@ pub fn records(config: &Config, snapshot: &Snapshot, only: Option<&str>) -> anyh
     Ok(out)
 }
 
+/// The name servers of a policy's zone: its zone file's apex NS records (the zone
+/// serves those), else the configured ones.
+fn served_nameservers(config: &Config, p: &ValidPolicy) -> Vec<hickory_proto::rr::Name> {
+    let from_file: Vec<hickory_proto::rr::Name> = p
+        .zone_data
+        .iter()
+        .flat_map(|d| d.records.iter())
+        .filter(|(r, _)| r.name == p.zone)
+        .filter_map(|(r, _)| match &r.data {
+            hickory_proto::rr::RData::NS(ns) => Some(ns.0.clone()),
+            _ => None,
+        })
+        .collect();
+    if from_file.is_empty() {
+        config.nameservers.clone()
+    } else {
+        from_file
+    }
+}
+
 fn owner_records(config: &Config, p: &ValidPolicy, out: &mut String) {
     let _ = writeln!(out, "; {} ({})", p.domain, p.path.display());
     if p.zone == p.domain {
@@ -153,7 +173,7 @@ fn owner_records(config: &Config, p: &ValidPolicy, out: &mut String) {
     } else {
         let _ = writeln!(out, "; delegate {} to spfd, in the zone of its parent:", p.zone);
     }
-    for ns in &config.nameservers {
+    for ns in served_nameservers(config, p) {
         let _ = writeln!(out, "{}\t{OWNER_TTL}\tIN\tNS\t{ns}", p.zone);
     }
     if p.zone == p.domain {

@@ -1,38 +1,16 @@
 //! What a query gets, decided from one snapshot: RFC 1034 4.3.2 for an authoritative
 //! server without delegations or wildcards, RFC 2308 for negative answers, RFC 8482 for
-//! ANY. Owner names are written in the case the query was asked in.
+//! ANY. Owner names are written in the case the query was asked in. Zones with a zone
+//! file (delegations, CNAME, wildcards) are answered by [`super::full_zone`].
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::HINFO;
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 
+pub use super::sections::Answer;
+use super::sections::rfc8482_hinfo;
 use crate::snapshot::compiled::{WireSet, wire_name};
 use crate::snapshot::macro_table::{V4_LABEL, V6_LABEL};
 use crate::snapshot::{Snapshot, Zone};
-
-/// The sections of a response, before EDNS and truncation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub rcode: ResponseCode,
-    pub authoritative: bool,
-    pub answers: Vec<Record>,
-    pub authority: Vec<Record>,
-}
-
-impl Answer {
-    pub fn refused() -> Self {
-        Self::code(ResponseCode::Refused)
-    }
-
-    pub fn code(rcode: ResponseCode) -> Self {
-        Answer {
-            rcode,
-            authoritative: false,
-            answers: Vec::new(),
-            authority: Vec::new(),
-        }
-    }
-}
 
 /// Answers one question. `qname` is the name as asked (its case is echoed); `tcp`
 /// selects the full answer to ANY.
@@ -47,13 +25,18 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
     let Some(zone) = snapshot.find_zone(&lower) else {
         return Answer::refused();
     };
+    let macro_name = macro_set(zone, qname);
+    if zone.wire.zone.full && macro_name.is_none() {
+        return super::full_zone::answer(snapshot, zone, qname, qtype, tcp);
+    }
     let mut out = Answer {
         rcode: ResponseCode::NoError,
         authoritative: true,
         answers: Vec::new(),
         authority: Vec::new(),
+        additional: Vec::new(),
     };
-    let sets: Vec<&WireSet> = if let Some(set) = macro_set(zone, qname) {
+    let sets: Vec<&WireSet> = if let Some(set) = macro_name {
         match qtype {
             RecordType::TXT | RecordType::ANY => vec![set],
             _ => Vec::new(),
@@ -107,6 +90,7 @@ fn transfer_outside_tcp(snapshot: &Snapshot, qname: &Name, qtype: RecordType, tc
                 .map(|(_, set)| set.records(qname))
                 .unwrap_or_default(),
             authority: Vec::new(),
+            additional: Vec::new(),
         },
         None => Answer::refused(),
     }
@@ -135,13 +119,4 @@ fn negative_soa(zone: &Zone, qname: &Name) -> Option<Record> {
     zone.wire
         .zone
         .negative_soa(&qname.trim_to(zone.apex.num_labels() as usize))
-}
-
-/// RFC 8482 4.2: a synthesised HINFO instead of every RRset, for ANY over UDP.
-fn rfc8482_hinfo(qname: &Name, zone: &Zone) -> Record {
-    Record::from_rdata(
-        qname.clone(),
-        zone.ttl,
-        RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
-    )
 }

@@ -1,5 +1,5 @@
 //! The general query path: hickory's parser and encoder around the protocol rules:
-//! opcode (NOTIMP), question count (FORMERR), EDNS version (BADVERS), the response OPT
+//! opcode (NOTIMP; NOTIFY for backend zones, see [`super::notify`]), question count (FORMERR), EDNS version (BADVERS), the response OPT
 //! with a payload of min(client's, 1232), and TC over UDP when the answer does not fit
 //! (the full answer goes over TCP). Used for every TCP query and for the UDP queries
 //! the fast path ([`super::wire`]) passes on.
@@ -28,7 +28,12 @@ const RR_FIXED_LEN: usize = 10;
 pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option<Edns>) {
     let response_edns = request.edns.as_ref().map(response_edns);
     let mut metadata = Metadata::response_from_request(&request.metadata);
-    let answer = if request.metadata.op_code != OpCode::Query {
+    let answer = if request.metadata.op_code == OpCode::Notify {
+        match request.request_info() {
+            Ok(info) => super::notify::answer(snapshot, info.query.original().name(), request.src().ip()),
+            Err(_) => Answer::code(ResponseCode::FormErr),
+        }
+    } else if request.metadata.op_code != OpCode::Query {
         not_implemented(&mut metadata)
     } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         Answer::code(ResponseCode::BADVERS)
@@ -58,16 +63,31 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
             .map_or(CLASSIC_UDP_PAYLOAD, Edns::max_payload) as usize;
         let question = request.queries.as_bytes().len();
         if response_len(question, &answer, response_edns.is_some()) > limit {
+            // Additional records are optional (RFC 2181 9): dropped before truncating;
+            // but not a referral's glue (RFC 9471: TC instead).
+            let droppable = !answer.additional.is_empty() && !is_referral(&answer);
+            let without_additional = Answer {
+                additional: Vec::new(),
+                ..answer
+            };
+            if droppable && response_len(question, &without_additional, response_edns.is_some()) <= limit {
+                return (metadata, without_additional, response_edns);
+            }
             metadata.truncation = true;
             let empty = Answer {
                 answers: Vec::new(),
                 authority: Vec::new(),
-                ..answer
+                ..without_additional
             };
             return (metadata, empty, response_edns);
         }
     }
     (metadata, answer, response_edns)
+}
+
+/// A referral: no answer, not authoritative, the delegation's NS in authority.
+fn is_referral(answer: &Answer) -> bool {
+    !answer.authoritative && answer.answers.is_empty() && !answer.authority.is_empty()
 }
 
 /// NOTIMP for an opcode other than QUERY. RD and CD are defined for QUERY only, so they
@@ -107,7 +127,7 @@ pub fn respond_general(
         answer.answers.iter(),
         answer.authority.iter(),
         None,
-        None,
+        answer.additional.iter(),
     );
     let mut out = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut out);
@@ -163,7 +183,11 @@ fn response_edns(request: &Edns) -> Edns {
 
 /// The encoded size of a response (an upper bound: names are counted uncompressed).
 fn response_len(question: usize, answer: &Answer, edns: bool) -> usize {
-    let records = answer.answers.iter().chain(&answer.authority);
+    let records = answer
+        .answers
+        .iter()
+        .chain(&answer.authority)
+        .chain(&answer.additional);
     HEADER_LEN + question + records.map(record_len).sum::<usize>() + if edns { OPT_LEN } else { 0 }
 }
 

@@ -1,17 +1,22 @@
 //! The query path: [`answer`] decides what a query gets from one snapshot (pure, no
-//! I/O); [`handler`] wraps it in the protocol (EDNS, truncation, response codes) through
-//! hickory's parser and encoder, for TCP and for unusual UDP queries; [`wire`] answers
+//! I/O), [`full_zone`] for zones with a zone file or a backend's copy (referrals,
+//! CNAME, wildcards, additional records), [`sections`] holds what they decide;
+//! [`notify`] takes NOTIFY from a zone's backend; [`handler`] wraps it in the protocol
+//! (EDNS, truncation, response codes) through hickory's parser and encoder, for TCP and for unusual UDP queries; [`wire`] answers
 //! common UDP queries from the snapshot's precompiled bytes; [`scan`] finds what both
 //! paths refuse before hickory reads a message; [`udp`] runs one worker
 //! thread per socket, each with its own response rate limiter ([`rrl`]); [`tcp`] serves connections, fairly between
 //! clients ([`tcp_table`]); [`listen`] binds the sockets.
 
 pub mod answer;
+pub mod full_zone;
 pub mod handler;
 pub mod listen;
 pub mod mmsg;
+pub mod notify;
 pub mod rrl;
 pub mod scan;
+pub mod sections;
 pub mod stats;
 pub mod tcp;
 pub mod tcp_table;

@@ -12,6 +12,9 @@ use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
 const HEADER: usize = 12;
 const TYPE_OPT: u16 = 41;
 const TYPE_TXT: u16 = 16;
+const TYPE_NS: u16 = 2;
+/// MX, SRV, NS, SVCB, HTTPS: answers that carry their targets' addresses.
+const TYPES_WITH_ADDITIONAL: [u16; 5] = [15, 33, 2, 64, 65];
 const CLASS_IN: u16 = 1;
 const RCODE_NXDOMAIN: u8 = 3;
 const RCODE_REFUSED: u8 = 5;
@@ -85,6 +88,18 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         return Outcome::Answered;
     };
     let zone = &name.zone;
+    if zone.full {
+        // A zone file's zone: an RRset at an existing name is answered here; referrals,
+        // CNAME chains, wildcards, additional records and negative answers are the
+        // general path's.
+        return match plain_set(snapshot, &q, name, labels_above) {
+            Some(set) => {
+                positive(out, request, &q, set, zone);
+                Outcome::Answered
+            }
+            None => Outcome::General,
+        };
+    }
     if labels_above == 0 {
         answer_at(out, request, &q, name, zone);
         return Outcome::Answered;
@@ -96,6 +111,28 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         None => negative(out, request, &q, zone, RCODE_NXDOMAIN),
     }
     Outcome::Answered
+}
+
+/// In a zone with a zone file: the query's own RRset when it is the whole answer (the
+/// name exists, the type has no additional records to find, no delegation at or above
+/// the name).
+fn plain_set<'s>(
+    snapshot: &Snapshot,
+    q: &Question,
+    name: &'s WireName,
+    labels_above: usize,
+) -> Option<&'s WireSet> {
+    if labels_above != 0 || TYPES_WITH_ADDITIONAL.contains(&q.qtype) {
+        return None;
+    }
+    let set = name.set(q.qtype).filter(|s| s.count > 0)?;
+    let below_apex = (q.label_count - 1).saturating_sub(usize::from(name.zone.apex_labels));
+    let delegated = (0..below_apex).any(|n| {
+        snapshot.compiled.names.get(q.suffix(n)).is_some_and(|found| {
+            std::sync::Arc::ptr_eq(&found.zone, &name.zone) && found.set(TYPE_NS).is_some()
+        })
+    });
+    (!delegated).then_some(set)
 }
 
 /// The closest existing name above the query's, and how many labels above it is.

@@ -29,6 +29,7 @@ use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names::{self, Rules};
 use crate::spf;
 use crate::txt;
+use crate::zonefile;
 
 pub use dkim::DkimRecord;
 pub use dmarc::DmarcRecord;
@@ -48,6 +49,8 @@ struct RawPolicy {
     dmarc: Option<Spanned<dmarc::DmarcSection>>,
     dkim: Option<BTreeMap<Spanned<String>, Spanned<dkim::DkimSection>>>,
     transfer: Option<transfer::RawTransfer>,
+    zone_file: Option<Spanned<String>>,
+    backend: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +146,11 @@ pub struct ValidPolicy {
     pub dkim: Vec<DkimRecord>,
     /// The policy's own `[transfer]` table, narrowing the server's for this zone.
     pub transfer: Option<transfer::PolicyTransfer>,
+    /// The zone's other records, from `zone_file` (only when the zone is the domain).
+    pub zone_data: Option<std::sync::Arc<crate::zonefile::ZoneData>>,
+    /// The primary the zone's other records are transferred from (AXFR), instead of a
+    /// zone file (only when the zone is the domain).
+    pub backend: Option<std::net::SocketAddr>,
 }
 
 impl ValidPolicy {
@@ -152,6 +160,27 @@ impl ValidPolicy {
     pub fn spf_direct_lookups(&self) -> Option<usize> {
         let spf = self.spf.as_ref()?;
         Some(spf.lookup_terms + usize::from(self.zone != self.domain))
+    }
+}
+
+impl ValidPolicy {
+    /// The names this policy publishes in its zone, which a zone file or a backend's
+    /// copy of the zone may not hold.
+    pub fn managed(&self) -> zonefile::Managed {
+        let dkim: Vec<Option<DkimRecord>> = self.dkim.iter().cloned().map(Some).collect();
+        let below = published_below(self.dmarc.is_some(), &dkim);
+        managed_names(self.spf.as_ref(), &below, &self.zone)
+    }
+}
+
+fn managed_names(spf: Option<&SpfPolicy>, below: &[String], zone: &Name) -> zonefile::Managed {
+    zonefile::Managed {
+        spf: spf.is_some(),
+        macros: spf.is_some_and(|s| s.mode == SpfMode::Macro),
+        names: below
+            .iter()
+            .filter_map(|p| Name::from_ascii(format!("{p}.{zone}")).ok())
+            .collect(),
     }
 }
 
@@ -170,9 +199,23 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
 }
 
 pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
-    let raw: RawPolicy = toml::from_str(&src.text).map_err(|e| vec![src.toml_error(&e)])?;
+    parse_with_files(src).0
+}
+
+/// [`parse`], and the other files the policy reads (its zone file and the files that
+/// includes), valid or not: the reload service watches them.
+pub fn parse_with_files(src: &SourceFile) -> (Result<Loaded, Vec<Diagnostic>>, Vec<PathBuf>) {
+    let raw: RawPolicy = match toml::from_str(&src.text) {
+        Ok(raw) => raw,
+        Err(e) => return (Err(vec![src.toml_error(&e)]), Vec::new()),
+    };
     let mut diags = Diagnostics::new(src);
-    let policy = validate(raw, &mut diags);
+    let mut files = Vec::new();
+    let policy = validate(raw, &mut diags, &mut files);
+    (finish(policy, diags), files)
+}
+
+fn finish(policy: Option<ValidPolicy>, diags: Diagnostics) -> Result<Loaded, Vec<Diagnostic>> {
     match policy {
         Some(policy) if !diags.has_errors() => Ok(Loaded {
             policy,
@@ -182,7 +225,7 @@ pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
     }
 }
 
-fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
+fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -> Option<ValidPolicy> {
     let src = diags.source();
     let base_dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let domain = parse_name(&raw.domain, "domain", Rules::Host, diags);
@@ -228,6 +271,22 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
     let (domain, zone) = (domain?, zone?);
     let below = published_below(dmarc.is_some(), &dkim);
     check_name_lengths(&raw.domain, [&domain, &zone], &below, diags);
+    let backend = raw
+        .backend
+        .as_ref()
+        .and_then(|b| validate_backend(b, raw.zone_file.is_some(), &domain, &zone, diags));
+    let zone_data = match &raw.zone_file {
+        None => None,
+        Some(file) => {
+            let managed = managed_names(spf.as_ref().and_then(|s| s.as_ref()), &below, &zone);
+            let sites = ZoneSite {
+                domain: &domain,
+                zone: &zone,
+                base_dir: &base_dir,
+            };
+            Some(load_zone_file(file, &sites, &managed, diags, files)?)
+        }
+    };
     Some(ValidPolicy {
         path: src.path.clone(),
         domain_text: domain.to_string(),
@@ -240,7 +299,88 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
         transfer,
+        zone_data,
+        backend,
     })
+}
+
+/// `backend = "192.0.2.10:53"` (the port may be left out): an address, the zone the
+/// domain itself, and no zone file beside it.
+fn validate_backend(
+    raw: &Spanned<String>,
+    zone_file: bool,
+    domain: &Name,
+    zone: &Name,
+    diags: &mut Diagnostics,
+) -> Option<std::net::SocketAddr> {
+    let text = raw.get_ref();
+    let addr = text
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
+    let problem = match addr {
+        None => Some(format!(
+            "backend {text:?} is not an address: write the primary's IP address and port, as \"192.0.2.10:53\""
+        )),
+        Some(_) if zone_file => {
+            Some("backend and zone_file are two sources of the same records: keep one".into())
+        }
+        Some(_) if zone != domain => Some(format!(
+            "backend serves the whole zone of the domain: it needs zone = \"{}\"",
+            domain.to_string().trim_end_matches('.')
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        diags.error(raw.span(), problem);
+        return None;
+    }
+    addr
+}
+
+/// Where a zone file's records go.
+struct ZoneSite<'a> {
+    domain: &'a Name,
+    zone: &'a Name,
+    base_dir: &'a Path,
+}
+
+/// Reads `zone_file` (relative to the policy file): the zone must be the domain
+/// itself, and no record may sit at a name the policy publishes.
+fn load_zone_file(
+    file: &Spanned<String>,
+    site: &ZoneSite<'_>,
+    managed: &zonefile::Managed,
+    diags: &mut Diagnostics,
+    files: &mut Vec<PathBuf>,
+) -> Option<std::sync::Arc<zonefile::ZoneData>> {
+    if site.zone != site.domain {
+        diags.error(
+            file.span(),
+            format!(
+                "zone_file serves the whole zone of the domain: it needs zone = \"{}\" (the zone is {})",
+                site.domain.to_string().trim_end_matches('.'),
+                site.zone
+            ),
+        );
+        return None;
+    }
+    let path = site.base_dir.join(file.get_ref());
+    let (loaded, read) = zonefile::load(&path, site.zone);
+    files.extend(read);
+    match loaded {
+        Err(problems) => {
+            problems.into_iter().for_each(|d| diags.push(d));
+            None
+        }
+        Ok((data, warnings)) => {
+            warnings.into_iter().for_each(|d| diags.push(d));
+            let conflicts = zonefile::check::managed(&data, site.zone, managed);
+            let failed = !conflicts.is_empty();
+            conflicts.into_iter().for_each(|d| diags.push(d));
+            (!failed).then(|| std::sync::Arc::new(data))
+        }
+    }
 }
 
 /// A name of the policy file, absolute and lower-cased; an error names the field.

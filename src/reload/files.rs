@@ -16,6 +16,9 @@ struct FileState {
     digest: TextDigest,
     /// The version of this file in service, if any: the last valid one.
     served: Option<Arc<ValidPolicy>>,
+    /// Other files the last read read (a zone file and its includes, canonical paths),
+    /// with their digests: a change in one of them is a change of this policy.
+    deps: Vec<(PathBuf, TextDigest)>,
 }
 
 /// The length and a 64-bit hash of a file's bytes.
@@ -27,6 +30,11 @@ impl TextDigest {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> = Default::default();
         TextDigest(bytes.len(), hasher.hash_one(bytes))
+    }
+
+    /// The digest of a file's bytes now ([`TextDigest::UNREAD`] when it cannot be read).
+    fn of_file(path: &Path) -> Self {
+        std::fs::read(path).map_or(TextDigest::UNREAD, |b| TextDigest::of(&b))
     }
 
     /// Matches no file: the next read parses it again.
@@ -90,8 +98,17 @@ impl PolicyFiles {
         Ok(changes)
     }
 
-    /// Reads the files named (those that exist; the others are removed).
+    /// Reads the files named (those that exist; the others are removed); a zone file
+    /// named stands for the policies that read it.
     pub fn read_paths(&mut self, paths: HashSet<PathBuf>, diags: &mut Vec<Diagnostic>) -> Vec<FileChange> {
+        let mut paths = paths;
+        let dependents: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.deps.iter().any(|(d, _)| paths.contains(d)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        paths.extend(dependents);
         let ours = paths.into_iter().filter(|p| self.is_policy_file(p));
         let (present, gone): (Vec<PathBuf>, Vec<PathBuf>) = ours.partition(|p| p.is_file());
         let mut changes = self.forget(gone);
@@ -123,13 +140,24 @@ impl PolicyFiles {
                 }
             };
             let digest = TextDigest::of(&bytes);
-            if self.files.get(path).is_some_and(|f| f.digest == digest) {
+            if self.files.get(path).is_some_and(|f| {
+                f.digest == digest && f.deps.iter().all(|(p, d)| TextDigest::of_file(p) == *d)
+            }) {
                 continue;
             }
             let previous = self.files.get(path).and_then(|f| f.served.clone());
-            let parsed = crate::diag::SourceFile::from_bytes(path, bytes)
-                .map_err(|d| vec![d])
-                .and_then(|src| policy::parse(&src));
+            let (parsed, deps) = match crate::diag::SourceFile::from_bytes(path, bytes) {
+                Ok(src) => policy::parse_with_files(&src),
+                Err(d) => (Err(vec![d]), Vec::new()),
+            };
+            let deps = deps
+                .iter()
+                .map(|p| {
+                    let p = canonical(p);
+                    let digest = TextDigest::of_file(&p);
+                    (p, digest)
+                })
+                .collect();
             let served = match parsed {
                 Ok(loaded) => {
                     diags.extend(loaded.warnings);
@@ -144,7 +172,8 @@ impl PolicyFiles {
                     previous
                 }
             };
-            self.files.insert(path.clone(), FileState { digest, served });
+            self.files
+                .insert(path.clone(), FileState { digest, served, deps });
         }
         changed
     }
@@ -154,6 +183,22 @@ impl PolicyFiles {
         for file in self.files.values_mut() {
             file.digest = TextDigest::UNREAD;
         }
+    }
+
+    /// The other files policies read (zone files, their includes), canonical.
+    pub fn dependencies(&self) -> HashSet<PathBuf> {
+        self.files
+            .values()
+            .flat_map(|f| f.deps.iter().map(|(p, _)| p.clone()))
+            .collect()
+    }
+
+    /// The other files one policy read (and the paths it names them by).
+    pub fn dependencies_of(&self, path: &Path) -> Vec<PathBuf> {
+        self.files
+            .get(path)
+            .map(|f| f.deps.iter().map(|(p, _)| p.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Policy files that are symbolic links, by canonical target.
@@ -188,6 +233,20 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
         .collect();
     paths.sort();
     Ok(paths)
+}
+
+/// A path made canonical; for a file that does not exist (yet), its directory's
+/// canonical path and its name, as file events will name it.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        match (
+            path.parent().and_then(|d| std::fs::canonicalize(d).ok()),
+            path.file_name(),
+        ) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        }
+    })
 }
 
 /// `*.toml`, not hidden (editors' swap and temporary files are).

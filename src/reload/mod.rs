@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::Problems;
 use crate::alerts::{Alerts, Event};
+use crate::backend::Backends;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
 use crate::metrics::Counters;
@@ -95,6 +96,8 @@ pub struct Reloader {
     report_hosts: BTreeMap<String, BTreeSet<String>>,
     /// Told of every swap.
     swap_hooks: Vec<SwapHook>,
+    /// The copies of zones served from a backend (transferred by [`crate::backend`]).
+    backends: Arc<Backends>,
 }
 
 impl Reloader {
@@ -128,7 +131,13 @@ impl Reloader {
             report_needs: HashMap::new(),
             report_hosts: BTreeMap::new(),
             swap_hooks: Vec::new(),
+            backends: Arc::default(),
         }
+    }
+
+    /// The copies of backend zones this reloader serves (the transfer service fills them).
+    pub fn backends(&self) -> Arc<Backends> {
+        self.backends.clone()
     }
 
     /// A reloader that reads state but never writes it: for the offline commands.
@@ -242,6 +251,10 @@ impl Reloader {
         }
         for path in read {
             problems.remove(path);
+            // Errors in a policy's zone file are the zone file's (file:line).
+            for dep in self.files.dependencies_of(path) {
+                problems.remove(&dep);
+            }
         }
         for (path, errors) in &errors {
             if problems.get(path) != Some(errors) {
@@ -338,7 +351,8 @@ impl Reloader {
     /// (their served version stays: the zone is rebuilt with the new answers).
     fn with_republished(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
         let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
-        for domain in self.published.take_dirty() {
+        let backends = self.backends.take_dirty();
+        for domain in self.published.take_dirty().into_iter().chain(backends) {
             let Some(path) = self.claims.file_of(&domain).map(Path::to_path_buf) else {
                 continue;
             };
@@ -372,6 +386,7 @@ impl Reloader {
             let Some(policy) = self.files.served(&change.path).cloned() else {
                 continue;
             };
+            let policy = self.with_backend_copy(policy);
             let served = served_answer(current, &policy);
             let spf = self.published.answer_for(&policy, served);
             let spf = self.keep_macro_answers(&policy, served, spf);
@@ -382,6 +397,18 @@ impl Reloader {
             }
         }
         builder
+    }
+
+    /// A policy with a backend, with the backend's copy of the zone as its zone data.
+    fn with_backend_copy(&self, policy: Arc<ValidPolicy>) -> Arc<ValidPolicy> {
+        let Some(backend) = policy.backend else {
+            return policy;
+        };
+        let copy = self.backends.copy(&policy.zone_lower, backend);
+        Arc::new(ValidPolicy {
+            zone_data: Some(copy),
+            ..(*policy).clone()
+        })
     }
 
     /// After a switch from macro mode, the per-address names keep answering from the

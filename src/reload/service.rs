@@ -73,6 +73,10 @@ pub fn spawn(mut reloader: Reloader) -> std::io::Result<(mpsc::Sender<Trigger>, 
     debouncer
         .watch(reloader.policy_dir(), RecursiveMode::NonRecursive)
         .map_err(watch_error)?;
+    // The watches on link targets and zone files are in place when `spawn` returns: an
+    // edit made right after is seen.
+    let mut links = Links::default();
+    let _ = links.follow(&reloader, &mut debouncer);
     let stop = tx.clone();
     let handle = ServiceHandle::spawn(
         "reload",
@@ -81,8 +85,6 @@ pub fn spawn(mut reloader: Reloader) -> std::io::Result<(mpsc::Sender<Trigger>, 
         },
         move || {
             crate::os::lower_thread_priority();
-            let mut links = Links::default();
-            let _ = links.follow(&reloader, &mut debouncer);
             while let Ok(first) = rx.recv() {
                 // Several triggers queued while reloading need one reload, not many.
                 let mut scope = Scope::Nothing;
@@ -132,7 +134,8 @@ fn reload_guarded(reloader: &mut Reloader, scope: Scope) {
 }
 
 /// Policy files that are symbolic links: their targets' directories are watched too,
-/// so that an edit of the target (in place or by rename, as editors do) is seen.
+/// so that an edit of the target (in place or by rename, as editors do) is seen; and
+/// the directories of zone files, for the same reason.
 #[derive(Default)]
 struct Links {
     /// Canonical target path → the link in the policy directory.
@@ -159,6 +162,19 @@ impl Links {
                     newly.insert(link.clone());
                 }
                 Err(e) => warn!(dir = %dir.display(), "cannot watch the target of a linked policy file: {e}"),
+            }
+        }
+        // Zone files (and their includes) outside the policy directory.
+        for dep in reloader.files.dependencies() {
+            let Some(dir) = dep.parent() else { continue };
+            if dir == reloader.policy_dir() || self.watched.contains(dir) {
+                continue;
+            }
+            match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir.to_path_buf());
+                }
+                Err(e) => warn!(dir = %dir.display(), "cannot watch the directory of a zone file: {e}"),
             }
         }
         newly

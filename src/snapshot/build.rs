@@ -223,7 +223,10 @@ impl Builder {
         let mut summary = Summary::default();
         let mut changes = Changes::default();
         for (content, policy, fingerprint) in self.staged {
-            let serial = book.serial_for(&content.apex, fingerprint, now_unix);
+            let serial = match content.file.serial() {
+                Some(floor) => book.serial_at_least(&content.apex, fingerprint, now_unix, floor),
+                None => book.serial_for(&content.apex, fingerprint, now_unix),
+            };
             let apex = policy.zone_lower.clone();
             match self.base.zones.contains_key(&apex) {
                 true => summary.changed.push((apex, serial)),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict};
 
 use super::sharded::{Editor, Sharded};
 use super::{MacroAnswers, MacroTable, Node, Zone};
@@ -88,6 +88,13 @@ pub struct WireZone {
     /// a pointer to where the apex starts in the question), TTL min(TTL, MINIMUM).
     pub soa_tail: Box<[u8]>,
     pub macros: Option<WireMacros>,
+    /// The zone serves a zone file's records: CNAME chasing, delegations, wildcards and
+    /// additional records are the general path's ([`crate::snapshot::Zone`]s without a
+    /// zone file have none of these, and the UDP fast path answers them alone).
+    pub full: bool,
+    /// The zone's records come from a backend whose copy is missing or expired: names
+    /// other than spfd's own get SERVFAIL.
+    pub expired: bool,
 }
 
 #[derive(Debug)]
@@ -106,17 +113,26 @@ pub struct ZoneWire {
     pub zone: Arc<WireZone>,
 }
 
+/// What [`ZoneWire::build`] needs besides the names.
+pub struct Apex<'a> {
+    pub name: &'a Name,
+    pub soa: &'a Record,
+    pub ns: &'a [Record],
+    /// The zone has a zone file's records (see [`WireZone::full`]).
+    pub full: bool,
+    /// See [`WireZone::expired`].
+    pub expired: bool,
+}
+
 impl ZoneWire {
     pub fn build(
-        apex: &Name,
-        soa: &Record,
-        ns: &[Record],
+        apex: &Apex<'_>,
         nodes: &HashMap<LowerName, Node>,
         macros: Option<&MacroAnswers>,
     ) -> ZoneWire {
         let zone = Arc::new(WireZone {
-            apex_labels: apex.num_labels(),
-            soa_tail: soa_tail(soa),
+            apex_labels: apex.name.num_labels(),
+            soa_tail: soa_tail(apex.soa),
             macros: macros.map(|m| WireMacros {
                 table: m.table.clone(),
                 answers: m
@@ -125,25 +141,42 @@ impl ZoneWire {
                     .map(|r| encode_set(std::slice::from_ref(r)))
                     .collect(),
             }),
+            full: apex.full,
+            expired: apex.expired,
         });
         let names = nodes
             .iter()
             .map(|(name, node)| {
                 // SOA and NS first: the order of a full answer to ANY.
                 let mut sets: Vec<(u16, WireSet)> = Vec::new();
-                if name.num_labels() == apex.num_labels() {
-                    sets.push((u16::from(RecordType::SOA), encode_set(std::slice::from_ref(soa))));
-                    sets.push((u16::from(RecordType::NS), encode_set(ns)));
+                if name.num_labels() == apex.name.num_labels() {
+                    sets.push((
+                        u16::from(RecordType::SOA),
+                        encode_set(std::slice::from_ref(apex.soa)),
+                    ));
+                    sets.push((u16::from(RecordType::NS), encode_set(apex.ns)));
                 }
-                if !node.txt.is_empty() {
-                    sets.push((u16::from(RecordType::TXT), encode_set(&node.txt)));
-                }
+                sets.extend(by_type(&node.records).map(|(t, set)| (u16::from(t), encode_set(&set))));
                 (Arc::from(wire_name(&Name::from(name.clone()))), Arc::from(sets))
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         ZoneWire { names, zone }
     }
+}
+
+/// Records grouped into RRsets, in the order each type first appears.
+fn by_type(records: &[Record]) -> impl Iterator<Item = (RecordType, Vec<Record>)> + '_ {
+    let mut types: Vec<RecordType> = Vec::new();
+    for r in records {
+        if !types.contains(&r.record_type()) {
+            types.push(r.record_type());
+        }
+    }
+    types.into_iter().map(move |t| {
+        let set = records.iter().filter(|r| r.record_type() == t).cloned().collect();
+        (t, set)
+    })
 }
 
 /// Every zone's wire data, indexed by name, in shards shared between snapshots: a
@@ -225,7 +258,15 @@ fn rdata(data: &RData) -> Vec<u8> {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
-        other => unreachable!("spfd publishes TXT, SOA and NS only, not {}", other.record_type()),
+        // Zone-file records: names uncompressed, in the case written (checked to
+        // encode when the file was read).
+        other => {
+            let mut encoder = BinEncoder::new(&mut out);
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+            other
+                .emit(&mut encoder)
+                .expect("zone-file records are checked to encode");
+        }
     }
     out
 }
@@ -294,6 +335,8 @@ mod tests {
             apex_labels: 3,
             soa_tail: soa_tail(&soa),
             macros: None,
+            full: false,
+            expired: false,
         };
         let negative = zone.negative_soa(&asked).unwrap();
         assert_eq!(negative.name, asked);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{NS, SOA, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 pub mod build;
 pub mod compiled;
@@ -34,10 +34,12 @@ pub type ZoneMap = sharded::Sharded<LowerName, Arc<Zone>>;
 /// The one cell the handler reads and the reload service writes.
 pub type SnapshotCell = ArcSwap<Snapshot>;
 
-/// The records of one name of a zone being built (compiled to wire form, then dropped).
+/// The records of one name of a zone being built (compiled to wire form, then dropped):
+/// spfd's own TXT records and, in a zone with a zone file, that file's records of any
+/// type (SOA and apex NS apart: see [`ZoneContent`]).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Node {
-    pub txt: Vec<Record>,
+    pub records: Vec<Record>,
 }
 
 /// One zone spfd is authoritative for, built from one policy. Its records are kept
@@ -47,7 +49,7 @@ pub struct Node {
 pub struct Zone {
     pub apex: Name,
     pub serial: u32,
-    /// The TTL of every record of the zone.
+    /// The TTL of the policy's records (a zone file's records keep their own).
     pub ttl: u32,
     /// The policy this zone was built from, for reports and for `spfd records`.
     pub policy: Arc<ValidPolicy>,
@@ -230,6 +232,63 @@ pub struct ZoneContent {
     pub ttl: u32,
     pub nodes: HashMap<LowerName, Node>,
     pub spf_answer: Option<Arc<SpfAnswer>>,
+    /// What a zone file says about the apex (empty without one).
+    pub file: FileRecords,
+}
+
+/// A zone file's SOA and apex NS: spfd serves its own SOA (its serial grows with
+/// every change, the file's or spfd's) with the file's names and timers, and the file's
+/// NS records in place of the configured name servers.
+#[derive(Debug, Default, Clone)]
+pub struct FileRecords {
+    /// Whether the zone has a zone file: its queries take the general path (CNAME,
+    /// delegations, wildcards, additional records).
+    pub present: bool,
+    /// The records come from a backend whose copy is missing or expired.
+    pub expired: bool,
+    pub soa: Option<Record>,
+    pub ns: Vec<Record>,
+}
+
+impl FileRecords {
+    /// Adds a zone file's records to `nodes` (the policy's own are there already: an
+    /// RRset both add to, the apex TXT, takes the TTL of spfd's records).
+    fn merge(
+        data: &crate::zonefile::ZoneData,
+        apex: &Name,
+        nodes: &mut HashMap<LowerName, Node>,
+    ) -> FileRecords {
+        let mut file = FileRecords {
+            present: true,
+            expired: data.expired,
+            ..FileRecords::default()
+        };
+        let apex_labels = apex.num_labels();
+        for (record, _) in &data.records {
+            let rtype = record.record_type();
+            match rtype {
+                RecordType::SOA => file.soa = Some(record.clone()),
+                RecordType::NS if record.name.num_labels() == apex_labels => file.ns.push(record.clone()),
+                _ => {
+                    let node = nodes.entry(LowerName::new(&record.name)).or_default();
+                    let mut record = record.clone();
+                    if let Some(ours) = node.records.iter().find(|r| r.record_type() == rtype) {
+                        record.ttl = ours.ttl;
+                    }
+                    node.records.push(record);
+                }
+            }
+        }
+        file
+    }
+
+    /// The file's SOA serial, a floor for the zone's.
+    pub fn serial(&self) -> Option<u32> {
+        match &self.soa.as_ref()?.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        }
+    }
 }
 
 impl ZoneContent {
@@ -252,7 +311,11 @@ impl ZoneContent {
         nodes.insert(LowerName::new(&apex), Node::default());
         let mut add = |name: Name, strings: Vec<String>| {
             let record = Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(strings)));
-            nodes.entry(LowerName::new(&name)).or_default().txt.push(record);
+            nodes
+                .entry(LowerName::new(&name))
+                .or_default()
+                .records
+                .push(record);
         };
         match (&policy.spf, spf_answer.as_deref()) {
             (Some(_), Some(answer)) => {
@@ -276,11 +339,16 @@ impl ZoneContent {
         for (owner, text) in extra {
             add(owner.clone(), txt::split_plain(text));
         }
+        let file = policy
+            .zone_data
+            .as_deref()
+            .map(|data| FileRecords::merge(data, &apex, &mut nodes))
+            .unwrap_or_default();
         add_empty_non_terminals(&apex, &mut nodes);
         // hickory's Record is a few hundred octets; a Vec grown by push keeps room for
         // four. With a hundred thousand zones that spare room is most of the memory.
         for node in nodes.values_mut() {
-            node.txt.shrink_to_fit();
+            node.records.shrink_to_fit();
         }
         nodes.shrink_to_fit();
         ZoneContent {
@@ -288,6 +356,7 @@ impl ZoneContent {
             ttl,
             nodes,
             spf_answer,
+            file,
         }
     }
 
@@ -302,9 +371,14 @@ impl ZoneContent {
         let mut lines: Vec<String> = self
             .nodes
             .values()
-            .flat_map(|n| n.txt.iter())
+            .flat_map(|n| n.records.iter())
+            .chain(self.file.soa.iter())
+            .chain(self.file.ns.iter())
             .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
             .collect();
+        if self.file.expired {
+            lines.push("expired".into());
+        }
         lines.sort();
         if let Some(table) = self.spf_answer.as_ref().and_then(|a| a.macro_table.as_ref()) {
             lines.push(format!("{table:?}"));
@@ -322,30 +396,48 @@ impl ZoneContent {
         servers: &ServerIdentity,
         policy: Arc<ValidPolicy>,
     ) -> Zone {
-        let soa = Record::from_rdata(
-            self.apex.clone(),
-            self.ttl,
-            RData::SOA(SOA::new(
-                servers.nameservers[0].clone(),
-                servers.hostmaster.clone(),
-                serial,
-                SOA_REFRESH,
-                SOA_RETRY,
-                SOA_EXPIRE,
+        let soa = match self.file.soa.as_ref().map(|r| (r.ttl, &r.data)) {
+            Some((ttl, RData::SOA(theirs))) => {
+                let mut ours = theirs.clone();
+                ours.serial = serial;
+                Record::from_rdata(self.apex.clone(), ttl, RData::SOA(ours))
+            }
+            _ => Record::from_rdata(
+                self.apex.clone(),
                 self.ttl,
-            )),
-        );
-        let ns: Vec<Record> = servers
-            .nameservers
-            .iter()
-            .map(|n| Record::from_rdata(self.apex.clone(), self.ttl, RData::NS(NS(n.clone()))))
-            .collect();
+                RData::SOA(SOA::new(
+                    servers.nameservers[0].clone(),
+                    servers.hostmaster.clone(),
+                    serial,
+                    SOA_REFRESH,
+                    SOA_RETRY,
+                    SOA_EXPIRE,
+                    self.ttl,
+                )),
+            ),
+        };
+        let ns: Vec<Record> = if self.file.ns.is_empty() {
+            servers
+                .nameservers
+                .iter()
+                .map(|n| Record::from_rdata(self.apex.clone(), self.ttl, RData::NS(NS(n.clone()))))
+                .collect()
+        } else {
+            self.file.ns.clone()
+        };
         let macros = self
             .spf_answer
             .as_ref()
             .and_then(|a| a.macro_table.clone())
             .map(|t| MacroAnswers::new(t, &self.apex, self.ttl));
-        let wire = compiled::ZoneWire::build(&self.apex, &soa, &ns, &self.nodes, macros.as_ref());
+        let apex = compiled::Apex {
+            name: &self.apex,
+            soa: &soa,
+            ns: &ns,
+            full: self.file.present,
+            expired: self.file.expired,
+        };
+        let wire = compiled::ZoneWire::build(&apex, &self.nodes, macros.as_ref());
         Zone {
             apex: self.apex,
             serial,

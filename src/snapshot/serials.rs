@@ -58,6 +58,20 @@ impl SerialBook {
         serial
     }
 
+    /// [`SerialBook::serial_for`], never behind `floor` (a zone file's own serial, in
+    /// serial arithmetic, RFC 1982): secondaries that knew the file's serial still see
+    /// the zone move forward.
+    pub fn serial_at_least(&mut self, apex: &Name, fingerprint: u64, now_unix: u64, floor: u32) -> u32 {
+        let serial = self.serial_for(apex, fingerprint, now_unix);
+        let ahead = floor.wrapping_sub(serial);
+        if ahead == 0 || ahead >= (1 << 31) {
+            return serial;
+        }
+        self.entries
+            .insert(apex.to_lowercase().to_string(), (floor, fingerprint));
+        floor
+    }
+
     /// How many zones have a serial.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -1,0 +1,233 @@
+//! Backend transfer mode: Knot DNS is the primary of example.test on loopback; spfd's
+//! policy names it as `backend`, transfers the zone, serves it with its own SPF and
+//! DMARC records on top (the primary's old SPF record is left out), follows a change
+//! on Knot's NOTIFY, refuses NOTIFY from other hosts, keeps serving its copy while
+//! the primary is down and answers SERVFAIL past the SOA expire.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use common::{Setup, query, tcp_raw};
+use spfd::server;
+
+/// The SOA expire of the test zone: long enough for the steps before the primary stops,
+/// short enough to wait for.
+const EXPIRE: u64 = 5;
+
+fn zone(serial: u32, www: &str) -> String {
+    format!(
+        "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 {EXPIRE} 300\n@ NS ns1\n\
+         ns1 A 192.0.2.53\nwww A {www}\n@ TXT \"v=spf1 -all\"\n@ MX 10 www\n"
+    )
+}
+
+/// A port free for UDP and TCP on 127.0.0.1.
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Knot {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Knot {
+    fn start(port: u16, notify: u16, text: &str) -> Knot {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\n    background-workers: 1\n    \
+             udp-workers: 1\n    tcp-workers: 1\ndatabase:\n    storage: \"{d}/db\"\nlog:\n  - target: \"{d}/knot.log\"\n    \
+             any: info\nremote:\n  - id: spfd\n    address: 127.0.0.1@{notify}\nacl:\n  - id: xfr\n    \
+             address: 127.0.0.1\n    action: transfer\ntemplate:\n  - id: default\n    storage: \"{d}\"\n    \
+             semantic-checks: off\n    journal-content: none\n    zonefile-sync: -1\nzone:\n  - domain: example.test\n    \
+             file: \"example.test.zone\"\n    notify: spfd\n    acl: xfr\n"
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+        std::fs::write(dir.path().join("example.test.zone"), text).unwrap();
+        let knotd = if Path::new("/usr/sbin/knotd").exists() {
+            "/usr/sbin/knotd"
+        } else {
+            "knotd"
+        };
+        let child = Command::new(knotd)
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("knotd (Debian package knot)");
+        Knot { child, dir }
+    }
+
+    /// A new zone file, loaded by `knotc zone-reload` (Knot then sends NOTIFY).
+    fn change(&self, text: &str) {
+        std::fs::write(self.dir.path().join("example.test.zone"), text).unwrap();
+        let knotc = if Path::new("/usr/sbin/knotc").exists() {
+            "/usr/sbin/knotc"
+        } else {
+            "knotc"
+        };
+        let status = Command::new(knotc)
+            .arg("-c")
+            .arg(self.dir.path().join("knot.conf"))
+            .args(["zone-reload", "example.test"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "knotc zone-reload");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    Message::from_vec(&tcp_raw(addr, &query(name, rtype).to_vec().unwrap()).await).unwrap()
+}
+
+fn a_records(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter(|r| r.record_type() == RecordType::A)
+        .map(|r| r.data.to_string())
+        .collect()
+}
+
+/// Asks until `want` is among the A records of `name` (at most 30 s: a safety net for a
+/// loaded machine, not a timing assertion).
+async fn until_a(addr: SocketAddr, name: &str, want: &str) -> Message {
+    for _ in 0..600 {
+        let m = ask(addr, name, RecordType::A).await;
+        if a_records(&m).iter().any(|a| a == want) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never answered {want}");
+}
+
+/// A NOTIFY for example.test sent over UDP from `source`.
+async fn notify_from(source: &str, server: SocketAddr) -> Message {
+    let mut msg = Message::new(4711, MessageType::Query, OpCode::Notify);
+    msg.add_query(Query::query(
+        Name::from_ascii("example.test.").unwrap(),
+        RecordType::SOA,
+    ));
+    let socket = tokio::net::UdpSocket::bind((source, 0)).await.unwrap();
+    socket.send_to(&msg.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spfd_follows_a_knot_primary_on_notify() {
+    let (knot_port, spfd_port) = (free_port(), free_port());
+    let mut knot = Knot::start(knot_port, spfd_port, &zone(1, "192.0.2.1"));
+    let policy = format!(
+        "domain = \"example.test\"\nzone = \"example.test\"\nbackend = \"127.0.0.1:{knot_port}\"\n\
+         [spf]\nrecord = \"v=spf1 ip4:192.0.2.0/24 -all\"\nmode = \"passthrough\"\n[dmarc]\np = \"none\"\n"
+    );
+    let setup = Setup::new(&[("example.test.toml", &policy)]);
+    let config = common::config_text().replace("127.0.0.1:0", &format!("127.0.0.1:{spfd_port}"));
+    std::fs::write(setup.config_path(), config).unwrap();
+    let running = server::start(&setup.config()).await.unwrap();
+    let spfd = running.addrs[0];
+
+    // The transferred zone, with spfd's names on top and the primary's SPF left out.
+    let m = until_a(spfd, "www.example.test", "192.0.2.1").await;
+    assert!(m.metadata.authoritative);
+    let txt = ask(spfd, "example.test", RecordType::TXT).await;
+    let texts: Vec<String> = txt.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].contains("ip4:192.0.2.0/24"), "{texts:?}");
+    let dmarc = ask(spfd, "_dmarc.example.test", RecordType::TXT).await;
+    assert_eq!(dmarc.answers.len(), 1);
+    let mx = ask(spfd, "example.test", RecordType::MX).await;
+    let glue: Vec<String> = mx.additionals.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(glue, ["192.0.2.1"], "the MX target's address in additional");
+    let nx = ask(spfd, "nothing.example.test", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    let soa = ask(spfd, "example.test", RecordType::SOA).await;
+    let Some(RData::SOA(first)) = soa.answers.first().map(|r| r.data.clone()) else {
+        panic!("{soa}")
+    };
+
+    // A change on the primary reaches spfd by NOTIFY (the SOA refresh is an hour).
+    knot.change(&zone(2, "192.0.2.2"));
+    until_a(spfd, "www.example.test", "192.0.2.2").await;
+    let soa = ask(spfd, "example.test", RecordType::SOA).await;
+    let Some(RData::SOA(second)) = soa.answers.first().map(|r| r.data.clone()) else {
+        panic!("{soa}")
+    };
+    assert!(
+        second.serial.wrapping_sub(first.serial) as i32 > 0,
+        "{} then {}",
+        first.serial,
+        second.serial
+    );
+
+    // NOTIFY is answered only from the backend's address.
+    let accepted = notify_from("127.0.0.1", spfd).await;
+    assert_eq!(accepted.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(accepted.metadata.op_code, OpCode::Notify);
+    assert!(accepted.metadata.authoritative);
+    let refused = notify_from("127.0.0.2", spfd).await;
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+
+    // The primary goes away: the copy stays served (a NOTIFY makes spfd try, and fail).
+    let stopped = std::time::Instant::now();
+    knot.stop();
+    notify_from("127.0.0.1", spfd).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(EXPIRE),
+        "too slow to check before expiry"
+    );
+    assert_eq!(
+        a_records(&ask(spfd, "www.example.test", RecordType::A).await),
+        ["192.0.2.2"]
+    );
+    // Past the SOA expire, a failed refresh drops the copy: SERVFAIL, never NXDOMAIN, for
+    // the zone's names; spfd's own names still answer.
+    tokio::time::sleep(Duration::from_secs(EXPIRE)).await;
+    let mut www = ask(spfd, "www.example.test", RecordType::A).await;
+    for _ in 0..200 {
+        if www.metadata.response_code == ResponseCode::ServFail {
+            break;
+        }
+        notify_from("127.0.0.1", spfd).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        www = ask(spfd, "www.example.test", RecordType::A).await;
+    }
+    assert_eq!(www.metadata.response_code, ResponseCode::ServFail, "{www}");
+    let dmarc = ask(spfd, "_dmarc.example.test", RecordType::TXT).await;
+    assert_eq!(dmarc.answers.len(), 1, "{dmarc}");
+    running.shutdown().await.unwrap();
+}
