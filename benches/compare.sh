@@ -4,11 +4,18 @@
 # one table: qps, server CPU per query, latency and lost queries, with spfd/peer ratios.
 #
 #   benches/compare.sh [--macro] [--no-install]
+#   benches/compare.sh --saturation [--no-install]
 #
 #   --macro       run the macro-mode section (spfd's per-address answers against rbldnsd
 #                 ip4trie/ip6trie data sets) even when spfd does not answer macro-mode
 #                 names; by default it runs only when a probe (`spfd check` and one query
 #                 on a macro-mode policy) shows that it does.
+#   --saturation  only the saturation cases (issue 15): dnsperf -c 4 unthrottled (SAT_ZONES
+#                 policies, 200) against spfd with its default workers and with 1, NSD with
+#                 server-count 1 and 2, Knot with 1 and 2 UDP workers; then macro answers from a
+#                 5,000 + 500 CIDR tree (six includes served by a second spfd) against
+#                 rbldnsd. Prints qps and CPU per answer (server user+system CPU from
+#                 /proc/PID/stat before and after, over the answers) for each.
 #   --no-install  do not apt-get install missing tools.
 #
 # Environment: ZONES (1000), RUNS (3), DURATION (10: seconds of a throughput run),
@@ -25,21 +32,26 @@ DURATION=${DURATION:-10}
 LAT_DURATION=${LAT_DURATION:-5}
 LAT_QPS=${LAT_QPS:-100000}
 CLIENTS=${CLIENTS:-8}
+TREE_ZONES=${TREE_ZONES:-20}
 PORT_BASE=${PORT_BASE:-25300}
 MACRO=auto
 INSTALL=yes
+SATURATION=no
 for arg in "$@"; do
     case $arg in
         --macro) MACRO=yes ;;
         --no-install) INSTALL=no ;;
-        *) echo "usage: $0 [--macro] [--no-install]" >&2; exit 2 ;;
+        --saturation) SATURATION=yes CLIENTS=${SAT_CLIENTS:-4} ZONES=${SAT_ZONES:-200} ;;
+        *) echo "usage: $0 [--macro] [--no-install] | --saturation [--no-install]" >&2; exit 2 ;;
     esac
 done
 
 ADDR=127.0.0.1
 export PATH=$PATH:/usr/sbin
 declare -A PORT=([spfd]=$((PORT_BASE + 1)) [nsd]=$((PORT_BASE + 2)) [knot]=$((PORT_BASE + 3))
-    [spfd-macro]=$((PORT_BASE + 4)) [rbldnsd]=$((PORT_BASE + 5)))
+    [spfd-macro]=$((PORT_BASE + 4)) [rbldnsd]=$((PORT_BASE + 5)) [spfd-w1]=$((PORT_BASE + 6))
+    [nsd-1]=$((PORT_BASE + 7)) [knot-1]=$((PORT_BASE + 8)) [upstream]=$((PORT_BASE + 9))
+    [spfd-macro-w1]=$((PORT_BASE + 10)))
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/spfd-compare.XXXXXX)
 CLK_TCK=$(getconf CLK_TCK)
@@ -171,13 +183,14 @@ p = "$DKIM_KEY"
 EOF
 }
 
-spfd_config() { # port policy-dir state-dir
+spfd_config() { # port policy-dir state-dir [workers [upstream-port]]
     cat <<EOF
 [server]
 listen = ["$ADDR:$1"]
 nameservers = ["ns1.spfd.test", "ns2.spfd.test"]
 hostmaster = "hostmaster@spfd.test"
 state_dir = "$3"
+${4:+workers = $4}
 
 [server.rrl]
 enabled = false   # dnsperf asks from one address; NSD and Knot run without RRL here too
@@ -185,6 +198,7 @@ enabled = false   # dnsperf asks from one address; NSD and Knot run without RRL 
 [policies]
 dir = "$2"
 EOF
+    [[ -z ${5:-} ]] || printf '\n[upstream]\nnameservers = ["%s:%s"]\ntimeout = "1s"\n' "$ADDR" "$5"
 }
 
 # A zone file (NSD and Knot read the same one); the DKIM text is split every 255
@@ -202,23 +216,24 @@ s1._domainkey IN TXT "${DKIM_RECORD:0:255}" "${DKIM_RECORD:255}"
 EOF
 }
 
-nsd_config() {
+nsd_config() { # name server-count (its files under $WORK/name)
+    local d="$WORK/$1"
     cat <<EOF
 server:
     ip-address: $ADDR
-    port: ${PORT[nsd]}
+    port: ${PORT[$1]}
     do-ip6: no
-    server-count: 2
+    server-count: $2
     reuseport: yes
     username: ""
     chroot: ""
     database: ""
     zonesdir: "$WORK/zones"
-    zonelistfile: "$WORK/nsd/zone.list"
-    xfrdfile: "$WORK/nsd/xfrd.state"
-    xfrdir: "$WORK/nsd"
-    pidfile: "$WORK/nsd/nsd.pid"
-    logfile: "$WORK/nsd/nsd.log"
+    zonelistfile: "$d/zone.list"
+    xfrdfile: "$d/xfrd.state"
+    xfrdir: "$d"
+    pidfile: "$d/nsd.pid"
+    logfile: "$d/nsd.log"
     verbosity: 0
     hide-version: yes
     # Like spfd and Knot: no NS RRset in the authority section of answers.
@@ -234,21 +249,22 @@ EOF
     done
 }
 
-knot_config() {
+knot_config() { # name udp-workers (its files under $WORK/name)
+    local d="$WORK/$1"
     cat <<EOF
 server:
-    rundir: "$WORK/knot"
-    listen: $ADDR@${PORT[knot]}
-    udp-workers: 2
+    rundir: "$d"
+    listen: $ADDR@${PORT[$1]}
+    udp-workers: $2
     tcp-workers: 1
     background-workers: 1
 log:
   - target: stderr
     any: warning
 database:
-    storage: "$WORK/knot/db"
+    storage: "$d/db"
 control:
-    listen: "$WORK/knot/knot.sock"
+    listen: "$d/knot.sock"
 template:
   - id: default
     storage: "$WORK/zones"
@@ -262,14 +278,16 @@ EOF
 }
 
 generate_records() {
-    mkdir -p "$WORK"/{policies,spfd-state,zones,nsd,knot/db}
+    mkdir -p "$WORK"/{policies,spfd-state,zones,nsd,knot/db,nsd-1,knot-1/db}
     for ((i = 0; i < ZONES; i++)); do
         spfd_policy "$i" passthrough >"$WORK/policies/d$i.toml"
         zone_file "$i" >"$WORK/zones/_spf.d$i.test.zone"
     done
     spfd_config "${PORT[spfd]}" "$WORK/policies" "$WORK/spfd-state" >"$WORK/spfd.toml"
-    nsd_config >"$WORK/nsd/nsd.conf"
-    knot_config >"$WORK/knot/knot.conf"
+    nsd_config nsd 2 >"$WORK/nsd/nsd.conf"
+    nsd_config nsd-1 1 >"$WORK/nsd-1/nsd.conf"
+    knot_config knot 2 >"$WORK/knot/knot.conf"
+    knot_config knot-1 1 >"$WORK/knot-1/knot.conf"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -467,6 +485,138 @@ start_macro_servers() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Saturation (--saturation, issue 15): each server alone at full load, dnsperf -c 4 without
+# -Q, every peer at each of its efficient settings; CPU per answer is what decides how far
+# one machine goes.
+
+saturate() { # CASE QUERYFILE SERVER...
+    local case=$1 queries=$2 run server
+    shift 2
+    for ((run = 1; run <= RUNS; run++)); do
+        for server in "$@"; do measure "$case" "$server" "$queries" "$DURATION"; done
+    done
+}
+
+# The macro tree: five includes of 1,000 IPv4 /24s each and one of 500 IPv6 /48s (random,
+# fixed seed), served as written by a second spfd (the upstream); TREE_ZONES macro-mode
+# policies include all six. rbldnsd answers the same ranges "+all", every other address
+# "-all", as spfd's table does.
+setup_macro_tree() {
+    local i soa='$SOA 300 ns1.spfd.test. hostmaster.spfd.test. 2026010101 3600 900 1209600 300'
+    mkdir -p "$WORK"/{up-policies,up-state,tree-policies,tree-state,rbl}
+    awk -v dir="$WORK" 'function policy(p, r) {
+            printf "domain = \"prov%d.test\"\nttl = 300\n\n[spf]\nrecord = \"%s -all\"\nmode = \"passthrough\"\n", p, r >(dir "/up-policies/prov" p ".toml") }
+        BEGIN { srand(46)
+            for (p = 0; p < 5; p++) { r = "v=spf1"
+                for (i = 0; i < 1000; i++) {
+                    n = sprintf("%d.%d.%d.0/24", 1 + int(rand() * 223), int(rand() * 256), int(rand() * 256))
+                    r = r " ip4:" n; print n >(dir "/tree-v4") }
+                policy(p, r) }
+            r = "v=spf1"
+            for (i = 0; i < 500; i++) { n = sprintf("2001:db8:%x::/48", int(rand() * 65536)); r = r " ip6:" n; print n >(dir "/tree-v6") }
+            policy(5, r) }'
+    for ((i = 0; i < TREE_ZONES; i++)); do
+        printf 'domain = "t%d.test"\nttl = 300\n\n[spf]\nrecord = "v=spf1 %s -all"\nmode = "macro"\n' "$i" \
+            "$(printf 'include:_spf.prov%d.test ' 0 1 2 3 4 5 | sed 's/ $//')" >"$WORK/tree-policies/t$i.toml"
+    done
+    spfd_config "${PORT[upstream]}" "$WORK/up-policies" "$WORK/up-state" >"$WORK/upstream.toml"
+    spfd_config "${PORT[spfd-macro]}" "$WORK/tree-policies" "$WORK/tree-state" "" "${PORT[upstream]}" >"$WORK/spfd-macro.toml"
+    mkdir -p "$WORK/tree-state-w1"
+    spfd_config "${PORT[spfd-macro-w1]}" "$WORK/tree-policies" "$WORK/tree-state-w1" 1 "${PORT[upstream]}" >"$WORK/spfd-macro-w1.toml"
+    { echo "$soa"; echo '0/0 :127.0.0.2:v=spf1 -all'; sed 's/$/ :127.0.0.2:v=spf1 +all/' "$WORK/tree-v4"; } >"$WORK/rbl/tree-v4"
+    { echo "$soa"; echo '::/0 :127.0.0.2:v=spf1 -all'; sed 's/$/ :127.0.0.2:v=spf1 +all/' "$WORK/tree-v6"; } >"$WORK/rbl/tree-v6"
+    chmod 755 "$WORK" "$WORK/rbl"
+    chmod 644 "$WORK"/rbl/*
+    # 40% an address inside the tree, 40% any IPv4 address, 20% IPv6 in 2001:db8::/32
+    # (half of them inside the tree).
+    awk -v n="$TREE_ZONES" -v dir="$WORK" 'function nib(k, s, i) { s = ""; for (i = 0; i < k; i++) s = s sprintf("%x", int(rand() * 16)); return s }
+        BEGIN { srand(47)
+            while ((getline line <(dir "/tree-v4")) > 0) { split(line, a, /[.\/]/); v4[c4++] = a[3] "." a[2] "." a[1] }
+            while ((getline line <(dir "/tree-v6")) > 0) { split(line, a, ":"); v6[c6++] = sprintf("%04s", a[3]) }
+            for (q = 0; q < 100000; q++) {
+                z = int(rand() * n); r = rand()
+                if (r < 0.4) printf "%d.%s.in-addr._spf.t%d.test TXT\n", int(rand() * 256), v4[int(rand() * c4)], z
+                else if (r < 0.8) printf "%d.%d.%d.%d.in-addr._spf.t%d.test TXT\n", int(rand() * 256), int(rand() * 256), int(rand() * 256), 1 + int(rand() * 223), z
+                else {
+                    h = (r < 0.9) ? v6[int(rand() * c6)] : nib(4); gsub(/ /, "0", h)
+                    full = "20010db8" h nib(20); name = ""
+                    for (i = 32; i >= 1; i--) name = name substr(full, i, 1) "."
+                    printf "%sip6._spf.t%d.test TXT\n", name, z } } }' >"$WORK/q-tree"
+}
+
+# Waits until SERVER answers NAME TXT with text containing WANT (spfd's macro table is
+# ready only after the includes have been resolved).
+wait_answer() {
+    local server=$1 name=$2 want=$3
+    for _ in $(seq 300); do
+        kdig "@$ADDR" -p "${PORT[$server]}" +short +time=1 +retry=0 TXT "$name" 2>/dev/null | grep -qF -- "$want" && return
+        sleep 0.2
+    done
+    log "# $server never answered $name TXT with $want; its log:"; tail -20 "$WORK/$server.log"; exit 1
+}
+
+start_tree_servers() {
+    local zones=() i name hit miss6 server
+    for ((i = 0; i < TREE_ZONES; i++)); do
+        zones+=("in-addr._spf.t$i.test:ip4trie:tree-v4" "ip6._spf.t$i.test:ip6trie:tree-v6")
+    done
+    start upstream "$WORK/upstream.log" "$SPFD" serve --config "$WORK/upstream.toml"
+    wait_ready upstream _spf.prov5.test TXT
+    start spfd-macro "$WORK/spfd-macro.log" "$SPFD" serve --config "$WORK/spfd-macro.toml"
+    start spfd-macro-w1 "$WORK/spfd-macro-w1.log" "$SPFD" serve --config "$WORK/spfd-macro-w1.toml"
+    log "+ rbldnsd -n -q -b $ADDR/${PORT[rbldnsd]} -w $WORK/rbl -t 300 in-addr._spf.t0.test:ip4trie:tree-v4 ip6._spf.t0.test:ip6trie:tree-v6 ... (every zone) >$WORK/rbldnsd.log 2>&1 &"
+    rbldnsd -n -q -b "$ADDR/${PORT[rbldnsd]}" -w "$WORK/rbl" -t 300 "${zones[@]}" >"$WORK/rbldnsd.log" 2>&1 &
+    PID[rbldnsd]=$!
+    hit=$(head -1 "$WORK/tree-v4" | awk -F'[./]' '{ print "7." $3 "." $2 "." $1 }')
+    for ((i = 0; i < TREE_ZONES; i++)); do
+        for server in spfd-macro spfd-macro-w1; do wait_answer "$server" "$hit.in-addr._spf.t$i.test" "+all"; done
+    done
+    wait_answer rbldnsd "$hit.in-addr._spf.t$((TREE_ZONES - 1)).test" "+all"
+    miss6=$(printf '1.%.0s' $(seq 24))8.b.d.0.1.0.0.2.ip6._spf.t0.test
+    for name in "$hit.in-addr._spf.t0.test" 5.2.0.10.in-addr._spf.t0.test "$miss6" \
+        "$(head -4 "$WORK/q-tree" | tail -1 | cut -d' ' -f1)"; do
+        for server in spfd-macro spfd-macro-w1 rbldnsd; do
+            log "# $server: $name TXT -> $(kdig "@$ADDR" -p "${PORT[$server]}" +short TXT "$name" | tr '\n' ' ')"
+            [[ $(kdig "@$ADDR" -p "${PORT[spfd-macro]}" +short TXT "$name") == "$(kdig "@$ADDR" -p "${PORT[$server]}" +short TXT "$name")" ]] \
+                || { log "# spfd-macro and $server differ at $name"; exit 1; }
+        done
+    done
+}
+
+saturation_main() {
+    log "# spfd saturation: $ZONES policies, macro tree in $TREE_ZONES zones, $RUNS runs, dnsperf -c $CLIENTS, work directory $WORK"
+    install_tools
+    build_spfd
+    for name in "${!PORT[@]}"; do
+        port_free "${PORT[$name]}" || { log "port ${PORT[$name]} is in use; set PORT_BASE"; exit 1; }
+    done
+    generate_records
+    write_queries
+    mkdir -p "$WORK/spfd-w1-state"
+    spfd_config "${PORT[spfd-w1]}" "$WORK/policies" "$WORK/spfd-w1-state" 1 >"$WORK/spfd-w1.toml"
+    : >"$WORK/results"
+    log "# versions: spfd $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), NSD $(nsd -v 2>&1 | head -1 | awk '{ print $3 }'), Knot $(knotd --version | awk '{ print $NF }'), $(dnsperf -h 2>&1 | grep Version); $(uptime)"
+    start spfd "$WORK/spfd.log" "$SPFD" serve --config "$WORK/spfd.toml"
+    start spfd-w1 "$WORK/spfd-w1.log" "$SPFD" serve --config "$WORK/spfd-w1.toml"
+    start nsd-1 "$WORK/nsd-1.log" nsd -d -c "$WORK/nsd-1/nsd.conf"
+    start nsd "$WORK/nsd.log" nsd -d -c "$WORK/nsd/nsd.conf"
+    start knot-1 "$WORK/knot-1.log" knotd -c "$WORK/knot-1/knot.conf"
+    start knot "$WORK/knot.log" knotd -c "$WORK/knot/knot.conf"
+    for server in spfd spfd-w1 nsd-1 nsd knot-1 knot; do wait_ready "$server" "_spf.d$((ZONES - 1)).test"; done
+    check_same_answers spfd spfd-w1 nsd-1 nsd knot-1 knot
+    log "# spfd: workers = $(nproc) (default) and 1; nsd: server-count 2, nsd-1: 1; knot: udp-workers 2, knot-1: 1"
+    saturate static/sat "$WORK/q-static" spfd spfd-w1 nsd-1 nsd knot-1 knot
+    stop_servers
+    setup_macro_tree
+    start_tree_servers
+    saturate macro-tree/sat "$WORK/q-tree" spfd-macro spfd-macro-w1 rbldnsd
+    stop_servers
+    print_table
+    log "# $(uptime)"
+    log "# finished in $((SECONDS - START)) s"
+}
+
+# ---------------------------------------------------------------------------------------
 # The table: medians over the runs of each case and server, and spfd/peer ratios.
 
 # The median of numbers on stdin ("-" when there are none).
@@ -479,13 +629,15 @@ print_table() {
     local case server col qps cpu avg p99 lost size ref_qps ref_cpu
     printf '\n%-18s %-11s %9s %9s %9s %9s %7s %7s %9s %9s\n' case server "qps" "CPU us/q" "avg ms" "p99 ms" lost "resp B" "qps s/p" "CPU s/p"
     for case in $(awk '!seen[$1]++ { print $1 }' "$WORK/results"); do
+        ref_qps=""
         for server in $(awk -v c="$case" '$1 == c && !seen[$2]++ { print $2 }' "$WORK/results"); do
             for col in 3 4 5 6 8; do
                 declare "v$col=$(awk -v c="$case" -v s="$server" -v k="$col" '$1 == c && $2 == s { print $k }' "$WORK/results" | median)"
             done
             qps=$v3 cpu=$v4 avg=$v5 p99=$v6 size=$v8
             lost=$(awk -v c="$case" -v s="$server" '$1 == c && $2 == s { n += $7 } END { print n }' "$WORK/results")
-            if [[ $server == spfd* ]]; then
+            # Ratios against the first server of the case (spfd with its defaults).
+            if [[ -z $ref_qps ]]; then
                 ref_qps=$qps ref_cpu=$cpu
                 ratios=("-" "-")
             else
@@ -537,4 +689,4 @@ main() {
     log "# finished in $((SECONDS - START)) s"
 }
 
-main
+if [[ $SATURATION == yes ]]; then saturation_main; else main; fi
