@@ -32,8 +32,8 @@ pub fn head(zone: &str) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MacroTable {
-    v4: Vec<(u32, u32, u16)>,
-    v6: Vec<(u128, u128, u16)>,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
     /// The answer for addresses no static rule contains.
     default: u16,
     /// The answer for names that are not addresses.
@@ -75,11 +75,9 @@ impl MacroTable {
         };
         let default = answers.index(&live, last.as_deref(), exp);
         let invalid = answers.raw(NOT_AN_ADDRESS);
-        v4.sort_unstable();
-        v6.sort_unstable();
         MacroTable {
-            v4,
-            v6,
+            v4: Ranges::new(v4),
+            v6: Ranges::new(v6),
             default,
             invalid,
             answers: answers.list,
@@ -89,10 +87,10 @@ impl MacroTable {
     /// The answer for a client address (IPv4-mapped IPv6 as IPv4).
     pub fn answer_for(&self, ip: IpAddr) -> u16 {
         match ip {
-            IpAddr::V4(a) => find(&self.v4, u32::from(a)).unwrap_or(self.default),
+            IpAddr::V4(a) => self.v4.find(u32::from(a)).unwrap_or(self.default),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
                 Some(v4) => self.answer_for(IpAddr::V4(v4)),
-                None => find(&self.v6, u128::from(a)).unwrap_or(self.default),
+                None => self.v6.find(u128::from(a)).unwrap_or(self.default),
             },
         }
     }
@@ -154,10 +152,31 @@ fn decided_by(q: crate::spf::Qualifier) -> String {
     }
 }
 
-fn find<T: Ord + Copy>(ranges: &[(T, T, u16)], addr: T) -> Option<u16> {
-    let i = ranges.partition_point(|(start, _, _)| *start <= addr);
-    let (_, end, index) = *ranges.get(i.checked_sub(1)?)?;
-    (addr <= end).then_some(index)
+/// Sorted disjoint ranges, each with its answer. The starts the binary search reads
+/// are an array of their own, apart from the ends and answers it reads once: a third
+/// of the memory to touch (an IPv4 table of 5,000 ranges: 20 KB, not 60), so fewer
+/// cache misses per query at saturation, where this search was 9% of the CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ranges<T> {
+    starts: Vec<T>,
+    /// The last address and the answer of each range, in the order of `starts`.
+    ends: Vec<(T, u16)>,
+}
+
+impl<T: Ord + Copy> Ranges<T> {
+    fn new(mut ranges: Vec<(T, T, u16)>) -> Ranges<T> {
+        ranges.sort_unstable();
+        Ranges {
+            starts: ranges.iter().map(|r| r.0).collect(),
+            ends: ranges.iter().map(|r| (r.1, r.2)).collect(),
+        }
+    }
+
+    fn find(&self, addr: T) -> Option<u16> {
+        let i = self.starts.partition_point(|start| *start <= addr);
+        let (end, index) = *self.ends.get(i.checked_sub(1)?)?;
+        (addr <= end).then_some(index)
+    }
 }
 
 /// The distinct answer records, deduplicated by text.
