@@ -489,9 +489,24 @@ start_macro_servers() {
 # -Q, every peer at each of its efficient settings; CPU per answer is what decides how far
 # one machine goes.
 
+# Waits (at most 60 s) until every server named has used under 5% of a core for a second:
+# work left from startup (spfd's first expansion round, a zone load) is not an answer's.
+wait_idle() {
+    local server before after
+    for server in "$@"; do
+        for _ in $(seq 60); do
+            before=$(cpu_ticks "${PID[$server]}")
+            sleep 1
+            after=$(cpu_ticks "${PID[$server]}")
+            ((after - before < CLK_TCK / 20)) && break
+        done
+    done
+}
+
 saturate() { # CASE QUERYFILE SERVER...
     local case=$1 queries=$2 run server
     shift 2
+    wait_idle "$@"
     for ((run = 1; run <= RUNS; run++)); do
         for server in "$@"; do measure "$case" "$server" "$queries" "$DURATION"; done
     done
