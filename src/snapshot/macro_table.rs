@@ -152,29 +152,50 @@ fn decided_by(q: crate::spf::Qualifier) -> String {
     }
 }
 
-/// Sorted disjoint ranges, each with its answer. The starts the binary search reads
-/// are an array of their own, apart from the ends and answers it reads once: a third
-/// of the memory to touch (an IPv4 table of 5,000 ranges: 20 KB, not 60), so fewer
-/// cache misses per query at saturation, where this search was 9% of the CPU.
+/// Sorted disjoint ranges, each with its answer, laid out for few cache misses per
+/// query (at saturation with a 5,000 + 500 CIDR tree a plain binary search over
+/// (start, end, answer) tuples was 9-12% of the CPU): the starts are an array of their
+/// own, searched in two steps, first the small `firsts` (every [`Ranges::BLOCK`]th
+/// start, which stays in cache), then one block of starts (one cache line), and the
+/// end and answer of the one range found are read last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Ranges<T> {
     starts: Vec<T>,
+    /// The first start of each block of `starts`.
+    firsts: Vec<T>,
     /// The last address and the answer of each range, in the order of `starts`.
     ends: Vec<(T, u16)>,
 }
 
 impl<T: Ord + Copy> Ranges<T> {
+    /// Starts per block: as many as fill a 64-octet cache line.
+    const BLOCK: usize = if size_of::<T>() >= 64 {
+        1
+    } else {
+        64 / size_of::<T>()
+    };
+
     fn new(mut ranges: Vec<(T, T, u16)>) -> Ranges<T> {
         ranges.sort_unstable();
+        let starts: Vec<T> = ranges.iter().map(|r| r.0).collect();
         Ranges {
-            starts: ranges.iter().map(|r| r.0).collect(),
+            firsts: starts.iter().step_by(Self::BLOCK).copied().collect(),
+            starts,
             ends: ranges.iter().map(|r| (r.1, r.2)).collect(),
         }
     }
 
+    /// The answer of the range holding `addr`, if one does.
     fn find(&self, addr: T) -> Option<u16> {
-        let i = self.starts.partition_point(|start| *start <= addr);
-        let (end, index) = *self.ends.get(i.checked_sub(1)?)?;
+        // The last block whose first start is at most `addr`, then the last start in it.
+        let block = self
+            .firsts
+            .partition_point(|first| *first <= addr)
+            .checked_sub(1)?;
+        let from = block * Self::BLOCK;
+        let to = (from + Self::BLOCK).min(self.starts.len());
+        let i = from + self.starts[from..to].partition_point(|start| *start <= addr);
+        let (end, index) = self.ends[i - 1];
         (addr <= end).then_some(index)
     }
 }
@@ -247,6 +268,29 @@ fn parse_v6<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Option<Ipv6Addr> {
 mod tests {
     use super::*;
     use crate::spf::Qualifier;
+
+    #[test]
+    fn ranges_find_the_range_holding_an_address_across_blocks() {
+        // Disjoint ranges with gaps, more than a few blocks of each width.
+        let v4: Vec<(u32, u32, u16)> = (0..1000u32)
+            .rev()
+            .map(|i| (i * 100, i * 100 + i % 50, (i % 7) as u16))
+            .collect();
+        let v6: Vec<(u128, u128, u16)> = v4
+            .iter()
+            .map(|&(a, b, x)| (u128::from(a) << 64, u128::from(b) << 64, x))
+            .collect();
+        let (r4, r6) = (Ranges::new(v4.clone()), Ranges::new(v6.clone()));
+        let naive = |addr: u32| v4.iter().find(|(a, b, _)| *a <= addr && addr <= *b).map(|r| r.2);
+        for addr in (0..100_100u32)
+            .step_by(7)
+            .chain([0, 49, 50, 99, 99_900, 99_949, 99_950, u32::MAX])
+        {
+            assert_eq!(r4.find(addr), naive(addr), "{addr}");
+            assert_eq!(r6.find(u128::from(addr) << 64), naive(addr), "{addr} as v6");
+        }
+        assert_eq!(Ranges::<u32>::new(Vec::new()).find(5), None);
+    }
 
     fn set4(nets: &[&str]) -> Ip4Set {
         Ip4Set::from_nets(nets.iter().map(|n| n.parse().unwrap()))
