@@ -4,11 +4,18 @@
 # one table: qps, server CPU per query, latency and lost queries, with spfd/peer ratios.
 #
 #   benches/compare.sh [--macro] [--no-install]
+#   benches/compare.sh --saturation [--no-install]
 #
 #   --macro       run the macro-mode section (spfd's per-address answers against rbldnsd
 #                 ip4trie/ip6trie data sets) even when spfd does not answer macro-mode
 #                 names; by default it runs only when a probe (`spfd check` and one query
 #                 on a macro-mode policy) shows that it does.
+#   --saturation  only the saturation cases (issue 15): dnsperf -c 4 unthrottled (SAT_ZONES
+#                 policies, 200) against spfd with its default workers and with 1, NSD with
+#                 server-count 1 and 2, Knot with 1 and 2 UDP workers; then macro answers from a
+#                 5,000 + 500 CIDR tree (six includes served by a second spfd) against
+#                 rbldnsd. Prints qps and CPU per answer (server user+system CPU from
+#                 /proc/PID/stat before and after, over the answers) for each.
 #   --no-install  do not apt-get install missing tools.
 #
 # Environment: ZONES (1000), RUNS (3), DURATION (10: seconds of a throughput run),
@@ -25,21 +32,26 @@ DURATION=${DURATION:-10}
 LAT_DURATION=${LAT_DURATION:-5}
 LAT_QPS=${LAT_QPS:-100000}
 CLIENTS=${CLIENTS:-8}
+TREE_ZONES=${TREE_ZONES:-20}
 PORT_BASE=${PORT_BASE:-25300}
 MACRO=auto
 INSTALL=yes
+SATURATION=no
 for arg in "$@"; do
     case $arg in
         --macro) MACRO=yes ;;
         --no-install) INSTALL=no ;;
-        *) echo "usage: $0 [--macro] [--no-install]" >&2; exit 2 ;;
+        --saturation) SATURATION=yes CLIENTS=${SAT_CLIENTS:-4} ZONES=${SAT_ZONES:-200} ;;
+        *) echo "usage: $0 [--macro] [--no-install] | --saturation [--no-install]" >&2; exit 2 ;;
     esac
 done
 
 ADDR=127.0.0.1
 export PATH=$PATH:/usr/sbin
 declare -A PORT=([spfd]=$((PORT_BASE + 1)) [nsd]=$((PORT_BASE + 2)) [knot]=$((PORT_BASE + 3))
-    [spfd-macro]=$((PORT_BASE + 4)) [rbldnsd]=$((PORT_BASE + 5)))
+    [spfd-macro]=$((PORT_BASE + 4)) [rbldnsd]=$((PORT_BASE + 5)) [spfd-w1]=$((PORT_BASE + 6))
+    [nsd-1]=$((PORT_BASE + 7)) [knot-1]=$((PORT_BASE + 8)) [upstream]=$((PORT_BASE + 9))
+    [spfd-macro-w1]=$((PORT_BASE + 10)))
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/spfd-compare.XXXXXX)
 CLK_TCK=$(getconf CLK_TCK)
@@ -171,13 +183,14 @@ p = "$DKIM_KEY"
 EOF
 }
 
-spfd_config() { # port policy-dir state-dir
+spfd_config() { # port policy-dir state-dir [workers [upstream-port]]
     cat <<EOF
 [server]
 listen = ["$ADDR:$1"]
 nameservers = ["ns1.spfd.test", "ns2.spfd.test"]
 hostmaster = "hostmaster@spfd.test"
 state_dir = "$3"
+${4:+workers = $4}
 
 [server.rrl]
 enabled = false   # dnsperf asks from one address; NSD and Knot run without RRL here too
@@ -185,6 +198,7 @@ enabled = false   # dnsperf asks from one address; NSD and Knot run without RRL 
 [policies]
 dir = "$2"
 EOF
+    [[ -z ${5:-} ]] || printf '\n[upstream]\nnameservers = ["%s:%s"]\ntimeout = "1s"\n' "$ADDR" "$5"
 }
 
 # A zone file (NSD and Knot read the same one); the DKIM text is split every 255
@@ -202,23 +216,24 @@ s1._domainkey IN TXT "${DKIM_RECORD:0:255}" "${DKIM_RECORD:255}"
 EOF
 }
 
-nsd_config() {
+nsd_config() { # name server-count (its files under $WORK/name)
+    local d="$WORK/$1"
     cat <<EOF
 server:
     ip-address: $ADDR
-    port: ${PORT[nsd]}
+    port: ${PORT[$1]}
     do-ip6: no
-    server-count: 2
+    server-count: $2
     reuseport: yes
     username: ""
     chroot: ""
     database: ""
     zonesdir: "$WORK/zones"
-    zonelistfile: "$WORK/nsd/zone.list"
-    xfrdfile: "$WORK/nsd/xfrd.state"
-    xfrdir: "$WORK/nsd"
-    pidfile: "$WORK/nsd/nsd.pid"
-    logfile: "$WORK/nsd/nsd.log"
+    zonelistfile: "$d/zone.list"
+    xfrdfile: "$d/xfrd.state"
+    xfrdir: "$d"
+    pidfile: "$d/nsd.pid"
+    logfile: "$d/nsd.log"
     verbosity: 0
     hide-version: yes
     # Like spfd and Knot: no NS RRset in the authority section of answers.
@@ -234,21 +249,22 @@ EOF
     done
 }
 
-knot_config() {
+knot_config() { # name udp-workers (its files under $WORK/name)
+    local d="$WORK/$1"
     cat <<EOF
 server:
-    rundir: "$WORK/knot"
-    listen: $ADDR@${PORT[knot]}
-    udp-workers: 2
+    rundir: "$d"
+    listen: $ADDR@${PORT[$1]}
+    udp-workers: $2
     tcp-workers: 1
     background-workers: 1
 log:
   - target: stderr
     any: warning
 database:
-    storage: "$WORK/knot/db"
+    storage: "$d/db"
 control:
-    listen: "$WORK/knot/knot.sock"
+    listen: "$d/knot.sock"
 template:
   - id: default
     storage: "$WORK/zones"
@@ -262,14 +278,16 @@ EOF
 }
 
 generate_records() {
-    mkdir -p "$WORK"/{policies,spfd-state,zones,nsd,knot/db}
+    mkdir -p "$WORK"/{policies,spfd-state,zones,nsd,knot/db,nsd-1,knot-1/db}
     for ((i = 0; i < ZONES; i++)); do
         spfd_policy "$i" passthrough >"$WORK/policies/d$i.toml"
         zone_file "$i" >"$WORK/zones/_spf.d$i.test.zone"
     done
     spfd_config "${PORT[spfd]}" "$WORK/policies" "$WORK/spfd-state" >"$WORK/spfd.toml"
-    nsd_config >"$WORK/nsd/nsd.conf"
-    knot_config >"$WORK/knot/knot.conf"
+    nsd_config nsd 2 >"$WORK/nsd/nsd.conf"
+    nsd_config nsd-1 1 >"$WORK/nsd-1/nsd.conf"
+    knot_config knot 2 >"$WORK/knot/knot.conf"
+    knot_config knot-1 1 >"$WORK/knot-1/knot.conf"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -467,6 +485,12 @@ start_macro_servers() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Saturation (--saturation): saturate, wait_idle, the macro tree and saturation_main.
+
+# shellcheck source=benches/compare_saturation.sh
+source "$REPO/benches/compare_saturation.sh"
+
+# ---------------------------------------------------------------------------------------
 # The table: medians over the runs of each case and server, and spfd/peer ratios.
 
 # The median of numbers on stdin ("-" when there are none).
@@ -479,13 +503,15 @@ print_table() {
     local case server col qps cpu avg p99 lost size ref_qps ref_cpu
     printf '\n%-18s %-11s %9s %9s %9s %9s %7s %7s %9s %9s\n' case server "qps" "CPU us/q" "avg ms" "p99 ms" lost "resp B" "qps s/p" "CPU s/p"
     for case in $(awk '!seen[$1]++ { print $1 }' "$WORK/results"); do
+        ref_qps=""
         for server in $(awk -v c="$case" '$1 == c && !seen[$2]++ { print $2 }' "$WORK/results"); do
             for col in 3 4 5 6 8; do
                 declare "v$col=$(awk -v c="$case" -v s="$server" -v k="$col" '$1 == c && $2 == s { print $k }' "$WORK/results" | median)"
             done
             qps=$v3 cpu=$v4 avg=$v5 p99=$v6 size=$v8
             lost=$(awk -v c="$case" -v s="$server" '$1 == c && $2 == s { n += $7 } END { print n }' "$WORK/results")
-            if [[ $server == spfd* ]]; then
+            # Ratios against the first server of the case (spfd with its defaults).
+            if [[ -z $ref_qps ]]; then
                 ref_qps=$qps ref_cpu=$cpu
                 ratios=("-" "-")
             else
@@ -537,4 +563,4 @@ main() {
     log "# finished in $((SECONDS - START)) s"
 }
 
-main
+if [[ $SATURATION == yes ]]; then saturation_main; else main; fi

@@ -98,34 +98,35 @@ impl Batch {
     /// Sends every non-empty answer to the sender of its query, in as few system calls
     /// as the kernel allows.
     pub fn send(&mut self, socket: &UdpSocket) {
-        let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-        let mut targets: Vec<usize> = Vec::with_capacity(BATCH);
+        // On the stack, not in a Vec: nothing allocated per batch.
+        // SAFETY: iovec and mmsghdr are plain old data; all zeroes is a valid value.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let mut count = 0;
         for i in 0..self.received {
-            if !self.answers[i].is_empty() {
-                targets.push(i);
-                iovecs.push(libc::iovec {
-                    iov_base: self.answers[i].as_mut_ptr().cast(),
-                    iov_len: self.answers[i].len(),
-                });
+            if self.answers[i].is_empty() {
+                continue;
             }
-        }
-        // SAFETY: as in `receive`; the iovecs and addresses outlive the calls.
-        let mut headers: Vec<libc::mmsghdr> = (0..targets.len()).map(|_| unsafe { zeroed() }).collect();
-        for (k, &i) in targets.iter().enumerate() {
-            let h = &mut headers[k].msg_hdr;
+            iovecs[count] = libc::iovec {
+                iov_base: self.answers[i].as_mut_ptr().cast(),
+                iov_len: self.answers[i].len(),
+            };
+            let h = &mut headers[count].msg_hdr;
             h.msg_name = (&mut self.senders[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = self.sender_lens[i];
-            h.msg_iov = &mut iovecs[k];
+            h.msg_iov = &mut iovecs[count];
             h.msg_iovlen = 1;
+            count += 1;
         }
         let mut sent = 0;
-        while sent < headers.len() {
-            // SAFETY: the headers from `sent` on are valid, see above.
+        while sent < count {
+            // SAFETY: the first `count` headers point into `iovecs` and `self`, which
+            // outlive the call; the kernel reads at most the lengths given.
             let n = unsafe {
                 libc::sendmmsg(
                     socket.as_raw_fd(),
-                    headers[sent..].as_mut_ptr(),
-                    (headers.len() - sent) as libc::c_uint,
+                    headers[sent..count].as_mut_ptr(),
+                    (count - sent) as libc::c_uint,
                     0,
                 )
             };

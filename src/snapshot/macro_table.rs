@@ -32,8 +32,8 @@ pub fn head(zone: &str) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MacroTable {
-    v4: Vec<(u32, u32, u16)>,
-    v6: Vec<(u128, u128, u16)>,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
     /// The answer for addresses no static rule contains.
     default: u16,
     /// The answer for names that are not addresses.
@@ -75,11 +75,9 @@ impl MacroTable {
         };
         let default = answers.index(&live, last.as_deref(), exp);
         let invalid = answers.raw(NOT_AN_ADDRESS);
-        v4.sort_unstable();
-        v6.sort_unstable();
         MacroTable {
-            v4,
-            v6,
+            v4: Ranges::new(v4),
+            v6: Ranges::new(v6),
             default,
             invalid,
             answers: answers.list,
@@ -89,10 +87,10 @@ impl MacroTable {
     /// The answer for a client address (IPv4-mapped IPv6 as IPv4).
     pub fn answer_for(&self, ip: IpAddr) -> u16 {
         match ip {
-            IpAddr::V4(a) => find(&self.v4, u32::from(a)).unwrap_or(self.default),
+            IpAddr::V4(a) => self.v4.find(u32::from(a)).unwrap_or(self.default),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
                 Some(v4) => self.answer_for(IpAddr::V4(v4)),
-                None => find(&self.v6, u128::from(a)).unwrap_or(self.default),
+                None => self.v6.find(u128::from(a)).unwrap_or(self.default),
             },
         }
     }
@@ -154,10 +152,52 @@ fn decided_by(q: crate::spf::Qualifier) -> String {
     }
 }
 
-fn find<T: Ord + Copy>(ranges: &[(T, T, u16)], addr: T) -> Option<u16> {
-    let i = ranges.partition_point(|(start, _, _)| *start <= addr);
-    let (_, end, index) = *ranges.get(i.checked_sub(1)?)?;
-    (addr <= end).then_some(index)
+/// Sorted disjoint ranges, each with its answer, laid out for few cache misses per
+/// query (at saturation with a 5,000 + 500 CIDR tree a plain binary search over
+/// (start, end, answer) tuples was 9-12% of the CPU): the starts are an array of their
+/// own, searched in two steps, first the small `firsts` (every [`Ranges::BLOCK`]th
+/// start, which stays in cache), then one block of starts (one cache line), and the
+/// end and answer of the one range found are read last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ranges<T> {
+    starts: Vec<T>,
+    /// The first start of each block of `starts`.
+    firsts: Vec<T>,
+    /// The last address and the answer of each range, in the order of `starts`.
+    ends: Vec<(T, u16)>,
+}
+
+impl<T: Ord + Copy> Ranges<T> {
+    /// Starts per block: as many as fill a 64-octet cache line.
+    const BLOCK: usize = if size_of::<T>() >= 64 {
+        1
+    } else {
+        64 / size_of::<T>()
+    };
+
+    fn new(mut ranges: Vec<(T, T, u16)>) -> Ranges<T> {
+        ranges.sort_unstable();
+        let starts: Vec<T> = ranges.iter().map(|r| r.0).collect();
+        Ranges {
+            firsts: starts.iter().step_by(Self::BLOCK).copied().collect(),
+            starts,
+            ends: ranges.iter().map(|r| (r.1, r.2)).collect(),
+        }
+    }
+
+    /// The answer of the range holding `addr`, if one does.
+    fn find(&self, addr: T) -> Option<u16> {
+        // The last block whose first start is at most `addr`, then the last start in it.
+        let block = self
+            .firsts
+            .partition_point(|first| *first <= addr)
+            .checked_sub(1)?;
+        let from = block * Self::BLOCK;
+        let to = (from + Self::BLOCK).min(self.starts.len());
+        let i = from + self.starts[from..to].partition_point(|start| *start <= addr);
+        let (end, index) = self.ends[i - 1];
+        (addr <= end).then_some(index)
+    }
 }
 
 /// The distinct answer records, deduplicated by text.
@@ -228,6 +268,29 @@ fn parse_v6<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Option<Ipv6Addr> {
 mod tests {
     use super::*;
     use crate::spf::Qualifier;
+
+    #[test]
+    fn ranges_find_the_range_holding_an_address_across_blocks() {
+        // Disjoint ranges with gaps, more than a few blocks of each width.
+        let v4: Vec<(u32, u32, u16)> = (0..1000u32)
+            .rev()
+            .map(|i| (i * 100, i * 100 + i % 50, (i % 7) as u16))
+            .collect();
+        let v6: Vec<(u128, u128, u16)> = v4
+            .iter()
+            .map(|&(a, b, x)| (u128::from(a) << 64, u128::from(b) << 64, x))
+            .collect();
+        let (r4, r6) = (Ranges::new(v4.clone()), Ranges::new(v6.clone()));
+        let naive = |addr: u32| v4.iter().find(|(a, b, _)| *a <= addr && addr <= *b).map(|r| r.2);
+        for addr in (0..100_100u32)
+            .step_by(7)
+            .chain([0, 49, 50, 99, 99_900, 99_949, 99_950, u32::MAX])
+        {
+            assert_eq!(r4.find(addr), naive(addr), "{addr}");
+            assert_eq!(r6.find(u128::from(addr) << 64), naive(addr), "{addr} as v6");
+        }
+        assert_eq!(Ranges::<u32>::new(Vec::new()).find(5), None);
+    }
 
     fn set4(nets: &[&str]) -> Ip4Set {
         Ip4Set::from_nets(nets.iter().map(|n| n.parse().unwrap()))
