@@ -14,9 +14,11 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
+mod dnssec;
 mod reports;
 
 use crate::dns::rrl::RrlConfig;
+pub use dnssec::DnssecConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
 
@@ -35,6 +37,8 @@ struct RawConfig {
     alerts: Option<RawAlerts>,
     #[serde(default)]
     reports: RawReports,
+    #[serde(default)]
+    dnssec: dnssec::RawDnssec,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +116,9 @@ struct RawUpstream {
     max_stale: Option<Spanned<String>>,
     #[serde(default)]
     hold_down: Option<Spanned<String>>,
+    /// "off" or "validate".
+    #[serde(default)]
+    dnssec: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +160,7 @@ pub struct Config {
     pub alerts: Option<crate::alerts::AlertConfig>,
     pub reports: Reports,
     pub rrl: RrlConfig,
+    pub dnssec: DnssecConfig,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -180,6 +188,9 @@ pub struct UpstreamConfig {
     pub max_stale: Duration,
     /// A range a provider drops stays authorised this long before it leaves the record.
     pub hold_down: Duration,
+    /// `dnssec = "validate"`: provider answers are DNSSEC-validated; a bogus one counts
+    /// as an upstream failure.
+    pub validate: bool,
 }
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/spfd";
@@ -226,6 +237,8 @@ impl Config {
         let alerts = raw.alerts.as_ref().and_then(|a| parse_alerts(a, &mut diags));
         let reports = parse_reports(&raw.reports, base, &mut diags);
         let rrl = parse_rrl(&raw.server.rrl, &mut diags);
+        let dnssec = dnssec::parse_dnssec(&raw.dnssec, &mut diags);
+        let validate = dnssec::parse_upstream_dnssec(&raw.upstream.dnssec, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -248,6 +261,7 @@ impl Config {
                 refresh_max: refresh_max.expect("checked above"),
                 max_stale: max_stale.expect("checked above"),
                 hold_down: hold_down.expect("checked above"),
+                validate,
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,
@@ -256,6 +270,7 @@ impl Config {
             alerts,
             reports,
             rrl,
+            dnssec,
         })
     }
 }

@@ -46,6 +46,8 @@ struct RawPolicy {
     spf: Option<Spanned<RawSpf>>,
     dmarc: Option<Spanned<dmarc::DmarcSection>>,
     dkim: Option<BTreeMap<Spanned<String>, Spanned<dkim::DkimSection>>>,
+    /// `dnssec = false`: this zone stays unsigned when `[dnssec]` is on.
+    dnssec: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +141,8 @@ pub struct ValidPolicy {
     pub spf: Option<SpfPolicy>,
     pub dmarc: Option<DmarcRecord>,
     pub dkim: Vec<DkimRecord>,
+    /// False when the policy opts out of DNSSEC signing (`dnssec = false`).
+    pub dnssec: bool,
 }
 
 impl ValidPolicy {
@@ -234,6 +238,7 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics) -> Option<ValidPolicy> {
         spf: spf.flatten(),
         dmarc: dmarc.flatten(),
         dkim: dkim.into_iter().collect::<Option<Vec<_>>>()?,
+        dnssec: raw.dnssec.unwrap_or(true),
     })
 }
 
