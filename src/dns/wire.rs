@@ -13,6 +13,7 @@ const HEADER: usize = 12;
 const TYPE_OPT: u16 = 41;
 const TYPE_TXT: u16 = 16;
 const CLASS_IN: u16 = 1;
+const TYPE_NXNAME: u16 = crate::dnssec::TYPE_NXNAME;
 const RCODE_NXDOMAIN: u8 = 3;
 const RCODE_REFUSED: u8 = 5;
 /// Query types the fast path leaves to the general one: ANY, AXFR, IXFR, OPT and the
@@ -85,6 +86,10 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         return Outcome::Answered;
     };
     let zone = &name.zone;
+    if zone.dnssec.is_some() && (q.edns.is_some_and(|e| e.dnssec_ok) || q.qtype == TYPE_NXNAME) {
+        // Signatures and denial proofs are added on the general path.
+        return Outcome::General;
+    }
     if labels_above == 0 {
         answer_at(out, request, &q, name, zone);
         return Outcome::Answered;

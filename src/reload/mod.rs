@@ -22,6 +22,7 @@ use crate::policy::ValidPolicy;
 use crate::published::Published;
 use crate::reports::authorize;
 use crate::snapshot::serials::SerialBook;
+use crate::snapshot::signed::Signing;
 use crate::snapshot::{Builder, Claims, ServerIdentity, Snapshot, SnapshotCell, SpfAnswer, Summary};
 
 mod files;
@@ -88,6 +89,8 @@ pub struct Reloader {
     report_needs: HashMap<PathBuf, Vec<(String, String)>>,
     /// The same by report host: the owners to publish in the zone that holds the host.
     report_hosts: BTreeMap<String, BTreeSet<String>>,
+    /// DNSSEC signing (`[dnssec] enabled`); zones are signed when built.
+    dnssec: Option<Arc<Signing>>,
 }
 
 impl Reloader {
@@ -120,7 +123,16 @@ impl Reloader {
             macro_kept: HashMap::new(),
             report_needs: HashMap::new(),
             report_hosts: BTreeMap::new(),
+            dnssec: Signing::open(&config.dnssec, &config.state_dir).unwrap_or_else(|e| {
+                error!("DNSSEC keys cannot be used, zones are served unsigned: {e}");
+                None
+            }),
         }
+    }
+
+    /// The signing keys and validity, when DNSSEC is on.
+    pub fn dnssec(&self) -> Option<&Arc<Signing>> {
+        self.dnssec.as_ref()
     }
 
     /// A reloader that reads state but never writes it: for the offline commands.
@@ -174,6 +186,7 @@ impl Reloader {
         let current = self.cell.load_full();
         let file_changes = self.with_report_zones(&current, file_changes);
         let changes = self.with_republished(file_changes);
+        let changes = self.with_rekeyed(changes);
         let builder = self.stage(&current, changes, &mut report.diagnostics);
         self.note_problems(&read, &report.diagnostics);
         if files_changed {
@@ -327,6 +340,32 @@ impl Reloader {
         changes
     }
 
+    /// After keys were added or retired (`spfd dnssec rollover`), every served file, so
+    /// that the zones whose keys changed are rebuilt (the others keep their content
+    /// fingerprint and are not).
+    fn with_rekeyed(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
+        let Some(signing) = &self.dnssec else {
+            return changes;
+        };
+        match signing.store.refresh() {
+            Ok(false) => return changes,
+            Ok(true) => {}
+            Err(e) => {
+                error!("DNSSEC keys: {e}");
+                return changes;
+            }
+        }
+        let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
+        let paths: Vec<PathBuf> = self.files.all_served().map(|p| p.path.clone()).collect();
+        for path in paths {
+            if seen.insert(path.clone()) {
+                let previous = self.files.served(&path).cloned();
+                changes.push(FileChange { path, previous });
+            }
+        }
+        changes
+    }
+
     /// Stages every change on a builder over `current`: removals first, then new
     /// versions, so that a new or changed file claiming a name another file serves is
     /// the one refused (and its previous version stays served).
@@ -336,7 +375,8 @@ impl Reloader {
         changes: Vec<FileChange>,
         diags: &mut Vec<Diagnostic>,
     ) -> Builder {
-        let mut builder = Builder::on(current.clone(), std::mem::take(&mut self.claims));
+        let mut builder =
+            Builder::on(current.clone(), std::mem::take(&mut self.claims)).with_dnssec(self.dnssec.clone());
         let (removed, updated): (Vec<FileChange>, Vec<FileChange>) = changes
             .into_iter()
             .partition(|c| self.files.served(&c.path).is_none());

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, Restrict};
 
 use super::sharded::{Editor, Sharded};
 use super::{MacroAnswers, MacroTable, Node, Zone};
@@ -88,6 +88,9 @@ pub struct WireZone {
     /// a pointer to where the apex starts in the question), TTL min(TTL, MINIMUM).
     pub soa_tail: Box<[u8]>,
     pub macros: Option<WireMacros>,
+    /// The zone's signatures when it is signed (DNSSEC); answers to queries with DO=1
+    /// for a signed zone take the general path, which adds them.
+    pub dnssec: Option<Arc<crate::dnssec::SignedZone>>,
 }
 
 #[derive(Debug)]
@@ -125,6 +128,7 @@ impl ZoneWire {
                     .map(|r| encode_set(std::slice::from_ref(r)))
                     .collect(),
             }),
+            dnssec: None,
         });
         let names = nodes
             .iter()
@@ -165,7 +169,7 @@ pub fn insert_names(names: &mut Editor<Arc<[u8]>, WireName>, zone: &Zone) {
 }
 
 /// Records of one RRset as answer-section bytes with the owner pointing at the question.
-fn encode_set(records: &[Record]) -> WireSet {
+pub fn encode_set(records: &[Record]) -> WireSet {
     let mut bytes = Vec::new();
     for r in records {
         bytes.extend_from_slice(&TO_QUESTION);
@@ -225,7 +229,8 @@ fn rdata(data: &RData) -> Vec<u8> {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
-        other => unreachable!("spfd publishes TXT, SOA and NS only, not {}", other.record_type()),
+        // DNSKEY, CDS, CDNSKEY (snapshot::signed): no names inside.
+        other => out.extend(other.to_bytes().expect("key records encode")),
     }
     out
 }
@@ -294,6 +299,7 @@ mod tests {
             apex_labels: 3,
             soa_tail: soa_tail(&soa),
             macros: None,
+            dnssec: None,
         };
         let negative = zone.negative_soa(&asked).unwrap();
         assert_eq!(negative.name, asked);
