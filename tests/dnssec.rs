@@ -76,7 +76,11 @@ async fn all_secure(unbound: &Unbound, rrsets: &[(String, Vec<RecordType>)]) {
             let m = unbound.secure(name, *t).await;
             assert!(m.answers.iter().any(|r| r.record_type() == *t), "{name} {t}: {m}");
         }
-        let probe = if types.is_empty() { RecordType::TXT } else { RecordType::A };
+        let probe = if types.is_empty() {
+            RecordType::TXT
+        } else {
+            RecordType::A
+        };
         let m = unbound.secure(name, probe).await;
         assert!(m.answers.is_empty(), "NODATA at {name}: {m}");
         let missing = format!("no-such-name.{name}");
@@ -96,7 +100,10 @@ fn txt_of(m: &hickory_proto::op::Message) -> Vec<String> {
 }
 
 fn anchor_of<'a>(anchors: &'a [Anchor], zone: &str) -> &'a Anchor {
-    anchors.iter().find(|a| a.zone == zone).unwrap_or_else(|| panic!("no anchor for {zone}"))
+    anchors
+        .iter()
+        .find(|a| a.zone == zone)
+        .unwrap_or_else(|| panic!("no anchor for {zone}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +121,18 @@ async fn every_answer_validates_before_and_after_changes_and_a_wrong_anchor_is_b
     let anchors = anchors(&stage.setup, &running);
     let unbound = Unbound::start(addr, &anchors).await;
     let rrsets = every_rrset(&running);
-    assert!(rrsets.iter().any(|(n, t)| n.starts_with("_domainkey.") && t.is_empty()));
-    assert!(rrsets.iter().filter(|(_, t)| t.contains(&RecordType::TXT)).count() > DOMAINS.len());
+    assert!(
+        rrsets
+            .iter()
+            .any(|(n, t)| n.starts_with("_domainkey.") && t.is_empty())
+    );
+    assert!(
+        rrsets
+            .iter()
+            .filter(|(_, t)| t.contains(&RecordType::TXT))
+            .count()
+            > DOMAINS.len()
+    );
     all_secure(&unbound, &rrsets).await;
 
     // delv, asking spfd itself: apex records, a missing name, an empty non-terminal,
@@ -160,7 +177,10 @@ async fn every_answer_validates_before_and_after_changes_and_a_wrong_anchor_is_b
     let before = txt_of(&unbound.secure("_spf.flat.test.", RecordType::TXT).await);
     stage
         .world
-        .replace_zone("prov.test.", &PROVIDER.replace("198.51.100.0/25", "198.51.100.128/25"))
+        .replace_zone(
+            "prov.test.",
+            &PROVIDER.replace("198.51.100.0/25", "198.51.100.128/25"),
+        )
         .await;
     let q = query("_spf.flat.test.", RecordType::TXT);
     let changed = running_wait(&running, &q, |t| t != before.as_slice()).await;
@@ -177,7 +197,8 @@ async fn running_wait(
     check: impl Fn(&[String]) -> bool,
 ) -> bool {
     for _ in 0..400 {
-        let m = hickory_proto::op::Message::from_vec(&tcp_raw(running.addrs[0], &q.to_vec().unwrap()).await).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&tcp_raw(running.addrs[0], &q.to_vec().unwrap()).await)
+            .unwrap();
         if check(&txt_joined(&m)) {
             return true;
         }
@@ -224,4 +245,100 @@ async fn macro_answers_are_signed_for_every_client_address() {
 async fn ask_udp(addr: SocketAddr, name: &str) -> hickory_proto::op::Message {
     let q = query(name, RecordType::TXT);
     hickory_proto::op::Message::from_vec(&udp_raw(addr, &q.to_vec().unwrap()).await).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_answer_too_large_for_udp_is_truncated_and_whole_over_tcp() {
+    let policy = dkim_policy("v=spf1 -all");
+    let setup = Setup::new(&[("example.toml", policy.as_str())]);
+    enable_dnssec(&setup);
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let addr = running.addrs[0];
+    let name = "s4096._domainkey._spf.example.test.";
+    let mut q = query(name, RecordType::TXT);
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(512);
+    edns.set_dnssec_ok(true);
+    q.set_edns(edns);
+    let bytes = q.to_vec().unwrap();
+    let udp = hickory_proto::op::Message::from_vec(&udp_raw(addr, &bytes).await).unwrap();
+    assert!(udp.metadata.truncation, "{udp}");
+    assert!(udp.answers.is_empty());
+    let tcp = hickory_proto::op::Message::from_vec(&tcp_raw(addr, &bytes).await).unwrap();
+    assert!(!tcp.metadata.truncation);
+    let types: Vec<RecordType> = tcp.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::TXT, RecordType::RRSIG], "{tcp}");
+    // Without DO the same question fits and carries no signature.
+    let plain = hickory_proto::op::Message::from_vec(
+        &udp_raw(addr, &query(name, RecordType::TXT).to_vec().unwrap()).await,
+    )
+    .unwrap();
+    assert!(!plain.metadata.truncation);
+    assert!(plain.answers.iter().all(|r| r.record_type() == RecordType::TXT));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rollover_keeps_every_step_secure() {
+    let policy = dkim_policy("v=spf1 ip4:192.0.2.1 -all");
+    let setup = Setup::new(&[("example.toml", policy.as_str())]);
+    enable_dnssec(&setup);
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let addr = running.addrs[0];
+    let zone = "_spf.example.test.";
+    let old = anchors(&setup, &running);
+    let keys_now = |running: &spfd::server::Running| {
+        let snapshot = running.snapshot.load();
+        let z = snapshot.zones.values().next().unwrap();
+        z.wire.zone.dnssec.as_ref().unwrap().key_tags()
+    };
+    assert_eq!(keys_now(&running).len(), 1);
+
+    // Step 1: a second key, published and signing after a reload.
+    let config = setup.config();
+    let text = spfd::cli::dnssec::rollover(&config, zone, 600, false, false).unwrap();
+    assert!(text.contains("replace the DS at the parent"), "{text}");
+    running.reload.send(spfd::reload::Trigger::Signal).unwrap();
+    wait_for(|| keys_now(&running).len() == 2).await;
+    let both = anchors(&setup, &running);
+    assert_eq!(both.len(), 2);
+    let new: Vec<Anchor> = both
+        .iter()
+        .filter(|a| old.iter().all(|o| o.ds != a.ds))
+        .cloned()
+        .collect();
+    assert_eq!(new.len(), 1);
+    // Validators holding either DS find everything secure.
+    for anchors in [&old, &new] {
+        let unbound = Unbound::start(addr, anchors).await;
+        unbound.secure(zone, RecordType::TXT).await;
+        unbound.secure(zone, RecordType::DNSKEY).await;
+        unbound.secure(&format!("nope.{zone}"), RecordType::TXT).await;
+    }
+    // Finishing early is refused; forced, the old key goes.
+    assert!(spfd::cli::dnssec::rollover(&config, zone, 600, true, false).is_err());
+    spfd::cli::dnssec::rollover(&config, zone, 600, true, true).unwrap();
+    running.reload.send(spfd::reload::Trigger::Signal).unwrap();
+    wait_for(|| keys_now(&running).len() == 1).await;
+    let unbound = Unbound::start(addr, &new).await;
+    unbound.secure(zone, RecordType::TXT).await;
+    unbound.secure(zone, RecordType::DNSKEY).await;
+    let stale = Unbound::start(addr, &old).await;
+    let m = stale.ask(zone, RecordType::TXT, false).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::ServFail,
+        "the old DS no longer matches: {m}"
+    );
+    running.shutdown().await.unwrap();
+}
+
+async fn wait_for(check: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("not reached within 10 s");
 }

@@ -105,7 +105,10 @@ impl Unbound {
             let q = query("version.server.", RecordType::TXT);
             socket.send_to(&q.to_vec().unwrap(), self.addr).await.unwrap();
             let mut buf = [0u8; 512];
-            if tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf)).await.is_ok() {
+            if tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf))
+                .await
+                .is_ok()
+            {
                 return;
             }
         }
@@ -132,7 +135,11 @@ impl Unbound {
     /// Asserts that unbound validated the answer (AD set, NOERROR); returns it.
     pub async fn secure(&self, name: &str, rtype: RecordType) -> Message {
         let m = self.ask(name, rtype, false).await;
-        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name} {rtype}: {m}");
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {rtype}: {m}"
+        );
         assert!(m.metadata.authentic_data, "{name} {rtype} is not secure: {m}");
         m
     }
@@ -179,7 +186,9 @@ pub fn delv(spfd: SocketAddr, anchor: &Anchor, name: &str, rtype: RecordType, tc
     if tcp {
         cmd.arg("+tcp");
     }
-    let out = cmd.output().expect("delv (Debian package bind9-dnsutils) must be installed");
+    let out = cmd
+        .output()
+        .expect("delv (Debian package bind9-dnsutils) must be installed");
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
