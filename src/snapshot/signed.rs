@@ -160,3 +160,95 @@ pub fn name_from_wire(wire: &[u8]) -> Option<Name> {
     name.set_fqdn(true);
     Some(name)
 }
+
+/// How often the renewal service looks for zones whose signature window has passed.
+pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Re-signs, in every signed zone of the snapshot, the static RRsets whose signatures
+/// belong to an earlier window than `now`'s (a quarter of the validity each: they are
+/// renewed with three quarters of their life left). Returns how many zones it renewed.
+pub fn renew_all(snapshot: &super::Snapshot, now_unix: u64) -> usize {
+    snapshot
+        .zones
+        .values()
+        .filter_map(|z| z.wire.zone.dnssec.as_deref())
+        .filter(|s| s.renew(now_unix))
+        .count()
+}
+
+/// The background service that renews signatures on a timer (queries renew a zone
+/// too, if they reach it first), so zones nobody asked for stay fresh and no query
+/// pays for a whole zone's signatures.
+pub fn spawn_renewal(cell: Arc<super::SnapshotCell>) -> std::io::Result<crate::service::ServiceHandle> {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    crate::service::ServiceHandle::spawn(
+        "dnssec-renew",
+        move || drop(stop_tx),
+        move || {
+            crate::os::lower_thread_priority();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(RENEW_EVERY) {
+                let renewed = renew_all(&cell.load(), crate::dnssec::unix_now());
+                if renewed > 0 {
+                    tracing::info!(zones = renewed, "DNSSEC signatures renewed");
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceFile;
+    use crate::snapshot::serials::SerialBook;
+    use crate::snapshot::{Builder, ServerIdentity};
+
+    fn signed_snapshot(dir: &Path, now: u64) -> super::super::Snapshot {
+        let config = DnssecConfig {
+            enabled: true,
+            ..DnssecConfig::default()
+        };
+        let signing = Signing::open(&config, dir).unwrap();
+        let text = "domain = \"example.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n";
+        let policy = crate::policy::parse(&SourceFile::new("/p/example.toml", text))
+            .unwrap()
+            .policy;
+        let mut builder = Builder::new().with_dnssec(signing);
+        builder.add(Arc::new(policy), None).unwrap();
+        let servers = ServerIdentity {
+            nameservers: vec![Name::from_ascii("ns1.spfd.test.").unwrap()],
+            hostmaster: Name::from_ascii("hostmaster.spfd.test.").unwrap(),
+        };
+        builder.finish(1, &servers, &mut SerialBook::default(), now)
+    }
+
+    #[test]
+    fn the_apex_publishes_the_keys_and_renewal_follows_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_700_000_000;
+        let snapshot = signed_snapshot(dir.path(), t0);
+        let zone = snapshot.zones.values().next().unwrap();
+        let apex = wire_name(&zone.apex);
+        let sets = zone.sets_at(&apex).unwrap();
+        for t in [
+            RecordType::SOA,
+            RecordType::NS,
+            RecordType::TXT,
+            RecordType::DNSKEY,
+            RecordType::CDS,
+            RecordType::CDNSKEY,
+        ] {
+            assert!(sets.iter().any(|(s, _)| *s == u16::from(t)), "{t} at the apex");
+        }
+        let signed = zone.wire.zone.dnssec.as_ref().unwrap();
+        let first = signed.signatures(&apex, 16, t0).unwrap();
+        assert_eq!(renew_all(&snapshot, t0 + 3600), 0, "same window: nothing to do");
+        let expiration = u64::from(first[0].input().sig_expiration.get());
+        // Three quarters of the validity before expiry, the next window has begun.
+        let later = expiration - 10 * 86400 + 1;
+        assert_eq!(renew_all(&snapshot, later), 1);
+        let renewed = signed.signatures(&apex, 16, later).unwrap();
+        assert!(u64::from(renewed[0].input().sig_expiration.get()) > expiration);
+        assert!(u64::from(renewed[0].input().sig_inception.get()) <= later - crate::dnssec::INCEPTION_SKEW);
+    }
+}
