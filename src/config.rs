@@ -119,6 +119,9 @@ struct RawUpstream {
     /// "off" or "validate".
     #[serde(default)]
     dnssec: Option<Spanned<String>>,
+    /// DNSKEY records (zone-file form) to trust in place of the root's keys.
+    #[serde(default)]
+    trust_anchors: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +194,9 @@ pub struct UpstreamConfig {
     /// `dnssec = "validate"`: provider answers are DNSSEC-validated; a bogus one counts
     /// as an upstream failure.
     pub validate: bool,
+    /// `trust_anchors`: a file of DNSKEY records trusted instead of the root's keys
+    /// (private roots, tests); `None`: the IANA root keys.
+    pub trust_anchors: Option<PathBuf>,
 }
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/spfd";
@@ -239,6 +245,7 @@ impl Config {
         let rrl = parse_rrl(&raw.server.rrl, &mut diags);
         let dnssec = dnssec::parse_dnssec(&raw.dnssec, &mut diags);
         let validate = dnssec::parse_upstream_dnssec(&raw.upstream.dnssec, &mut diags);
+        let trust_anchors = dnssec::parse_trust_anchors(&raw.upstream.trust_anchors, base, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -262,6 +269,7 @@ impl Config {
                 max_stale: max_stale.expect("checked above"),
                 hold_down: hold_down.expect("checked above"),
                 validate,
+                trust_anchors,
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,

@@ -342,3 +342,61 @@ async fn wait_for(check: impl Fn() -> bool) {
     }
     panic!("not reached within 10 s");
 }
+
+/// `[upstream] dnssec = "validate"`: the flattener validates what it resolves. A
+/// provider zone signed (by another spfd) validates with its key as trust anchor and is
+/// flattened; with a key that is not the provider's, its answers are bogus: an upstream
+/// failure, reported, and nothing unvalidated is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flattener_validates_provider_answers() {
+    let provider = "domain = \"prov.test\"\nzone = \"prov.test\"\n[spf]\nrecord = \"v=spf1 ip4:198.51.100.0/25 -all\"\nmode = \"passthrough\"\n";
+    let signer = Setup::new(&[("prov.toml", provider)]);
+    enable_dnssec(&signer);
+    let upstream = spfd::server::start(&signer.config()).await.unwrap();
+    let ds = spfd::cli::dnssec::ds(&signer.config(), &upstream.snapshot.load(), None).unwrap();
+    let dnskey = ds.lines().find(|l| l.contains("\tDNSKEY\t")).unwrap().to_string();
+    // Another key for the same zone: not the provider's.
+    let other_dir = tempfile::tempdir().unwrap();
+    let store =
+        spfd::dnssec::KeyStore::open(other_dir.path(), spfd::dnssec::KeyAlgorithm::EcdsaP256Sha256).unwrap();
+    let other = store
+        .keys_for(&hickory_proto::rr::Name::from_ascii("prov.test.").unwrap())
+        .unwrap();
+    let other_line = format!(
+        "prov.test.\t600\tIN\tDNSKEY\t257 3 13 {}",
+        spfd::cli::dnssec::dnskey_base64(&other.keys[0])
+    );
+
+    for (anchor, trusted) in [(dnskey.as_str(), true), (other_line.as_str(), false)] {
+        let policy = "domain = \"flat.test\"\n[spf]\nrecord = \"v=spf1 include:prov.test -all\"\n";
+        let setup = Setup::new(&[("flat.toml", policy)]);
+        std::fs::write(setup.dir.path().join("anchors.key"), format!("{anchor}\n")).unwrap();
+        let config = format!(
+            "{}[upstream]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\ndnssec = \"validate\"\ntrust_anchors = \"anchors.key\"\n",
+            config_text(),
+            upstream.addrs[0]
+        );
+        std::fs::write(setup.config_path(), config).unwrap();
+        let running = spfd::server::start(&setup.config()).await.unwrap();
+        let mut flattened = running.flattened.clone();
+        flattened.wait().await;
+        let board = running.board.load();
+        let status = board
+            .policies
+            .get("flat.test.")
+            .or_else(|| board.policies.get("flat.test"))
+            .cloned();
+        let published = running.published.get("flat.test.");
+        if trusted {
+            let entry = published.expect("validated answers are flattened");
+            let text = format!("{entry:?}");
+            assert!(text.contains("198.51.100.0/25"), "{text}");
+        } else {
+            assert!(published.is_none(), "a bogus answer must not be published");
+            let error = status.and_then(|s| s.error.clone()).unwrap_or_default();
+            assert!(error.contains("DNSSEC validation failed"), "{error}");
+        }
+        running.shutdown().await.unwrap();
+    }
+    upstream.shutdown().await.unwrap();
+}

@@ -60,6 +60,11 @@ pub fn ds_line(apex: &Name, key: &ZoneKey) -> anyhow::Result<String> {
     ))
 }
 
+/// A key's public part in the base64 of DNSKEY presentation form.
+pub fn dnskey_base64(key: &ZoneKey) -> String {
+    base64(key.dnskey.public_key().public_bytes())
+}
+
 fn dnskey_line(apex: &Name, ttl: u32, key: &ZoneKey) -> String {
     let public = key.dnskey.public_key();
     format!(

@@ -79,6 +79,29 @@ pub(super) fn parse_dnssec(raw: &RawDnssec, diags: &mut Diagnostics) -> DnssecCo
     config
 }
 
+/// `[upstream] trust_anchors`: a readable file of DNSKEY records, relative to the config.
+pub(super) fn parse_trust_anchors(
+    raw: &Option<Spanned<std::path::PathBuf>>,
+    base: &std::path::Path,
+    diags: &mut Diagnostics,
+) -> Option<std::path::PathBuf> {
+    let raw = raw.as_ref()?;
+    let path = base.join(raw.get_ref());
+    match hickory_proto::dnssec::TrustAnchors::from_file(&path) {
+        Ok(_) => Some(path),
+        Err(e) => {
+            diags.error(
+                raw.span(),
+                format!(
+                    "upstream trust_anchors {}: {e} (write DNSKEY records, one per line)",
+                    path.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// `[upstream] dnssec`: "off" (default) or "validate".
 pub(super) fn parse_upstream_dnssec(raw: &Option<Spanned<String>>, diags: &mut Diagnostics) -> bool {
     match raw.as_ref().map(|s| (s, s.get_ref().as_str())) {
