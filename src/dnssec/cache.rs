@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::sign::Signatures;
+use super::Signatures;
 
 /// Owner (lower-case wire format), type, window index.
 pub type CacheKey = (Box<[u8]>, u16, u64);

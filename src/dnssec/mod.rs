@@ -17,6 +17,9 @@ pub mod sign;
 pub use keys::{KeyAlgorithm, KeyError, KeyStore, ZoneKey, ZoneKeys};
 pub use sign::{Prepared, SignedZone, Signer};
 
+/// The RRSIGs over one RRset, one per key of the zone.
+pub type Signatures = std::sync::Arc<[hickory_proto::dnssec::rdata::RRSIG]>;
+
 /// RFC 9824: the NXNAME meta type, in the type bitmap of a compact-denial NSEC for a
 /// name that does not exist (hickory 0.26 has no constant for it).
 pub const TYPE_NXNAME: u16 = 128;

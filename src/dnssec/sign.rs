@@ -14,12 +14,9 @@ use hickory_proto::rr::{DNSClass, Name, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::BinEncodable;
 use tracing::warn;
 
-use super::Window;
 use super::cache::{CacheKey, SigCache};
 use super::keys::ZoneKeys;
-
-/// The RRSIGs over one RRset, one per key of the zone.
-pub type Signatures = Arc<[RRSIG]>;
+use super::{Signatures, Window};
 
 /// Signatures made on demand held per zone (two generations of this many).
 pub const CACHE_ENTRIES: usize = 8192;
