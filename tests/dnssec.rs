@@ -268,6 +268,27 @@ async fn a_signed_answer_too_large_for_udp_is_truncated_and_whole_over_tcp() {
     assert!(!tcp.metadata.truncation);
     let types: Vec<RecordType> = tcp.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(types, [RecordType::TXT, RecordType::RRSIG], "{tcp}");
+    // A small signed answer comes over UDP (the fast path) with the same records, and
+    // the same precomputed signature, as over TCP.
+    let mut q = query("_spf.example.test.", RecordType::TXT);
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    q.set_edns(edns);
+    let bytes = q.to_vec().unwrap();
+    let udp = hickory_proto::op::Message::from_vec(&udp_raw(addr, &bytes).await).unwrap();
+    let tcp = hickory_proto::op::Message::from_vec(&tcp_raw(addr, &bytes).await).unwrap();
+    let mut out = Vec::new();
+    let outcome = spfd::dns::wire::respond(&running.snapshot.load(), &bytes, &mut out);
+    assert_eq!(
+        outcome,
+        spfd::dns::wire::Outcome::Answered,
+        "answered on the fast path"
+    );
+    assert_eq!(udp.answers.len(), 2, "{udp}");
+    assert_eq!(udp.answers, tcp.answers);
+    assert!(udp.metadata.authoritative);
+    assert!(udp.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok));
     // Without DO the same question fits and carries no signature.
     let plain = hickory_proto::op::Message::from_vec(
         &udp_raw(addr, &query(name, RecordType::TXT).to_vec().unwrap()).await,

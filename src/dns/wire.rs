@@ -86,9 +86,22 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         return Outcome::Answered;
     };
     let zone = &name.zone;
-    if zone.dnssec.is_some() && (q.edns.is_some_and(|e| e.dnssec_ok) || q.qtype == TYPE_NXNAME) {
-        // Signatures and denial proofs are added on the general path.
-        return Outcome::General;
+    if let Some(signed) = &zone.dnssec
+        && (q.edns.is_some_and(|e| e.dnssec_ok) || q.qtype == TYPE_NXNAME)
+    {
+        // DNSSEC: a static RRset gets its precomputed RRSIGs here; everything else
+        // (denial, macro answers, NXNAME) is signed on the general path.
+        let set = name.set(q.qtype).filter(|s| s.count > 0 && labels_above == 0);
+        let now = crate::dnssec::unix_now();
+        match set.zip(signed.wire_signatures(q.name(), q.qtype, now)) {
+            Some((set, sigs)) => {
+                let count = set.count.saturating_add(sigs.count);
+                write_header(out, request, 0x04, 0, [count, 0], true);
+                finish_parts(out, request, &q, &[&set.bytes, &sigs.bytes], None);
+                return Outcome::Answered;
+            }
+            None => return Outcome::General,
+        }
     }
     if labels_above == 0 {
         answer_at(out, request, &q, name, zone);
@@ -171,8 +184,21 @@ fn write_header(out: &mut Vec<u8>, request: &[u8], aa: u8, rcode: u8, counts: [u
 
 /// The question (as asked), the sections, our OPT; then truncation if it does not fit.
 fn finish(out: &mut Vec<u8>, request: &[u8], q: &Question, answers: &[u8], authority: Option<(u16, &[u8])>) {
+    finish_parts(out, request, q, &[answers], authority)
+}
+
+/// [`finish`] with the answer section in parts (an RRset, then its RRSIGs).
+fn finish_parts(
+    out: &mut Vec<u8>,
+    request: &[u8],
+    q: &Question,
+    answers: &[&[u8]],
+    authority: Option<(u16, &[u8])>,
+) {
     out.extend_from_slice(&request[HEADER..q.end]);
-    out.extend_from_slice(answers);
+    for part in answers {
+        out.extend_from_slice(part);
+    }
     if let Some((pointer, tail)) = authority {
         out.extend_from_slice(&pointer.to_be_bytes());
         out.extend_from_slice(tail);

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use hickory_proto::dnssec::TBS;
-use hickory_proto::dnssec::rdata::{RRSIG, SigInput};
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType, SerialNumber};
+use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG, SigInput};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::BinEncodable;
 use tracing::warn;
 
@@ -139,6 +139,46 @@ struct Signed {
     window: u64,
     /// By index into [`SignedZone::sets`]; `None` where signing failed.
     sigs: Box<[Option<Signatures>]>,
+    /// The same as answer-section bytes, for the UDP fast path.
+    wire: Box<[Option<Arc<WireSigs>>]>,
+}
+
+impl Signed {
+    fn new(window: u64, sigs: Box<[Option<Signatures>]>, sets: &[Prepared]) -> Signed {
+        let wire = sigs
+            .iter()
+            .zip(sets)
+            .map(|(sigs, set)| sigs.as_ref().and_then(|s| WireSigs::encode(s, set.ttl)))
+            .collect();
+        Signed { window, sigs, wire }
+    }
+}
+
+/// The RRSIGs of a static RRset as answer-section bytes, each owner a pointer to the
+/// question (offset 12), as the fast path writes every answer.
+#[derive(Debug)]
+pub struct WireSigs {
+    pub count: u16,
+    pub bytes: Box<[u8]>,
+}
+
+impl WireSigs {
+    fn encode(sigs: &Signatures, ttl: u32) -> Option<Arc<WireSigs>> {
+        let mut bytes = Vec::new();
+        for sig in sigs.iter() {
+            let rdata = RData::DNSSEC(DNSSECRData::RRSIG(sig.clone())).to_bytes().ok()?;
+            bytes.extend_from_slice(&[0xc0, 0x0c]);
+            bytes.extend_from_slice(&u16::from(RecordType::RRSIG).to_be_bytes());
+            bytes.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+            bytes.extend_from_slice(&ttl.to_be_bytes());
+            bytes.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
+            bytes.extend_from_slice(&rdata);
+        }
+        Some(Arc::new(WireSigs {
+            count: u16::try_from(sigs.len()).ok()?,
+            bytes: bytes.into_boxed_slice(),
+        }))
+    }
 }
 
 /// A zone's signing state, kept with the zone's wire data in the snapshot.
@@ -146,7 +186,8 @@ struct Signed {
 pub struct SignedZone {
     pub signer: Signer,
     sets: Box<[Prepared]>,
-    index: HashMap<(Box<[u8]>, u16), usize>,
+    /// By owner (lower-case wire format): each type there and its index in `sets`.
+    index: HashMap<Box<[u8]>, Vec<(u16, usize)>>,
     signed: ArcSwap<Signed>,
     /// One renewal at a time; queries meanwhile use the signatures still in place.
     renewing: Mutex<()>,
@@ -166,21 +207,25 @@ impl SignedZone {
             .iter()
             .map(|set| {
                 let kept = old.as_ref().zip(reusable).and_then(|(old, p)| {
-                    let i = *p.index.get(&key_of(set))?;
+                    let i = p.find(&lower_wire(&set.owner), u16::from(set.rtype))?;
                     (p.sets[i] == *set).then(|| old.sigs[i].clone()).flatten()
                 });
                 kept.or_else(|| signer.sign(set, window))
             })
             .collect();
-        let index = sets.iter().enumerate().map(|(i, s)| (key_of(s), i)).collect();
+        let mut index: HashMap<Box<[u8]>, Vec<(u16, usize)>> = HashMap::new();
+        for (i, set) in sets.iter().enumerate() {
+            index
+                .entry(lower_wire(&set.owner))
+                .or_default()
+                .push((u16::from(set.rtype), i));
+        }
+        let signed = ArcSwap::from_pointee(Signed::new(window.index, sigs, &sets));
         SignedZone {
             signer,
             sets: sets.into_boxed_slice(),
             index,
-            signed: ArcSwap::from_pointee(Signed {
-                window: window.index,
-                sigs,
-            }),
+            signed,
             renewing: Mutex::new(()),
             cache: SigCache::new(CACHE_ENTRIES),
         }
@@ -189,9 +234,22 @@ impl SignedZone {
     /// The signatures of the static RRset at `owner` (lower-case wire format) of type
     /// `rtype`, renewed first if a new window has started.
     pub fn signatures(&self, owner: &[u8], rtype: u16, now_unix: u64) -> Option<Signatures> {
-        let i = *self.index.get(&(Box::from(owner), rtype))?;
+        let i = self.find(owner, rtype)?;
         self.renew(now_unix);
         self.signed.load().sigs[i].clone()
+    }
+
+    /// [`SignedZone::signatures`] as answer-section bytes, for the fast path (no
+    /// allocation: a shared reference).
+    pub fn wire_signatures(&self, owner: &[u8], rtype: u16, now_unix: u64) -> Option<Arc<WireSigs>> {
+        let i = self.find(owner, rtype)?;
+        self.renew(now_unix);
+        self.signed.load().wire[i].clone()
+    }
+
+    fn find(&self, owner: &[u8], rtype: u16) -> Option<usize> {
+        let types = self.index.get(owner)?;
+        types.iter().find(|(t, _)| *t == rtype).map(|(_, i)| *i)
     }
 
     /// Re-signs every static RRset when `now` is in a later window than their
@@ -210,10 +268,8 @@ impl SignedZone {
             .iter()
             .map(|set| self.signer.sign(set, window))
             .collect();
-        self.signed.store(Arc::new(Signed {
-            window: window.index,
-            sigs,
-        }));
+        self.signed
+            .store(Arc::new(Signed::new(window.index, sigs, &self.sets)));
         true
     }
 
@@ -244,10 +300,6 @@ impl SignedZone {
     pub fn window_index(&self) -> u64 {
         self.signed.load().window
     }
-}
-
-fn key_of(set: &Prepared) -> (Box<[u8]>, u16) {
-    (lower_wire(&set.owner), u16::from(set.rtype))
 }
 
 /// A name in lower-case wire format.
