@@ -4,7 +4,6 @@
 //! their signatures, renews them when a new window starts (no rebuild of the zone), and
 //! signs what is synthesised per query through a bounded cache.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -12,6 +11,7 @@ use hickory_proto::dnssec::TBS;
 use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG, SigInput};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::BinEncodable;
+use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use super::cache::{CacheKey, SigCache};
@@ -187,7 +187,7 @@ pub struct SignedZone {
     pub signer: Signer,
     sets: Box<[Prepared]>,
     /// By owner (lower-case wire format): each type there and its index in `sets`.
-    index: HashMap<Box<[u8]>, Vec<(u16, usize)>>,
+    index: FxHashMap<Box<[u8]>, Vec<(u16, usize)>>,
     signed: ArcSwap<Signed>,
     /// One renewal at a time; queries meanwhile use the signatures still in place.
     renewing: Mutex<()>,
@@ -213,7 +213,7 @@ impl SignedZone {
                 kept.or_else(|| signer.sign(set, window))
             })
             .collect();
-        let mut index: HashMap<Box<[u8]>, Vec<(u16, usize)>> = HashMap::new();
+        let mut index: FxHashMap<Box<[u8]>, Vec<(u16, usize)>> = FxHashMap::default();
         for (i, set) in sets.iter().enumerate() {
             index
                 .entry(lower_wire(&set.owner))
@@ -243,6 +243,11 @@ impl SignedZone {
     /// allocation: a shared reference).
     pub fn wire_signatures(&self, owner: &[u8], rtype: u16, now_unix: u64) -> Option<Arc<WireSigs>> {
         let i = self.find(owner, rtype)?;
+        let signed = self.signed.load();
+        if signed.window == self.signer.window(now_unix).index {
+            return signed.wire[i].clone();
+        }
+        drop(signed);
         self.renew(now_unix);
         self.signed.load().wire[i].clone()
     }
