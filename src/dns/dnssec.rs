@@ -25,6 +25,10 @@ pub fn secure(
     dnssec_ok: bool,
     now_unix: u64,
 ) -> Answer {
+    if !dnssec_ok && u16::from(qtype) != TYPE_NXNAME {
+        // Nothing to add: not even the zone is looked up again.
+        return answer;
+    }
     let Some(zone) = snapshot.find_zone(&LowerName::new(qname)) else {
         return answer;
     };

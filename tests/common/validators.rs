@@ -95,17 +95,21 @@ impl Unbound {
             child,
             _dir: dir,
         };
-        unbound.wait_ready().await;
+        let probe = anchors.first().map_or("test.", |a| a.zone.as_str());
+        unbound.wait_ready(probe).await;
         unbound
     }
 
-    async fn wait_ready(&self) {
-        for _ in 0..100 {
+    /// Waits (30 s at most, for a loaded machine) until unbound answers a question about
+    /// a zone it serves from its stub: it is listening and can reach spfd.
+    async fn wait_ready(&self, zone: &str) {
+        for _ in 0..60 {
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let q = query("version.server.", RecordType::TXT);
+            let mut q = query(zone, RecordType::SOA);
+            q.metadata.recursion_desired = true;
             socket.send_to(&q.to_vec().unwrap(), self.addr).await.unwrap();
-            let mut buf = [0u8; 512];
-            if tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf))
+            let mut buf = [0u8; 1232];
+            if tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf))
                 .await
                 .is_ok()
             {
