@@ -92,22 +92,39 @@ pub fn ds(config: &Config, snapshot: &Snapshot, only: Option<&str>) -> anyhow::R
             only.map_or("at all".into(), |o| o.to_string())
         );
     }
+    // The offline snapshot only reads keys: a zone without one gets it here, as at the
+    // server's first start (so the DS can be at the parent before signing begins).
+    let mut store = None;
     let mut out = String::new();
     for zone in zones {
         let _ = writeln!(out, "; {} ({})", zone.apex, zone.policy.path.display());
-        let Some(signed) = zone.wire.zone.dnssec.as_deref() else {
-            let _ = writeln!(
-                out,
-                "; not signed (dnssec = false in the policy, or its key is unreadable)\n"
-            );
-            continue;
+        let keys = match (zone.wire.zone.dnssec.as_deref(), zone.policy.dnssec) {
+            (Some(signed), _) => signed.signer.keys.clone(),
+            (None, true) => {
+                let store = match &mut store {
+                    Some(store) => store,
+                    None => store.insert(KeyStore::open(
+                        &config.state_dir.join("keys"),
+                        config.dnssec.algorithm,
+                    )?),
+                };
+                let _ = writeln!(
+                    out,
+                    "; a key is made for this zone now: spfd signs with it from its next start or reload"
+                );
+                store.keys_for(&zone.apex)?
+            }
+            (None, false) => {
+                let _ = writeln!(out, "; not signed (dnssec = false in the policy)\n");
+                continue;
+            }
         };
         let _ = writeln!(out, "; add at the parent zone:");
-        for key in &signed.signer.keys.keys {
+        for key in &keys.keys {
             let _ = writeln!(out, "{}", ds_line(&zone.apex, key)?);
         }
         let _ = writeln!(out, "; the key it points to:");
-        for key in &signed.signer.keys.keys {
+        for key in &keys.keys {
             let _ = writeln!(out, "{}", dnskey_line(&zone.apex, zone.ttl, key));
         }
         let _ = writeln!(out);

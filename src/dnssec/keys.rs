@@ -65,6 +65,9 @@ pub enum KeyError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}: {why}", .path.display())]
     Bad { path: PathBuf, why: String },
+    /// A read-only store (the offline commands) found no key for the zone.
+    #[error("{zone} has no key in {}", .dir.display())]
+    Missing { zone: String, dir: PathBuf },
 }
 
 /// One key of a zone.
@@ -122,6 +125,9 @@ impl ZoneKeys {
 pub struct KeyStore {
     dir: PathBuf,
     algorithm: KeyAlgorithm,
+    /// False for the offline commands (`spfd check`, `spfd records`): they read keys
+    /// but never make any.
+    create: bool,
     state: Mutex<Index>,
 }
 
@@ -150,9 +156,25 @@ impl KeyStore {
         let store = KeyStore {
             dir: dir.to_path_buf(),
             algorithm,
+            create: true,
             state: Mutex::new(Index::default()),
         };
         store.relist()?;
+        Ok(store)
+    }
+
+    /// The keys already in `dir`, read only: a zone without one stays unsigned, and
+    /// nothing is written (a missing directory holds no keys).
+    pub fn open_existing(dir: &Path, algorithm: KeyAlgorithm) -> Result<KeyStore, KeyError> {
+        let store = KeyStore {
+            dir: dir.to_path_buf(),
+            algorithm,
+            create: false,
+            state: Mutex::new(Index::default()),
+        };
+        if dir.exists() {
+            store.relist()?;
+        }
         Ok(store)
     }
 
@@ -164,7 +186,7 @@ impl KeyStore {
     /// or retired); true when it did.
     pub fn refresh(&self) -> Result<bool, KeyError> {
         let modified = fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
-        if modified.is_some() && modified == self.lock().listed_at {
+        if modified.is_none() || modified == self.lock().listed_at {
             return Ok(false);
         }
         self.relist()?;
@@ -208,6 +230,12 @@ impl KeyStore {
         }
         let mut files = index.files.get(&zone).cloned().unwrap_or_default();
         if files.is_empty() {
+            if !self.create {
+                return Err(KeyError::Missing {
+                    zone,
+                    dir: self.dir.clone(),
+                });
+            }
             files.push(self.generate(apex)?);
             index.files.insert(zone.clone(), files.clone());
         }
@@ -397,6 +425,22 @@ mod tests {
             first.tags(),
             "never replaced"
         );
+    }
+
+    #[test]
+    fn a_read_only_store_makes_no_key_and_no_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let store = KeyStore::open_existing(&keys, KeyAlgorithm::EcdsaP256Sha256).unwrap();
+        let apex = Name::from_ascii("example.test.").unwrap();
+        assert!(matches!(store.keys_for(&apex), Err(KeyError::Missing { .. })));
+        assert!(!keys.exists());
+        let made = KeyStore::open(&keys, KeyAlgorithm::EcdsaP256Sha256)
+            .unwrap()
+            .keys_for(&apex)
+            .unwrap();
+        let read = KeyStore::open_existing(&keys, KeyAlgorithm::EcdsaP256Sha256).unwrap();
+        assert_eq!(read.keys_for(&apex).unwrap().tags(), made.tags());
     }
 
     #[test]

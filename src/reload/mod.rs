@@ -95,6 +95,16 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(config: &Config, cell: Arc<SnapshotCell>, published: Arc<Published>) -> Self {
+        Self::new_with_keys(config, cell, published, true)
+    }
+
+    /// `make_keys` false: DNSSEC keys are read, never made (the offline commands).
+    fn new_with_keys(
+        config: &Config,
+        cell: Arc<SnapshotCell>,
+        published: Arc<Published>,
+        make_keys: bool,
+    ) -> Self {
         let serials = SerialBook::load(&config.state_dir).unwrap_or_else(|e| {
             warn!(dir = %config.state_dir.display(), "cannot read zone serials, starting from the clock: {e}");
             SerialBook::default()
@@ -123,7 +133,7 @@ impl Reloader {
             macro_kept: HashMap::new(),
             report_needs: HashMap::new(),
             report_hosts: BTreeMap::new(),
-            dnssec: Signing::open(&config.dnssec, &config.state_dir).unwrap_or_else(|e| {
+            dnssec: Signing::open_with(&config.dnssec, &config.state_dir, make_keys).unwrap_or_else(|e| {
                 error!("DNSSEC keys cannot be used, zones are served unsigned: {e}");
                 None
             }),
@@ -137,10 +147,9 @@ impl Reloader {
 
     /// A reloader that reads state but never writes it: for the offline commands.
     pub fn offline(config: &Config, cell: Arc<SnapshotCell>) -> Self {
-        Self {
-            persist: false,
-            ..Self::new(config, cell, Arc::new(Published::default()))
-        }
+        let mut reloader = Self::new_with_keys(config, cell, Arc::new(Published::default()), false);
+        reloader.persist = false;
+        reloader
     }
 
     /// The policies in service, updated after every reload.

@@ -29,10 +29,23 @@ pub struct Signing {
 impl Signing {
     /// `None` when `[dnssec]` is off; keys live in `state_dir/keys/`.
     pub fn open(config: &DnssecConfig, state_dir: &Path) -> Result<Option<Arc<Signing>>, KeyError> {
+        Self::open_with(config, state_dir, true)
+    }
+
+    /// `create` false: the offline commands, which read keys and never make any.
+    pub fn open_with(
+        config: &DnssecConfig,
+        state_dir: &Path,
+        create: bool,
+    ) -> Result<Option<Arc<Signing>>, KeyError> {
         if !config.enabled {
             return Ok(None);
         }
-        let store = KeyStore::open(&state_dir.join("keys"), config.algorithm)?;
+        let dir = state_dir.join("keys");
+        let store = match create {
+            true => KeyStore::open(&dir, config.algorithm)?,
+            false => KeyStore::open_existing(&dir, config.algorithm)?,
+        };
         Ok(Some(Arc::new(Signing {
             store,
             validity: config.signature_validity.as_secs(),
@@ -45,10 +58,17 @@ impl Signing {
         if !policy.dnssec {
             return None;
         }
-        self.store
-            .keys_for(&policy.zone)
-            .map_err(|e| error!(zone = %policy.zone, "zone served unsigned: {e}"))
-            .ok()
+        match self.store.keys_for(&policy.zone) {
+            Ok(keys) => Some(keys),
+            Err(e @ KeyError::Missing { .. }) => {
+                tracing::debug!("{e}");
+                None
+            }
+            Err(e) => {
+                error!(zone = %policy.zone, "zone served unsigned: {e}");
+                None
+            }
+        }
     }
 }
 
