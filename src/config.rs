@@ -14,10 +14,12 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
+mod dnssec;
 mod reports;
 pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;
+pub use dnssec::DnssecConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
 pub use transfer::{PushConfig, TransferConfig};
@@ -43,6 +45,7 @@ struct RawConfig {
     tsig: std::collections::BTreeMap<Spanned<String>, transfer::RawTsig>,
     #[serde(default)]
     push: Option<transfer::RawPush>,
+    dnssec: dnssec::RawDnssec,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +123,12 @@ struct RawUpstream {
     max_stale: Option<Spanned<String>>,
     #[serde(default)]
     hold_down: Option<Spanned<String>>,
+    /// "off" or "validate".
+    #[serde(default)]
+    dnssec: Option<Spanned<String>>,
+    /// DNSKEY records (zone-file form) to trust in place of the root's keys.
+    #[serde(default)]
+    trust_anchors: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +176,7 @@ pub struct Config {
     pub tsig: crate::tsig::Keyring,
     /// `[push]`: RFC 2136 updates to an existing primary (see [`crate::push`]).
     pub push: Option<PushConfig>,
+    pub dnssec: DnssecConfig,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -194,6 +204,12 @@ pub struct UpstreamConfig {
     pub max_stale: Duration,
     /// A range a provider drops stays authorised this long before it leaves the record.
     pub hold_down: Duration,
+    /// `dnssec = "validate"`: provider answers are DNSSEC-validated; a bogus one counts
+    /// as an upstream failure.
+    pub validate: bool,
+    /// `trust_anchors`: a file of DNSKEY records trusted instead of the root's keys
+    /// (private roots, tests); `None`: the IANA root keys.
+    pub trust_anchors: Option<PathBuf>,
 }
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/spfd";
@@ -246,6 +262,9 @@ impl Config {
             .push
             .as_ref()
             .and_then(|p| transfer::parse_push(p, &tsig, &mut diags));
+        let dnssec = dnssec::parse_dnssec(&raw.dnssec, &mut diags);
+        let validate = dnssec::parse_upstream_dnssec(&raw.upstream.dnssec, &mut diags);
+        let trust_anchors = dnssec::parse_trust_anchors(&raw.upstream.trust_anchors, base, &mut diags);
         if raw.server.listen.is_empty() {
             diags.error(
                 0..0,
@@ -268,6 +287,8 @@ impl Config {
                 refresh_max: refresh_max.expect("checked above"),
                 max_stale: max_stale.expect("checked above"),
                 hold_down: hold_down.expect("checked above"),
+                validate,
+                trust_anchors,
             },
             policy_dir: base.join(raw.policies.dir.unwrap_or("policies".into())),
             tcp,
@@ -279,6 +300,7 @@ impl Config {
             transfer,
             tsig,
             push,
+            dnssec,
         })
     }
 }

@@ -24,6 +24,8 @@
 //! - [`config`]: the server configuration file.
 //! - [`spf`]: the RFC 7208 grammar, lookup cost, macro expansion and evaluator.
 //! - [`policy`]: one policy file per mail domain, validated into [`policy::ValidPolicy`].
+//! - [`dnssec`]: zone keys in `state_dir/keys/`, RRSIGs over prepared RRsets, compact
+//!   denial (RFC 9824) and the cache of signatures made per query.
 //! - [`txt`]: splitting record text into DNS character-strings.
 //! - [`upstream`]: resolving third-party names, cached by TTL with single-flight.
 //! - [`flatten`]: the exact expansion of an SPF record and its packing into a chain.
@@ -65,6 +67,7 @@ pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod dns;
+pub mod dnssec;
 pub mod flatten;
 pub mod logging;
 pub mod metrics;

@@ -52,6 +52,8 @@ pub struct Running {
     alert_service: Option<ServiceHandle>,
     /// Summarises DMARC reports for the status page.
     report_watch: Option<ServiceHandle>,
+    /// Renews DNSSEC signatures on a timer (when `[dnssec]` is on).
+    dnssec_renewal: Option<ServiceHandle>,
     /// Ready once the first snapshot is served (before `start` returns).
     pub ready: ReadyWatch,
     /// Every flattened policy's status (state, lookups, changes, held ranges, error).
@@ -85,6 +87,9 @@ impl Running {
         }
         if let Some(watch) = self.report_watch.take() {
             let _ = tokio::task::spawn_blocking(move || watch.stop_and_join()).await;
+        }
+        if let Some(renewal) = self.dnssec_renewal.take() {
+            let _ = tokio::task::spawn_blocking(move || renewal.stop_and_join()).await;
         }
         if let Some(alerts) = self.alert_service.take() {
             let _ = tokio::task::spawn_blocking(move || alerts.stop_and_join()).await;
@@ -171,6 +176,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let addrs = bound.addrs.clone();
     let (tcp, udp) = serve_dns(bound, &cell, config, &stop, &stats, &rrl, &transfer)?;
     let report_watch = spawn_report_watch(config, &cell, &upstream, report_board, &alerts)?;
+    let dnssec_renewal = match config.dnssec.enabled {
+        true => Some(
+            crate::snapshot::signed::spawn_renewal(cell.clone()).context("cannot start DNSSEC renewal")?,
+        ),
+        false => None,
+    };
     let flattener = Flattener::new(
         upstream,
         published.clone(),
@@ -212,6 +223,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         flatten: Some(flatten),
         alert_service,
         report_watch: Some(report_watch),
+        dnssec_renewal,
         ready: ready.subscribe(),
         board,
         flattened,

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 
 use super::{join_diagnostics, load_offline};
 use crate::config::Config;
+use crate::dnssec::SignedZone;
 use crate::names::{parse_host_name, prepend};
 use crate::policy::{SpfMode, ValidPolicy};
 use crate::snapshot::Snapshot;
@@ -137,7 +138,11 @@ pub fn records(config: &Config, snapshot: &Snapshot, only: Option<&str>) -> anyh
     }
     let mut out = String::new();
     for p in policies {
-        owner_records(config, p, &mut out);
+        let signed = snapshot
+            .zones
+            .get(&p.zone_lower)
+            .and_then(|z| z.wire.zone.dnssec.clone());
+        owner_records(config, p, signed.as_deref(), &mut out);
     }
     Ok(out)
 }
@@ -162,7 +167,7 @@ fn served_nameservers(config: &Config, p: &ValidPolicy) -> Vec<hickory_proto::rr
     }
 }
 
-fn owner_records(config: &Config, p: &ValidPolicy, out: &mut String) {
+fn owner_records(config: &Config, p: &ValidPolicy, signed: Option<&SignedZone>, out: &mut String) {
     let _ = writeln!(out, "; {} ({})", p.domain, p.path.display());
     if p.zone == p.domain {
         let _ = writeln!(
@@ -175,6 +180,12 @@ fn owner_records(config: &Config, p: &ValidPolicy, out: &mut String) {
     }
     for ns in served_nameservers(config, p) {
         let _ = writeln!(out, "{}\t{OWNER_TTL}\tIN\tNS\t{ns}", p.zone);
+    }
+    // DNSSEC: the DS beside the delegation (its parent signs it).
+    for key in signed.iter().flat_map(|s| s.signer.keys.keys.iter()) {
+        if let Ok(line) = super::dnssec::ds_line(&p.zone, key) {
+            let _ = writeln!(out, "{line}");
+        }
     }
     if p.zone == p.domain {
         let _ = writeln!(out);

@@ -1,7 +1,8 @@
 //! The command line: `serve`, `check`, `records`, `flatten`, `explain`, `reports`,
-//! `advise`, `push` and `healthcheck`.
+//! `advise`, `push`, `healthcheck` and `dnssec`.
 
 mod check;
+pub mod dnssec;
 mod explain;
 mod healthcheck;
 mod push;
@@ -100,6 +101,11 @@ pub enum Command {
         /// Print the updates (nsupdate syntax) instead of sending them.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// DNSSEC: the DS records for the parents, key rollover.
+    Dnssec {
+        #[command(subcommand)]
+        command: dnssec::DnssecCommand,
     },
     /// Ask the admin server's /healthz (for container HEALTHCHECKs): exit 0 on a 200, else 1.
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -203,7 +209,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Healthcheck(args) => Ok(healthcheck::run(&args)),
+        Command::Dnssec { command } => run_dnssec(command),
     }
+}
+
+fn run_dnssec(command: dnssec::DnssecCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        dnssec::DnssecCommand::Ds { config, zone } => {
+            let config = load_config(&config)?;
+            let (snapshot, report) = load_offline(&config);
+            for d in report.errors() {
+                eprintln!("{d}");
+            }
+            print!("{}", dnssec::ds(&config, &snapshot, zone.as_deref())?);
+        }
+        dnssec::DnssecCommand::Rollover {
+            config,
+            zone,
+            finish,
+            force,
+        } => {
+            let config = load_config(&config)?;
+            let (snapshot, _) = load_offline(&config);
+            let wanted = crate::names::parse_name(&zone, crate::names::Rules::Service)
+                .map_err(|e| anyhow::anyhow!("ZONE {zone:?} {e}"))?;
+            let ttl = snapshot.zones.values().find(|z| z.apex == wanted).map(|z| z.ttl);
+            let Some(ttl) = ttl else {
+                bail!(
+                    "no zone {wanted} in the valid policies of {}",
+                    config.policy_dir.display()
+                );
+            };
+            print!("{}", dnssec::rollover(&config, &zone, ttl, finish, force)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_reports(command: ReportsCommand) -> anyhow::Result<ExitCode> {

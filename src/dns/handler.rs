@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::answer::{Answer, answer};
 use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
+use crate::dnssec::unix_now;
 use crate::snapshot::Snapshot;
 
 /// Octets of a header, of an OPT record without options, and of a resource record's
@@ -49,6 +50,15 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
                     query.query_type(),
                     query.query_class(),
                     tcp,
+                );
+                let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+                let a = super::dnssec::secure(
+                    snapshot,
+                    query.name(),
+                    query.query_type(),
+                    a,
+                    dnssec_ok,
+                    unix_now(),
                 );
                 debug!(name = %query.name(), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
                 a

@@ -6,9 +6,11 @@
 //! common UDP queries from the snapshot's precompiled bytes; [`scan`] finds what both
 //! paths refuse before hickory reads a message; [`udp`] runs one worker
 //! thread per socket, each with its own response rate limiter ([`rrl`]); [`tcp`] serves connections, fairly between
-//! clients ([`tcp_table`]); [`listen`] binds the sockets.
+//! clients ([`tcp_table`]); [`listen`] binds the sockets. [`dnssec`] adds signatures and
+//! denial proofs for queries with DO=1 to signed zones (on the general path).
 
 pub mod answer;
+pub mod dnssec;
 pub mod full_zone;
 pub mod handler;
 pub mod listen;

@@ -16,6 +16,7 @@ const TYPE_NS: u16 = 2;
 /// MX, SRV, NS, SVCB, HTTPS: answers that carry their targets' addresses.
 const TYPES_WITH_ADDITIONAL: [u16; 5] = [15, 33, 2, 64, 65];
 const CLASS_IN: u16 = 1;
+const TYPE_NXNAME: u16 = crate::dnssec::TYPE_NXNAME;
 const RCODE_NXDOMAIN: u8 = 3;
 const RCODE_REFUSED: u8 = 5;
 /// Query types the fast path leaves to the general one: ANY, AXFR, IXFR, OPT and the
@@ -88,6 +89,28 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         return Outcome::Answered;
     };
     let zone = &name.zone;
+    if let Some(signed) = &zone.dnssec
+        && (q.edns.is_some_and(|e| e.dnssec_ok) || q.qtype == TYPE_NXNAME)
+    {
+        if zone.full {
+            // A zone file's zone, signed: referrals, CNAME chains and wildcards need
+            // the general path's proofs.
+            return Outcome::General;
+        }
+        // DNSSEC: a static RRset gets its precomputed RRSIGs here; everything else
+        // (denial, macro answers, NXNAME) is signed on the general path.
+        let set = name.set(q.qtype).filter(|s| s.count > 0 && labels_above == 0);
+        let now = crate::dnssec::unix_now();
+        match set.zip(signed.wire_signatures(q.name(), q.qtype, now)) {
+            Some((set, sigs)) => {
+                let count = set.count.saturating_add(sigs.count);
+                write_header(out, request, 0x04, 0, [count, 0], true);
+                finish_parts(out, request, &q, &[&set.bytes, &sigs.bytes], None);
+                return Outcome::Answered;
+            }
+            None => return Outcome::General,
+        }
+    }
     if zone.full {
         // A zone file's zone: an RRset at an existing name is answered here; referrals,
         // CNAME chains, wildcards, additional records and negative answers are the
@@ -203,8 +226,21 @@ fn write_header(out: &mut Vec<u8>, request: &[u8], aa: u8, rcode: u8, counts: [u
 
 /// The question (as asked), the sections, our OPT; then truncation if it does not fit.
 fn finish(out: &mut Vec<u8>, request: &[u8], q: &Question, answers: &[u8], authority: Option<(u16, &[u8])>) {
+    finish_parts(out, request, q, &[answers], authority)
+}
+
+/// [`finish`] with the answer section in parts (an RRset, then its RRSIGs).
+fn finish_parts(
+    out: &mut Vec<u8>,
+    request: &[u8],
+    q: &Question,
+    answers: &[&[u8]],
+    authority: Option<(u16, &[u8])>,
+) {
     out.extend_from_slice(&request[HEADER..q.end]);
-    out.extend_from_slice(answers);
+    for part in answers {
+        out.extend_from_slice(part);
+    }
     if let Some((pointer, tail)) = authority {
         out.extend_from_slice(&pointer.to_be_bytes());
         out.extend_from_slice(tail);

@@ -51,6 +51,8 @@ struct RawPolicy {
     transfer: Option<transfer::RawTransfer>,
     zone_file: Option<Spanned<String>>,
     backend: Option<Spanned<String>>,
+    /// `dnssec = false`: this zone stays unsigned when `[dnssec]` is on.
+    dnssec: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +153,8 @@ pub struct ValidPolicy {
     /// The primary the zone's other records are transferred from (AXFR), instead of a
     /// zone file (only when the zone is the domain).
     pub backend: Option<std::net::SocketAddr>,
+    /// False when the policy opts out of DNSSEC signing (`dnssec = false`).
+    pub dnssec: bool,
 }
 
 impl ValidPolicy {
@@ -301,6 +305,7 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -
         transfer,
         zone_data,
         backend,
+        dnssec: raw.dnssec.unwrap_or(true),
     })
 }
 

@@ -23,6 +23,7 @@ use crate::policy::ValidPolicy;
 use crate::published::Published;
 use crate::reports::authorize;
 use crate::snapshot::serials::SerialBook;
+use crate::snapshot::signed::Signing;
 use crate::snapshot::{Builder, Claims, ServerIdentity, Snapshot, SnapshotCell, SpfAnswer, Summary};
 
 mod files;
@@ -98,10 +99,22 @@ pub struct Reloader {
     swap_hooks: Vec<SwapHook>,
     /// The copies of zones served from a backend (transferred by [`crate::backend`]).
     backends: Arc<Backends>,
+    /// DNSSEC signing (`[dnssec] enabled`); zones are signed when built.
+    dnssec: Option<Arc<Signing>>,
 }
 
 impl Reloader {
     pub fn new(config: &Config, cell: Arc<SnapshotCell>, published: Arc<Published>) -> Self {
+        Self::new_with_keys(config, cell, published, true)
+    }
+
+    /// `make_keys` false: DNSSEC keys are read, never made (the offline commands).
+    fn new_with_keys(
+        config: &Config,
+        cell: Arc<SnapshotCell>,
+        published: Arc<Published>,
+        make_keys: bool,
+    ) -> Self {
         let serials = SerialBook::load(&config.state_dir).unwrap_or_else(|e| {
             warn!(dir = %config.state_dir.display(), "cannot read zone serials, starting from the clock: {e}");
             SerialBook::default()
@@ -132,6 +145,10 @@ impl Reloader {
             report_hosts: BTreeMap::new(),
             swap_hooks: Vec::new(),
             backends: Arc::default(),
+            dnssec: Signing::open_with(&config.dnssec, &config.state_dir, make_keys).unwrap_or_else(|e| {
+                error!("DNSSEC keys cannot be used, zones are served unsigned: {e}");
+                None
+            }),
         }
     }
 
@@ -140,17 +157,22 @@ impl Reloader {
         self.backends.clone()
     }
 
+    /// The signing keys and validity, when DNSSEC is on.
+    pub fn dnssec(&self) -> Option<&Arc<Signing>> {
+        self.dnssec.as_ref()
+    }
+
     /// A reloader that reads state but never writes it: for the offline commands.
     pub fn offline(config: &Config, cell: Arc<SnapshotCell>) -> Self {
         Self::offline_with(config, cell, Arc::new(Published::default()))
     }
 
     /// [`Reloader::offline`] publishing the given flattened records (`spfd push`).
+    /// Reads DNSSEC keys, never makes them.
     pub fn offline_with(config: &Config, cell: Arc<SnapshotCell>, published: Arc<Published>) -> Self {
-        Self {
-            persist: false,
-            ..Self::new(config, cell, published)
-        }
+        let mut reloader = Self::new_with_keys(config, cell, published, false);
+        reloader.persist = false;
+        reloader
     }
 
     /// The policies in service, updated after every reload.
@@ -196,6 +218,7 @@ impl Reloader {
         let current = self.cell.load_full();
         let file_changes = self.with_report_zones(&current, file_changes);
         let changes = self.with_republished(file_changes);
+        let changes = self.with_rekeyed(changes);
         let builder = self.stage(&current, changes, &mut report.diagnostics);
         self.note_problems(&read, &report.diagnostics);
         if files_changed {
@@ -364,6 +387,32 @@ impl Reloader {
         changes
     }
 
+    /// After keys were added or retired (`spfd dnssec rollover`), every served file, so
+    /// that the zones whose keys changed are rebuilt (the others keep their content
+    /// fingerprint and are not).
+    fn with_rekeyed(&mut self, mut changes: Vec<FileChange>) -> Vec<FileChange> {
+        let Some(signing) = &self.dnssec else {
+            return changes;
+        };
+        match signing.store.refresh() {
+            Ok(false) => return changes,
+            Ok(true) => {}
+            Err(e) => {
+                error!("DNSSEC keys: {e}");
+                return changes;
+            }
+        }
+        let mut seen: HashSet<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
+        let paths: Vec<PathBuf> = self.files.all_served().map(|p| p.path.clone()).collect();
+        for path in paths {
+            if seen.insert(path.clone()) {
+                let previous = self.files.served(&path).cloned();
+                changes.push(FileChange { path, previous });
+            }
+        }
+        changes
+    }
+
     /// Stages every change on a builder over `current`: removals first, then new
     /// versions, so that a new or changed file claiming a name another file serves is
     /// the one refused (and its previous version stays served).
@@ -373,7 +422,8 @@ impl Reloader {
         changes: Vec<FileChange>,
         diags: &mut Vec<Diagnostic>,
     ) -> Builder {
-        let mut builder = Builder::on(current.clone(), std::mem::take(&mut self.claims));
+        let mut builder =
+            Builder::on(current.clone(), std::mem::take(&mut self.claims)).with_dnssec(self.dnssec.clone());
         let (removed, updated): (Vec<FileChange>, Vec<FileChange>) = changes
             .into_iter()
             .partition(|c| self.files.served(&c.path).is_none());

@@ -13,6 +13,7 @@ use rustc_hash::FxHasher;
 
 use super::compiled::wire_name;
 use super::serials::SerialBook;
+use super::signed::{Signing, fingerprint_mark, sign_zone};
 use super::{Changes, ServerIdentity, Snapshot, SpfAnswer, ZoneContent};
 use crate::policy::ValidPolicy;
 
@@ -108,6 +109,8 @@ pub struct Builder {
     /// record).
     staged: Vec<(ZoneContent, Arc<ValidPolicy>, u64)>,
     removals: Vec<LowerName>,
+    /// DNSSEC: signs every zone built whose policy does not opt out.
+    signing: Option<Arc<Signing>>,
 }
 
 impl Builder {
@@ -122,6 +125,12 @@ impl Builder {
             claims,
             ..Self::default()
         }
+    }
+
+    /// Signs the zones this builder builds (`None`: unsigned).
+    pub fn with_dnssec(mut self, signing: Option<Arc<Signing>>) -> Self {
+        self.signing = signing;
+        self
     }
 
     /// Adds a policy unless another one claims its mail domain or one of its names.
@@ -168,7 +177,8 @@ impl Builder {
         if let Some(p) = previous.filter(|p| p.zone_lower != policy.zone_lower) {
             self.removals.push(p.zone_lower.clone());
         }
-        let fingerprint = content.fingerprint();
+        let keys = self.signing.as_ref().and_then(|s| s.keys_for(&policy));
+        let fingerprint = content.fingerprint() ^ fingerprint_mark(keys.as_deref());
         let same = self.base.zones.get(&policy.zone_lower).is_some_and(|z| {
             // The transfer table is read from the zone's policy when transfers are
             // served: a change of it alone must replace the policy too.
@@ -228,13 +238,20 @@ impl Builder {
                 None => book.serial_for(&content.apex, fingerprint, now_unix),
             };
             let apex = policy.zone_lower.clone();
-            match self.base.zones.contains_key(&apex) {
+            let previous = self.base.zones.get(&apex);
+            match previous.is_some() {
                 true => summary.changed.push((apex, serial)),
                 false => summary.added.push((apex, serial)),
             }
-            changes
-                .upserts
-                .push(Arc::new(content.into_zone(serial, fingerprint, servers, policy)));
+            let keys = self
+                .signing
+                .as_ref()
+                .and_then(|s| Some((s.keys_for(&policy)?, s.validity)));
+            let mut zone = content.into_zone(serial, fingerprint, servers, policy);
+            if let Some((keys, validity)) = keys {
+                sign_zone(&mut zone, keys, validity, previous.map(|z| &**z), now_unix);
+            }
+            changes.upserts.push(Arc::new(zone));
         }
         for apex in self.removals {
             let replaced = changes.upserts.iter().any(|z| z.policy.zone_lower == apex);

@@ -95,6 +95,9 @@ pub struct WireZone {
     /// The zone's records come from a backend whose copy is missing or expired: names
     /// other than spfd's own get SERVFAIL.
     pub expired: bool,
+    /// The zone's signatures when it is signed (DNSSEC); answers to queries with DO=1
+    /// for a signed zone take the general path, which adds them.
+    pub dnssec: Option<Arc<crate::dnssec::SignedZone>>,
 }
 
 #[derive(Debug)]
@@ -143,6 +146,7 @@ impl ZoneWire {
             }),
             full: apex.full,
             expired: apex.expired,
+            dnssec: None,
         });
         let names = nodes
             .iter()
@@ -198,7 +202,7 @@ pub fn insert_names(names: &mut Editor<Arc<[u8]>, WireName>, zone: &Zone) {
 }
 
 /// Records of one RRset as answer-section bytes with the owner pointing at the question.
-fn encode_set(records: &[Record]) -> WireSet {
+pub fn encode_set(records: &[Record]) -> WireSet {
     let mut bytes = Vec::new();
     for r in records {
         bytes.extend_from_slice(&TO_QUESTION);
@@ -258,14 +262,14 @@ fn rdata(data: &RData) -> Vec<u8> {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
-        // Zone-file records: names uncompressed, in the case written (checked to
-        // encode when the file was read).
+        // Zone-file records, and DNSKEY, CDS, CDNSKEY (snapshot::signed): names
+        // uncompressed, in the case written (checked to encode when the file was read).
         other => {
             let mut encoder = BinEncoder::new(&mut out);
             encoder.set_name_encoding(NameEncoding::Uncompressed);
             other
                 .emit(&mut encoder)
-                .expect("zone-file records are checked to encode");
+                .expect("zone-file and key records are checked to encode");
         }
     }
     out
@@ -337,6 +341,7 @@ mod tests {
             macros: None,
             full: false,
             expired: false,
+            dnssec: None,
         };
         let negative = zone.negative_soa(&asked).unwrap();
         assert_eq!(negative.name, asked);

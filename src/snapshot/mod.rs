@@ -14,6 +14,7 @@ pub mod compiled;
 pub mod macro_table;
 pub mod serials;
 pub mod sharded;
+pub mod signed;
 
 pub use build::{Builder, Claims, Conflict, Summary};
 pub use macro_table::MacroTable;

@@ -10,6 +10,7 @@ mod cache;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use hickory_proto::dnssec::TrustAnchors;
 use hickory_proto::rr::{RData, RecordType};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -33,6 +34,8 @@ pub trait Source: Send + Sync + 'static {
 /// hickory-resolver against the configured nameservers (or the system's).
 pub struct ResolverSource {
     resolver: Resolver<TokioRuntimeProvider>,
+    /// `[upstream] dnssec = "validate"`: a bogus answer is a failure, not an answer.
+    validate: bool,
 }
 
 impl ResolverSource {
@@ -44,6 +47,7 @@ impl ResolverSource {
         opts.timeout = config.timeout;
         opts.attempts = 2;
         opts.ndots = 0;
+        opts.validate = config.validate;
         let builder = match &config.nameservers {
             Some(servers) => {
                 let resolver_config =
@@ -52,8 +56,18 @@ impl ResolverSource {
             }
             None => Resolver::builder_tokio()?,
         };
+        let builder = match (&config.trust_anchors, config.validate) {
+            (Some(path), true) => builder.with_trust_anchor(Arc::new(
+                TrustAnchors::from_file(path)
+                    .map_err(|e| NetError::from(format!("{}: {e}", path.display())))?,
+            )),
+            _ => builder,
+        };
         let resolver = builder.with_options(opts).build()?;
-        Ok(ResolverSource { resolver })
+        Ok(ResolverSource {
+            resolver,
+            validate: config.validate,
+        })
     }
 }
 
@@ -69,6 +83,9 @@ impl Source for ResolverSource {
     async fn query(&self, name: &str, rtype: RecordType) -> Cached {
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         match self.resolver.lookup(fqdn.as_str(), rtype).await {
+            Ok(lookup) if self.validate && lookup.answers().iter().any(|r| r.proof.is_bogus()) => {
+                Cached::failed(format!("DNSSEC validation failed (bogus) for {fqdn} {rtype}"))
+            }
             Ok(lookup) => {
                 let records: Vec<RData> = lookup
                     .answers()
