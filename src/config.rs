@@ -45,6 +45,7 @@ struct RawConfig {
     tsig: std::collections::BTreeMap<Spanned<String>, transfer::RawTsig>,
     #[serde(default)]
     push: Option<transfer::RawPush>,
+    #[serde(default)]
     dnssec: dnssec::RawDnssec,
 }
 

@@ -220,7 +220,6 @@ impl Reloader {
         let changes = self.with_republished(file_changes);
         let changes = self.with_rekeyed(changes);
         let builder = self.stage(&current, changes, &mut report.diagnostics);
-        self.note_problems(&read, &report.diagnostics);
         if files_changed {
             self.announce_served();
         }
@@ -233,6 +232,7 @@ impl Reloader {
         self.claims = claims;
         report.zones = candidate.zone_count();
         if summary.is_empty() {
+            self.note_problems(&read, &report.diagnostics);
             report.generation = current.generation;
             report.zones = current.zone_count();
             return report;
@@ -241,6 +241,9 @@ impl Reloader {
         report.swapped = true;
         let candidate = Arc::new(candidate);
         self.cell.store(candidate.clone());
+        // After the swap: a file's error is cleared on the status page once its new
+        // version is served, not before.
+        self.note_problems(&read, &report.diagnostics);
         for hook in &self.swap_hooks {
             hook(&current, &candidate, &summary);
         }
