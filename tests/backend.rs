@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use common::{Setup, query, tcp_raw};
+use common::{Setup, free_port, query, tcp_raw};
 use spfd::server;
 
 /// The SOA expire of the test zone: long enough for the steps before the primary stops,
@@ -26,17 +26,6 @@ fn zone(serial: u32, www: &str) -> String {
         "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster {serial} 3600 600 {EXPIRE} 300\n@ NS ns1\n\
          ns1 A 192.0.2.53\nwww A {www}\n@ TXT \"v=spf1 -all\"\n@ MX 10 www\n"
     )
-}
-
-/// A port free for UDP and TCP on 127.0.0.1.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 struct Knot {

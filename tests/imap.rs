@@ -7,6 +7,7 @@ mod common;
 #[path = "common/corpus.rs"]
 mod corpus;
 
+use common::free_port;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -32,14 +33,6 @@ impl Drop for Dovecot {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Mail belongs to a user other than root: Dovecot refuses mail access as UID 0.

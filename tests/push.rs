@@ -33,16 +33,6 @@ fn policy(extra_ip: &str, selector: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 struct Knot {
     child: Child,
     port: u16,

@@ -178,3 +178,18 @@ pub fn txt_strings(msg: &Message) -> Vec<Vec<String>> {
 pub fn txt_joined(msg: &Message) -> Vec<String> {
     txt_strings(msg).into_iter().map(|s| s.concat()).collect()
 }
+
+/// A port free for UDP and TCP on 127.0.0.1 (for a peer that binds it itself), never
+/// handed out twice by this process.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+}

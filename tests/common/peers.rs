@@ -28,7 +28,7 @@ impl Peer {
     /// NSD with minimal responses (no NS in the authority of positive answers, as
     /// spfd and Knot; but then no additional records for MX and SRV either).
     pub async fn nsd(zone: &str, text: &str) -> Peer {
-        let (dir, port) = (tempfile::tempdir().unwrap(), free_port());
+        let (dir, port) = (tempfile::tempdir().unwrap(), crate::common::free_port());
         let d = dir.path().display();
         let conf = format!(
             "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
@@ -42,7 +42,7 @@ impl Peer {
 
     /// Knot DNS: minimal responses, with additional records for MX, SRV and NS.
     pub async fn knot(zone: &str, text: &str) -> Peer {
-        let (dir, port) = (tempfile::tempdir().unwrap(), free_port());
+        let (dir, port) = (tempfile::tempdir().unwrap(), crate::common::free_port());
         let d = dir.path().display();
         let conf = format!(
             "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\n    background-workers: 1\n    \
@@ -101,19 +101,5 @@ fn sbin(name: &str) -> String {
         path.display().to_string()
     } else {
         name.to_string()
-    }
-}
-
-/// A port free for UDP and TCP on 127.0.0.1, never handed out twice by this process.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return port;
-        }
     }
 }

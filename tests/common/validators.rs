@@ -58,7 +58,7 @@ impl Unbound {
     /// is cached (TTL 0), so every question reaches spfd and is validated again.
     pub async fn start(spfd: SocketAddr, anchors: &[Anchor]) -> Unbound {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = crate::common::free_port();
         let mut conf = format!(
             "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  do-not-query-localhost: no\n  \
              module-config: \"validator iterator\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{dir}\"\n  \
@@ -154,11 +154,6 @@ impl Drop for Unbound {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
 }
 
 /// delv's verdict on `name`/`rtype` asked of spfd directly, with `anchor` (static-ds)

@@ -6,17 +6,6 @@ use std::time::Duration;
 
 use super::SECRET;
 
-/// A port free on 127.0.0.1 for both UDP and TCP (for a peer that binds it itself).
-pub fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// `kdig` against 127.0.0.1:port with extra arguments; stdout and stderr together.
 pub fn kdig(port: u16, args: &[&str]) -> String {
     let out = Command::new("kdig")
