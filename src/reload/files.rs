@@ -19,6 +19,10 @@ struct FileState {
     /// Other files the last read read (a zone file and its includes, canonical paths),
     /// with their digests: a change in one of them is a change of this policy.
     deps: Vec<(PathBuf, TextDigest)>,
+    /// The canonical target when the policy file is a symbolic link (its directory is
+    /// watched too), found when the file is read, so that following the links after an
+    /// edit costs no system call per policy.
+    link: Option<PathBuf>,
 }
 
 /// The length and a 64-bit hash of a file's bytes.
@@ -140,9 +144,16 @@ impl PolicyFiles {
                 }
             };
             let digest = TextDigest::of(&bytes);
-            if self.files.get(path).is_some_and(|f| {
-                f.digest == digest && f.deps.iter().all(|(p, d)| TextDigest::of_file(p) == *d)
-            }) {
+            let link = path
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+                .then(|| std::fs::canonicalize(path).ok())
+                .flatten();
+            if let Some(file) = self.files.get_mut(path)
+                && file.digest == digest
+                && file.deps.iter().all(|(p, d)| TextDigest::of_file(p) == *d)
+            {
+                file.link = link;
                 continue;
             }
             let previous = self.files.get(path).and_then(|f| f.served.clone());
@@ -172,8 +183,15 @@ impl PolicyFiles {
                     previous
                 }
             };
-            self.files
-                .insert(path.clone(), FileState { digest, served, deps });
+            self.files.insert(
+                path.clone(),
+                FileState {
+                    digest,
+                    served,
+                    deps,
+                    link,
+                },
+            );
         }
         changed
     }
@@ -201,12 +219,11 @@ impl PolicyFiles {
             .unwrap_or_default()
     }
 
-    /// Policy files that are symbolic links, by canonical target.
+    /// Policy files that are symbolic links, by canonical target (as last read).
     pub fn symlinked(&self) -> HashMap<PathBuf, PathBuf> {
         self.files
-            .keys()
-            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
-            .filter_map(|p| Some((std::fs::canonicalize(p).ok()?, p.clone())))
+            .iter()
+            .filter_map(|(p, f)| Some((f.link.clone()?, p.clone())))
             .collect()
     }
 
