@@ -53,7 +53,9 @@ pub struct Update {
 /// The TXT records a zone serves (SOA and NS are the primary's own), macro mode
 /// excepted: per-address answers cannot be written into a zone.
 pub fn owned_records(zone: &Zone) -> Option<Vec<Record>> {
-    if zone.wire.zone.macros.is_some() {
+    // Macro zones cannot be listed; a zone with a zone file or a backend is served by
+    // spfd whole (its TXT records are not all spfd's to push).
+    if zone.wire.zone.macros.is_some() || zone.policy.zone_data.is_some() || zone.policy.backend.is_some() {
         return None;
     }
     let (_, records) = zone_records(zone)?;

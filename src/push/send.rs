@@ -118,7 +118,11 @@ pub async fn plan(
 ) -> Result<Update, String> {
     let add = match zone {
         Some(zone) => owned_records(zone).ok_or_else(|| {
-            format!("{head} is in SPF macro mode: its per-address answers cannot be written into a zone; use flatten mode")
+            if zone.wire.zone.macros.is_some() {
+                format!("{head} is in SPF macro mode: its per-address answers cannot be written into a zone; use flatten mode")
+            } else {
+                format!("{head} is served whole by spfd (zone_file or backend): spfd is its primary, there is nothing to push")
+            }
         })?,
         None => Vec::new(),
     };
