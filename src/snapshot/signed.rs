@@ -246,6 +246,41 @@ mod tests {
     }
 
     #[test]
+    fn whole_zones_stay_unsigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone_file = "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n\
+                         @ NS ns1\nns1 A 192.0.2.53\nsub NS ns.other.test.\nwww CNAME ns1\n";
+        std::fs::write(dir.path().join("example.test.zone"), zone_file).unwrap();
+        let path = dir.path().join("example.toml");
+        std::fs::write(
+            &path,
+            "domain = \"example.test\"\nzone = \"example.test\"\nzone_file = \"example.test.zone\"\n\
+             [spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n",
+        )
+        .unwrap();
+        let policy = crate::policy::load(&path).unwrap().policy;
+        assert!(policy.zone_data.is_some());
+        let config = DnssecConfig {
+            enabled: true,
+            ..DnssecConfig::default()
+        };
+        let signing = Signing::open(&config, &dir.path().join("state")).unwrap();
+        let unsigned = signing.as_ref().unwrap().keys_for(&policy).is_none();
+        assert!(unsigned, "a zone file's zone is not signed");
+        let mut builder = Builder::new().with_dnssec(signing);
+        builder.add(Arc::new(policy), None).unwrap();
+        let servers = ServerIdentity {
+            nameservers: vec![Name::from_ascii("ns1.spfd.test.").unwrap()],
+            hostmaster: Name::from_ascii("hostmaster.spfd.test.").unwrap(),
+        };
+        let snapshot = builder.finish(1, &servers, &mut SerialBook::default(), 1_700_000_000);
+        let zone = snapshot.zones.values().next().unwrap();
+        assert!(zone.wire.zone.dnssec.is_none());
+        let sets = zone.sets_at(&wire_name(&zone.apex)).unwrap();
+        assert!(sets.iter().all(|(t, _)| *t != u16::from(RecordType::DNSKEY)));
+    }
+
+    #[test]
     fn the_apex_publishes_the_keys_and_renewal_follows_the_clock() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = 1_700_000_000;
