@@ -47,18 +47,7 @@ impl Knot {
         );
         std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
         std::fs::write(dir.path().join("example.test.zone"), text).unwrap();
-        let knotd = if Path::new("/usr/sbin/knotd").exists() {
-            "/usr/sbin/knotd"
-        } else {
-            "knotd"
-        };
-        let child = Command::new(knotd)
-            .arg("-c")
-            .arg(dir.path().join("knot.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("knotd (Debian package knot)");
+        let child = common::spawn_knotd(dir.path());
         Knot { child, dir }
     }
 

@@ -7,7 +7,7 @@ mod common;
 #[path = "common/upstream.rs"]
 mod upstream;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
@@ -62,13 +62,7 @@ async fn knot() -> Knot {
          zone:\n  - domain: example.test.\n    file: \"{d}/example.test.zone\"\n    acl: update_acl\n"
     );
     std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(dir.path().join("knot.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("knotd runs");
+    let child = common::spawn_knotd(dir.path());
     let knot = Knot {
         child,
         port,

@@ -193,3 +193,19 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// knotd (Debian package knot) in the foreground with `dir/knot.conf`.
+pub fn spawn_knotd(dir: &std::path::Path) -> std::process::Child {
+    let knotd = if std::path::Path::new("/usr/sbin/knotd").exists() {
+        "/usr/sbin/knotd"
+    } else {
+        "knotd"
+    };
+    std::process::Command::new(knotd)
+        .arg("-c")
+        .arg(dir.join("knot.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("knotd (Debian package knot)")
+}

@@ -139,13 +139,7 @@ pub fn knot(port: u16, spfd_port: u16, secret: &str) -> Peer {
         conf += &format!("  - domain: {zone}\n    master: spfd\n    acl: [from_spfd, local_transfer]\n");
     }
     std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(dir.path().join("knot.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("knotd runs");
+    let child = crate::common::spawn_knotd(dir.path());
     Peer {
         child,
         port,
