@@ -529,8 +529,9 @@ print_table() {
 
 # ---------------------------------------------------------------------------------------
 
-main() {
-    log "# spfd side-by-side: $ZONES zones, $RUNS runs per case, work directory $WORK"
+# The tools, spfd's release build, free ports, the records and the query files: what
+# every comparison starts from (also the saturation cases in compare_saturation.sh).
+prepare() {
     install_tools
     build_spfd
     for name in "${!PORT[@]}"; do
@@ -538,6 +539,11 @@ main() {
     done
     generate_records
     write_queries
+}
+
+main() {
+    log "# spfd side-by-side: $ZONES zones, $RUNS runs per case, work directory $WORK"
+    prepare
     : >"$WORK/results"
     log "# versions: spfd built from $REPO (commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') plus any uncommitted changes), NSD $(nsd -v 2>&1 | head -1 | awk '{ print $3 }'), Knot $(knotd --version | awk '{ print $NF }'), $(dnsperf -h 2>&1 | grep Version)"
     start spfd "$WORK/spfd.log" "$SPFD" serve --config "$WORK/spfd.toml"

@@ -118,13 +118,7 @@ start_tree_servers() {
 
 saturation_main() {
     log "# spfd saturation: $ZONES policies, macro tree in $TREE_ZONES zones, $RUNS runs, dnsperf -c $CLIENTS, work directory $WORK"
-    install_tools
-    build_spfd
-    for name in "${!PORT[@]}"; do
-        port_free "${PORT[$name]}" || { log "port ${PORT[$name]} is in use; set PORT_BASE"; exit 1; }
-    done
-    generate_records
-    write_queries
+    prepare
     mkdir -p "$WORK/spfd-w1-state"
     spfd_config "${PORT[spfd-w1]}" "$WORK/policies" "$WORK/spfd-w1-state" 1 >"$WORK/spfd-w1.toml"
     : >"$WORK/results"
