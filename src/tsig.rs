@@ -86,22 +86,43 @@ pub fn verify_request(message: &[u8], keys: &Keyring) -> Verdict {
         return Verdict::Unsigned;
     };
     let key_name = record.name.to_lowercase();
-    let Some(key) = keys
+    match keys
         .values()
         .find(|k| k.name == key_name && k.algorithm == record.data.algorithm)
-    else {
-        return Verdict::Failed {
+    {
+        Some(key) => verify_with(message, key, record.data.mac),
+        None => Verdict::Failed {
             error: TsigError::BadKey,
             key_name,
             key: None,
             mac: Vec::new(),
-        };
+        },
+    }
+}
+
+/// Checks that a request is signed with `key` and no other.
+pub fn verify_request_with(message: &[u8], key: &TsigKey) -> Verdict {
+    let Ok((_, record)) = signed_bitmessage_to_buf(message, None, true) else {
+        return Verdict::Unsigned;
     };
+    if record.name.to_lowercase() != key.name || record.data.algorithm != key.algorithm {
+        return Verdict::Failed {
+            error: TsigError::BadKey,
+            key_name: record.name.to_lowercase(),
+            key: None,
+            mac: Vec::new(),
+        };
+    }
+    verify_with(message, key, record.data.mac)
+}
+
+/// The MAC and time of a request whose TSIG record names `key`.
+fn verify_with(message: &[u8], key: &TsigKey, request_mac: Vec<u8>) -> Verdict {
     let failed = |error| Verdict::Failed {
         error,
-        key_name: key_name.clone(),
+        key_name: key.name.clone(),
         key: Some(key.clone()),
-        mac: record.data.mac.clone(),
+        mac: request_mac.clone(),
     };
     match key.signer.verify_message_byte(message, None, true) {
         Err(_) => failed(TsigError::BadSig),

@@ -9,6 +9,7 @@ pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use hickory_proto::rr::LowerName;
@@ -22,6 +23,18 @@ use crate::zonefile::ZoneData;
 pub struct Backends {
     copies: Mutex<HashMap<LowerName, Arc<ZoneData>>>,
     dirty: Mutex<HashSet<String>>,
+    counts: BackendCounts,
+}
+
+/// What the transfer tasks did since start, for the metrics.
+#[derive(Debug, Default)]
+pub struct BackendCounts {
+    /// SOA queries sent to backends (each refresh, retry and NOTIFY-driven check).
+    pub checks: AtomicU64,
+    /// Transfers accepted and put in service.
+    pub transfers: AtomicU64,
+    /// Checks or transfers that failed (the copy in service stayed).
+    pub failures: AtomicU64,
 }
 
 impl Backends {
@@ -49,6 +62,22 @@ impl Backends {
     /// Forgets a zone no longer served from a backend.
     pub fn forget(&self, apex: &LowerName) {
         self.copies.lock().expect("backend copies").remove(apex);
+    }
+
+    pub fn counts(&self) -> &BackendCounts {
+        &self.counts
+    }
+
+    pub(crate) fn count_check(&self) {
+        self.counts.checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_transfer(&self) {
+        self.counts.transfers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_failure(&self) {
+        self.counts.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The mail domains whose copy changed since the last call.
