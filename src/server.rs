@@ -71,6 +71,8 @@ pub struct Running {
     push: Option<tokio::task::JoinHandle<()>>,
     /// Transfers the zones of policies with a backend (ends with `stop`).
     backend: Option<tokio::task::JoinHandle<()>>,
+    /// The backends' copies and what their transfers did (the metrics read it too).
+    pub backends: Arc<crate::backend::Backends>,
 }
 
 impl Running {
@@ -201,7 +203,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             let _ = reload.send(Trigger::Flattened);
         });
         tokio::spawn(crate::backend::service::run(
-            backends,
+            backends.clone(),
             backend_policies,
             on_change,
             config.backend,
@@ -234,6 +236,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         notify,
         push,
         backend: Some(backend),
+        backends,
     })
 }
 

@@ -2,9 +2,14 @@
 //! policy names it as `backend`, transfers the zone, serves it with its own SPF and
 //! DMARC records on top (the primary's old SPF record is left out), follows a change
 //! on Knot's NOTIFY, refuses NOTIFY from other hosts, keeps serving its copy while
-//! the primary is down and answers SERVFAIL past the SOA expire.
+//! the primary is down and answers SERVFAIL past the SOA expire. With `backend_tsig`,
+//! transfers from a Knot that requires the key work and NOTIFY must carry it. Against a
+//! misbehaving primary ([`primary`]), a transfer that is incomplete or passes a bound
+//! leaves the copy in service, and a NOTIFY flood costs the primary a few SOA queries.
 
 mod common;
+#[path = "backend/primary.rs"]
+mod primary;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,9 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 
 use common::{Setup, free_port, query, tcp_raw};
+use primary::{Primary, Seen, Stream};
 use spfd::server;
 
 /// The SOA expire of the test zone: long enough for the steps before the primary stops,
@@ -207,5 +213,172 @@ async fn spfd_follows_a_knot_primary_on_notify() {
     assert_eq!(www.metadata.response_code, ResponseCode::ServFail, "{www}");
     let dmarc = ask(spfd, "_dmarc.example.test", RecordType::TXT).await;
     assert_eq!(dmarc.answers.len(), 1, "{dmarc}");
+    running.shutdown().await.unwrap();
+}
+
+/// A policy for example.test served from `backend`, with `extra` policy lines.
+fn backend_policy(backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "domain = \"example.test\"\nzone = \"example.test\"\nbackend = \"{backend}\"\n{extra}\
+         [spf]\nrecord = \"v=spf1 ip4:192.0.2.0/24 -all\"\nmode = \"passthrough\"\n"
+    )
+}
+
+/// Waits until `done` holds (at most 60 s: a safety net for a loaded machine, not a
+/// timing assertion).
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn counted(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// spfd serving example.test from `primary` (serial 1 transferred) under `[backend]`
+/// `bounds`.
+async fn serving_from(primary: &Primary, bounds: &str) -> (Setup, server::Running) {
+    let setup = Setup::new(&[("example.test.toml", &backend_policy(primary.addr, ""))]);
+    std::fs::write(setup.config_path(), common::config_text() + bounds).unwrap();
+    let running = server::start(&setup.config()).await.unwrap();
+    until_a(running.addrs[0], "www.example.test", "192.0.2.1").await;
+    (setup, running)
+}
+
+/// The primary turns to `stream` with a new serial and sends NOTIFY: the transfer
+/// fails for the reason `why`, fails again on the SOA retry timer (1 s) with no
+/// NOTIFY, and the copy of serial 1 stays in service.
+async fn fails_and_keeps_the_copy(
+    primary: &Primary,
+    running: &server::Running,
+    (serial, stream): (u32, Stream),
+    why: &str,
+) {
+    let (spfd, counts) = (running.addrs[0], running.backends.counts());
+    let (failures, cut) = (counted(&counts.failures), Seen::get(&primary.seen.cut));
+    primary.serve(serial, stream);
+    let answer = notify_from("127.0.0.1", spfd).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    until(&format!("{stream:?} fails twice"), || {
+        counted(&counts.failures) >= failures + 2
+    })
+    .await;
+    let apex = LowerName::new(&Name::from_ascii("example.test.").unwrap());
+    let failure = running.backends.last_failure(&apex).unwrap_or_default();
+    assert!(failure.contains(why), "{stream:?}: {failure}");
+    assert_eq!(
+        a_records(&ask(spfd, "www.example.test", RecordType::A).await),
+        ["192.0.2.1"],
+        "{stream:?}: the copy in service stays"
+    );
+    let only = ask(spfd, &format!("only{serial}.example.test"), RecordType::A).await;
+    assert_eq!(only.metadata.response_code, ResponseCode::NXDomain, "{stream:?}");
+    let old = ask(spfd, "only1.example.test", RecordType::A).await;
+    assert_eq!(old.answers.len(), 1, "{stream:?}");
+    if !matches!(stream, Stream::StopsEarly | Stream::ClosingSoaDiffers) {
+        // spfd stopped reading at the bound and closed: the endless stream was cut.
+        until(&format!("{stream:?} is cut"), || {
+            Seen::get(&primary.seen.cut) > cut
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_is_incomplete_or_too_large_leaves_the_copy_in_service() {
+    let primary = Primary::start(1).await;
+    // The time bound is far: the record and byte bounds must end the endless streams
+    // (small records pass 300 records first, 60 KB ones 1 MB).
+    let bounds = "[backend]\nmax_records = 300\nmax_bytes = 1000000\ntransfer_timeout = \"1h\"\n";
+    let (_setup, running) = serving_from(&primary, bounds).await;
+    fails_and_keeps_the_copy(
+        &primary,
+        &running,
+        (2, Stream::StopsEarly),
+        "without its closing SOA",
+    )
+    .await;
+    fails_and_keeps_the_copy(
+        &primary,
+        &running,
+        (3, Stream::ClosingSoaDiffers),
+        "differs from the opening one",
+    )
+    .await;
+    fails_and_keeps_the_copy(&primary, &running, (4, Stream::Endless), "max_records (300)").await;
+    fails_and_keeps_the_copy(
+        &primary,
+        &running,
+        (5, Stream::EndlessLarge),
+        "max_bytes (1000000)",
+    )
+    .await;
+    assert_eq!(
+        counted(&running.backends.counts().transfers),
+        1,
+        "only the first transfer was taken"
+    );
+
+    // A whole zone is taken again.
+    let spfd = running.addrs[0];
+    primary.serve(7, Stream::Whole);
+    notify_from("127.0.0.1", spfd).await;
+    until_a(spfd, "www.example.test", "192.0.2.7").await;
+    let gone = ask(spfd, "only1.example.test", RecordType::A).await;
+    assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_trickles_past_the_time_bound_leaves_the_copy_in_service() {
+    let primary = Primary::start(1).await;
+    // Each message comes well within the per-message timeout; the whole never ends.
+    let (_setup, running) = serving_from(&primary, "[backend]\ntransfer_timeout = \"2s\"\n").await;
+    fails_and_keeps_the_copy(&primary, &running, (2, Stream::Trickle), "transfer_timeout (2s)").await;
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_flood_costs_the_primary_a_few_soa_queries() {
+    let primary = Primary::start(1).await;
+    let setup = Setup::new(&[("example.test.toml", &backend_policy(primary.addr, ""))]);
+    let running = server::start(&setup.config()).await.unwrap();
+    let spfd = running.addrs[0];
+    until_a(spfd, "www.example.test", "192.0.2.1").await;
+    let before = Seen::get(&primary.seen.soa);
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut msg = Message::new(1, MessageType::Query, OpCode::Notify);
+    msg.add_query(Query::query(
+        Name::from_ascii("example.test.").unwrap(),
+        RecordType::SOA,
+    ));
+    let started = std::time::Instant::now();
+    let (sent, mut answered) = (3000, 0);
+    let mut buf = vec![0u8; 512];
+    for id in 0..sent {
+        msg.metadata.id = id;
+        socket.send_to(&msg.to_vec().unwrap(), spfd).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await {
+            let answer = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+            answered += 1;
+        }
+    }
+    let flood = started.elapsed();
+    assert_eq!(answered, sent, "every NOTIFY is answered");
+    // Two intervals after the flood, every check it caused has started.
+    tokio::time::sleep(2 * spfd::backend::service::NOTIFY_INTERVAL + Duration::from_millis(500)).await;
+    let checks = Seen::get(&primary.seen.soa) - before;
+    let allowed = (flood.as_secs_f64() / spfd::backend::service::NOTIFY_INTERVAL.as_secs_f64()) as usize + 2;
+    assert!(
+        (1..=allowed).contains(&checks),
+        "{sent} NOTIFYs in {flood:?} made {checks} SOA queries (at most {allowed})"
+    );
     running.shutdown().await.unwrap();
 }

@@ -24,6 +24,8 @@ pub struct Backends {
     copies: Mutex<HashMap<LowerName, Arc<ZoneData>>>,
     dirty: Mutex<HashSet<String>>,
     counts: BackendCounts,
+    /// Why the last check or transfer of a zone failed, until one succeeds.
+    failures: Mutex<HashMap<LowerName, String>>,
 }
 
 /// What the transfer tasks did since start, for the metrics.
@@ -76,8 +78,23 @@ impl Backends {
         self.counts.transfers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_failure(&self) {
+    /// A check or transfer of the zone failed (the copy in service stays).
+    pub(crate) fn failed(&self, apex: &LowerName, why: String) {
         self.counts.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures
+            .lock()
+            .expect("backend failures")
+            .insert(apex.clone(), why);
+    }
+
+    /// A check or transfer of the zone succeeded.
+    pub(crate) fn succeeded(&self, apex: &LowerName) {
+        self.failures.lock().expect("backend failures").remove(apex);
+    }
+
+    /// Why the last check or transfer of the zone failed, when the last one did.
+    pub fn last_failure(&self, apex: &LowerName) -> Option<String> {
+        self.failures.lock().expect("backend failures").get(apex).cloned()
     }
 
     /// The mail domains whose copy changed since the last call.

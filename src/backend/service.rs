@@ -105,10 +105,13 @@ impl ZoneTask {
         loop {
             let started = tokio::time::Instant::now();
             let wait = match self.refresh(&mut state).await {
-                Ok(timers) => Duration::from_secs(u64::from(timers.refresh)),
+                Ok(timers) => {
+                    self.backends.succeeded(&self.policy.zone_lower);
+                    Duration::from_secs(u64::from(timers.refresh))
+                }
                 Err(e) => {
                     warn!(zone = %self.policy.zone, backend = %self.backend, "zone transfer failed, the copy in service stays: {e}");
-                    self.backends.count_failure();
+                    self.backends.failed(&self.policy.zone_lower, e.to_string());
                     self.expire_if_due(&mut state);
                     state
                         .timers
