@@ -16,12 +16,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 
 use common::{Setup, free_port, query, tcp_raw};
 use primary::{Primary, Seen, Stream};
 use spfd::server;
+use spfd::tsig::TsigKey;
 
 /// The SOA expire of the test zone: long enough for the steps before the primary stops,
 /// short enough to wait for.
@@ -39,15 +42,31 @@ struct Knot {
     dir: tempfile::TempDir,
 }
 
+/// The TSIG key the Knot primary of the TSIG test requires (name, base64 secret).
+const KEY_NAME: &str = "backend-key";
+const KEY_SECRET: &str = "c3BmZCBiYWNrZW5kIHRlc3Qga2V5LCAzMiBieXRlcw==";
+
 impl Knot {
     fn start(port: u16, notify: u16, text: &str) -> Knot {
+        Knot::start_keyed(port, notify, text, false)
+    }
+
+    /// `keyed`: transfers must be signed with [`KEY_NAME`], and NOTIFY is signed with it.
+    fn start_keyed(port: u16, notify: u16, text: &str, keyed: bool) -> Knot {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
+        let (keys, key) = match keyed {
+            true => (
+                format!("key:\n  - id: {KEY_NAME}\n    algorithm: hmac-sha256\n    secret: {KEY_SECRET}\n"),
+                format!("    key: {KEY_NAME}\n"),
+            ),
+            false => (String::new(), String::new()),
+        };
         let conf = format!(
             "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\n    background-workers: 1\n    \
              udp-workers: 1\n    tcp-workers: 1\ndatabase:\n    storage: \"{d}/db\"\nlog:\n  - target: \"{d}/knot.log\"\n    \
-             any: info\nremote:\n  - id: spfd\n    address: 127.0.0.1@{notify}\nacl:\n  - id: xfr\n    \
-             address: 127.0.0.1\n    action: transfer\ntemplate:\n  - id: default\n    storage: \"{d}\"\n    \
+             any: info\n{keys}remote:\n  - id: spfd\n    address: 127.0.0.1@{notify}\n{key}acl:\n  - id: xfr\n    \
+             address: 127.0.0.1\n{key}    action: transfer\ntemplate:\n  - id: default\n    storage: \"{d}\"\n    \
              semantic-checks: off\n    journal-content: none\n    zonefile-sync: -1\nzone:\n  - domain: example.test\n    \
              file: \"example.test.zone\"\n    notify: spfd\n    acl: xfr\n"
         );
@@ -115,11 +134,22 @@ async fn until_a(addr: SocketAddr, name: &str, want: &str) -> Message {
 
 /// A NOTIFY for example.test sent over UDP from `source`.
 async fn notify_from(source: &str, server: SocketAddr) -> Message {
+    notify_signed(source, server, None).await
+}
+
+/// A NOTIFY for example.test sent over UDP from `source`, signed with `secret` under
+/// [`KEY_NAME`] when given.
+async fn notify_signed(source: &str, server: SocketAddr, secret: Option<&[u8]>) -> Message {
     let mut msg = Message::new(4711, MessageType::Query, OpCode::Notify);
     msg.add_query(Query::query(
         Name::from_ascii("example.test.").unwrap(),
         RecordType::SOA,
     ));
+    if let Some(secret) = secret {
+        let name = Name::from_ascii(KEY_NAME).unwrap();
+        let key = TsigKey::new(name, TsigAlgorithm::HmacSha256, secret.to_vec()).unwrap();
+        msg.finalize(&key.signer, spfd::tsig::unix_now()).unwrap();
+    }
     let socket = tokio::net::UdpSocket::bind((source, 0)).await.unwrap();
     socket.send_to(&msg.to_vec().unwrap(), server).await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -213,6 +243,52 @@ async fn spfd_follows_a_knot_primary_on_notify() {
     assert_eq!(www.metadata.response_code, ResponseCode::ServFail, "{www}");
     let dmarc = ask(spfd, "_dmarc.example.test", RecordType::TXT).await;
     assert_eq!(dmarc.answers.len(), 1, "{dmarc}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tsig_signs_transfers_from_knot_and_is_required_on_notify() {
+    let (knot_port, spfd_port) = (free_port(), free_port());
+    let knot = Knot::start_keyed(knot_port, spfd_port, &zone(1, "192.0.2.1"), true);
+    let backend = SocketAddr::from(([127, 0, 0, 1], knot_port));
+    let policy = backend_policy(backend, &format!("backend_tsig = \"{KEY_NAME}\"\n"));
+    let setup = Setup::new(&[("example.test.toml", &policy)]);
+    std::fs::write(setup.dir.path().join("backend.secret"), KEY_SECRET).unwrap();
+    let config = common::config_text().replace("127.0.0.1:0", &format!("127.0.0.1:{spfd_port}"))
+        + &format!("[tsig.{KEY_NAME}]\nalgorithm = \"hmac-sha256\"\nsecret_file = \"backend.secret\"\n");
+    std::fs::write(setup.config_path(), config).unwrap();
+    let running = server::start(&setup.config()).await.unwrap();
+    let spfd = running.addrs[0];
+
+    // Knot transfers only with the key; its signed NOTIFY is taken (the refresh is an hour).
+    until_a(spfd, "www.example.test", "192.0.2.1").await;
+    knot.change(&zone(2, "192.0.2.2"));
+    until_a(spfd, "www.example.test", "192.0.2.2").await;
+
+    // From the backend's address, but unsigned or signed with another secret: refused,
+    // and no SOA query follows.
+    let checks = counted(&running.backends.counts().checks);
+    let unsigned = notify_from("127.0.0.1", spfd).await;
+    assert_eq!(unsigned.metadata.response_code, ResponseCode::Refused);
+    let forged = notify_signed("127.0.0.1", spfd, Some(b"not the secret")).await;
+    assert_eq!(forged.metadata.response_code, ResponseCode::NotAuth);
+    tokio::time::sleep(2 * spfd::backend::service::NOTIFY_INTERVAL + Duration::from_millis(500)).await;
+    assert_eq!(
+        counted(&running.backends.counts().checks),
+        checks,
+        "no check after a refused NOTIFY"
+    );
+    // Signed with the key: taken, and the answer is signed.
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(KEY_SECRET)
+        .unwrap();
+    let signed = notify_signed("127.0.0.1", spfd, Some(&secret)).await;
+    assert_eq!(signed.metadata.response_code, ResponseCode::NoError);
+    assert!(signed.signature().is_some(), "{signed}");
+    until("a check after the signed NOTIFY", || {
+        counted(&running.backends.counts().checks) > checks
+    })
+    .await;
     running.shutdown().await.unwrap();
 }
 
