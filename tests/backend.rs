@@ -8,6 +8,8 @@
 //! leaves the copy in service, and a NOTIFY flood costs the primary a few SOA queries.
 
 mod common;
+#[path = "common/peers.rs"]
+mod peers;
 #[path = "backend/primary.rs"]
 mod primary;
 
@@ -249,7 +251,7 @@ async fn spfd_follows_a_knot_primary_on_notify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_tsig_signs_transfers_from_knot_and_is_required_on_notify() {
     let (knot_port, spfd_port) = (free_port(), free_port());
-    let knot = Knot::start_keyed(knot_port, spfd_port, &zone(1, "192.0.2.1"), true);
+    let mut knot = Knot::start_keyed(knot_port, spfd_port, &zone(1, "192.0.2.1"), true);
     let backend = SocketAddr::from(([127, 0, 0, 1], knot_port));
     let policy = backend_policy(backend, &format!("backend_tsig = \"{KEY_NAME}\"\n"));
     let setup = Setup::new(&[("example.test.toml", &policy)]);
@@ -266,19 +268,24 @@ async fn backend_tsig_signs_transfers_from_knot_and_is_required_on_notify() {
     until_a(spfd, "www.example.test", "192.0.2.2").await;
 
     // From the backend's address, but unsigned or signed with another secret: refused,
-    // and no SOA query follows.
+    // and no SOA query follows. Knot is stopped first, and its own NOTIFYs (it repeats
+    // those spfd did not answer before it started) have had their checks.
+    knot.stop();
+    let settle = 2 * spfd::backend::service::NOTIFY_INTERVAL + Duration::from_millis(500);
+    tokio::time::sleep(settle).await;
     let checks = counted(&running.backends.counts().checks);
     let unsigned = notify_from("127.0.0.1", spfd).await;
     assert_eq!(unsigned.metadata.response_code, ResponseCode::Refused);
     let forged = notify_signed("127.0.0.1", spfd, Some(b"not the secret")).await;
     assert_eq!(forged.metadata.response_code, ResponseCode::NotAuth);
-    tokio::time::sleep(2 * spfd::backend::service::NOTIFY_INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(settle).await;
     assert_eq!(
         counted(&running.backends.counts().checks),
         checks,
         "no check after a refused NOTIFY"
     );
-    // Signed with the key: taken, and the answer is signed.
+    // Signed with the key: taken (the check then finds Knot gone), and the answer is
+    // signed.
     let secret = base64::engine::general_purpose::STANDARD
         .decode(KEY_SECRET)
         .unwrap();
@@ -289,6 +296,34 @@ async fn backend_tsig_signs_transfers_from_knot_and_is_required_on_notify() {
         counted(&running.backends.counts().checks) > checks
     })
     .await;
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tsig_takes_a_large_transfer_from_nsd() {
+    // 100,000 records: a stream of many signed messages, from a second implementation.
+    let mut text = zone(1, "192.0.2.1");
+    for i in 0..100_000 {
+        text.push_str(&format!("h{i} A 198.51.100.{}\n", i % 250));
+    }
+    let key = format!("key:\n  name: {KEY_NAME}\n  algorithm: hmac-sha256\n  secret: \"{KEY_SECRET}\"\n");
+    let acl = format!("  provide-xfr: 127.0.0.1 {KEY_NAME}\n");
+    let nsd = peers::Peer::nsd_with("example.test", &text, &key, &acl).await;
+    let policy = backend_policy(nsd.addr, &format!("backend_tsig = \"{KEY_NAME}\"\n"));
+    let setup = Setup::new(&[("example.test.toml", &policy)]);
+    std::fs::write(setup.dir.path().join("backend.secret"), KEY_SECRET).unwrap();
+    let config = common::config_text()
+        + &format!("[tsig.{KEY_NAME}]\nalgorithm = \"hmac-sha256\"\nsecret_file = \"backend.secret\"\n");
+    std::fs::write(setup.config_path(), config).unwrap();
+    let running = server::start(&setup.config()).await.unwrap();
+    let spfd = running.addrs[0];
+    let apex = LowerName::new(&Name::from_ascii("example.test.").unwrap());
+    until("the transfer from NSD", || {
+        counted(&running.backends.counts().transfers) == 1 || running.backends.last_failure(&apex).is_some()
+    })
+    .await;
+    assert_eq!(running.backends.last_failure(&apex), None);
+    until_a(spfd, "h99999.example.test", "198.51.100.249").await;
     running.shutdown().await.unwrap();
 }
 

@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record, RecordType, TSigVerifier};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::warn;
 
 use crate::config::BackendConfig;
 use crate::diag::Severity;
-use crate::tsig::{TsigKey, unix_now};
+use crate::tsig::{StreamVerifier, TsigKey, unix_now};
 use crate::zonefile::{self, Managed, Place, ZoneData};
 
 /// How long one exchange (connect, SOA, or each AXFR message) may take.
@@ -65,8 +65,8 @@ pub enum TransferError {
 struct Exchange {
     stream: TcpStream,
     id: u16,
-    /// Verifies each response when the request was signed.
-    verifier: Option<TSigVerifier>,
+    /// Verifies the responses when the request was signed.
+    verifier: Option<StreamVerifier>,
     /// Bytes received so far, length prefixes included.
     received: u64,
 }
@@ -81,9 +81,16 @@ impl Exchange {
         let mut request = Message::query();
         request.add_query(Query::query(apex.clone(), rtype));
         let verifier = match key {
-            Some(key) => request
-                .finalize(&key.signer, unix_now())
-                .map_err(|e| TransferError::Tsig(e.to_string()))?,
+            Some(key) => {
+                request
+                    .finalize(&key.signer, unix_now())
+                    .map_err(|e| TransferError::Tsig(e.to_string()))?;
+                let mac = request
+                    .signature()
+                    .map(|s| s.data.mac.clone())
+                    .unwrap_or_default();
+                Some(StreamVerifier::new(key.clone(), mac))
+            }
             None => None,
         };
         let bytes = request
@@ -130,13 +137,12 @@ impl Exchange {
             .await
             .map_err(stalled)?
             .map_err(|e| TransferError::Connect(e.to_string()))?;
-        let message = match &mut self.verifier {
-            Some(verifier) => verifier
-                .verify(&bytes)
-                .map_err(|e| TransferError::Tsig(format!("the response does not verify: {e}")))?
-                .into_message(),
-            None => Message::from_vec(&bytes).map_err(|e| TransferError::Malformed(e.to_string()))?,
-        };
+        let message = Message::from_vec(&bytes).map_err(|e| TransferError::Malformed(e.to_string()))?;
+        if let Some(verifier) = &mut self.verifier {
+            verifier
+                .verify(&bytes, message.signature().is_some())
+                .map_err(TransferError::Tsig)?;
+        }
         if message.metadata.id != self.id || message.metadata.message_type != MessageType::Response {
             return Err(TransferError::Malformed("another id, or not a response".into()));
         }
@@ -217,6 +223,9 @@ async fn receive(
             // rest of this message is looked at.
             if answers.next().is_some() {
                 return Err(TransferError::AfterClosingSoa);
+            }
+            if exchange.verifier.as_ref().is_some_and(|v| !v.ends_signed()) {
+                return Err(TransferError::Tsig("the last message is not signed".into()));
             }
             return Ok(records);
         }
