@@ -14,11 +14,13 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
+mod backend;
 mod dnssec;
 mod reports;
 pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;
+pub use backend::BackendConfig;
 pub use dnssec::DnssecConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
@@ -47,6 +49,8 @@ struct RawConfig {
     push: Option<transfer::RawPush>,
     #[serde(default)]
     dnssec: dnssec::RawDnssec,
+    #[serde(default)]
+    backend: backend::RawBackend,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +182,8 @@ pub struct Config {
     /// `[push]`: RFC 2136 updates to an existing primary (see [`crate::push`]).
     pub push: Option<PushConfig>,
     pub dnssec: DnssecConfig,
+    /// `[backend]`: bounds on zone transfers in (see [`crate::backend`]).
+    pub backend: BackendConfig,
 }
 
 /// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
@@ -264,6 +270,7 @@ impl Config {
             .as_ref()
             .and_then(|p| transfer::parse_push(p, &tsig, &mut diags));
         let dnssec = dnssec::parse_dnssec(&raw.dnssec, &mut diags);
+        let backend = backend::parse_backend(&raw.backend, &mut diags);
         let validate = dnssec::parse_upstream_dnssec(&raw.upstream.dnssec, &mut diags);
         let trust_anchors = dnssec::parse_trust_anchors(&raw.upstream.trust_anchors, base, &mut diags);
         if raw.server.listen.is_empty() {
@@ -302,6 +309,7 @@ impl Config {
             tsig,
             push,
             dnssec,
+            backend,
         })
     }
 }

@@ -42,6 +42,11 @@ pub const RRL_RESPONSES: &str = "spfd_rrl_responses";
 pub const ZONE_TRANSFERS: &str = "spfd_zone_transfers";
 /// NOTIFY attempts by `result` (acknowledged, unanswered).
 pub const NOTIFY: &str = "spfd_notify";
+/// SOA checks sent to backend primaries (refresh, retry and NOTIFY together).
+pub const BACKEND_CHECKS: &str = "spfd_backend_checks";
+/// Zone transfers in from backend primaries by `result` (ok, failed: the copy in
+/// service stayed).
+pub const BACKEND_TRANSFERS: &str = "spfd_backend_transfers";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
@@ -61,6 +66,8 @@ pub struct Sources {
     pub rrl: Arc<RrlCounters>,
     /// Zone transfers and NOTIFY, when `[transfer]` is configured.
     pub transfers: Option<Arc<crate::xfr::Counts>>,
+    /// The copies of backend zones and what their transfer tasks did.
+    pub backends: Arc<crate::backend::Backends>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -104,6 +111,7 @@ pub fn render(sources: &Sources) -> String {
     if let Some(counts) = &sources.transfers {
         register_transfers(&mut registry, counts);
     }
+    register_backends(&mut registry, sources.backends.counts());
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
@@ -199,4 +207,25 @@ fn register_queries(registry: &mut Registry, counts: &QueryCounts) {
     }
     registry.register(DNS_REQUESTS, "DNS queries received", requests);
     registry.register(DNS_RESPONSES, "DNS responses sent by rcode", responses);
+}
+
+fn register_backends(registry: &mut Registry, counts: &crate::backend::BackendCounts) {
+    let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    registry.register(
+        BACKEND_CHECKS,
+        "SOA checks sent to backend primaries",
+        ConstCounter::new(read(&counts.checks)),
+    );
+    let results: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    results
+        .get_or_create(&vec![("result", "ok".to_string())])
+        .inc_by(read(&counts.transfers));
+    results
+        .get_or_create(&vec![("result", "failed".to_string())])
+        .inc_by(read(&counts.failures));
+    registry.register(
+        BACKEND_TRANSFERS,
+        "zone transfers in from backend primaries by result",
+        results,
+    );
 }

@@ -71,6 +71,8 @@ pub struct Running {
     push: Option<tokio::task::JoinHandle<()>>,
     /// Transfers the zones of policies with a backend (ends with `stop`).
     backend: Option<tokio::task::JoinHandle<()>>,
+    /// The backends' copies and what their transfers did (the metrics read it too).
+    pub backends: Arc<crate::backend::Backends>,
 }
 
 impl Running {
@@ -151,7 +153,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             &cell,
             &board,
             &upstream,
-            reloader.counters(),
+            &reloader,
             &stats,
             &rrl,
             transfer.as_ref().map(|t| t.counts.clone()),
@@ -201,9 +203,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             let _ = reload.send(Trigger::Flattened);
         });
         tokio::spawn(crate::backend::service::run(
-            backends,
+            backends.clone(),
             backend_policies,
             on_change,
+            config.backend,
             stop.clone(),
         ))
     };
@@ -233,6 +236,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         notify,
         push,
         backend: Some(backend),
+        backends,
     })
 }
 
@@ -358,7 +362,7 @@ fn metrics_renderer(
     cell: &Arc<SnapshotCell>,
     board: &Arc<BoardCell>,
     upstream: &Upstream,
-    counters: Arc<crate::metrics::Counters>,
+    reloader: &Reloader,
     stats: &Arc<QueryStats>,
     rrl: &Arc<RrlCounters>,
     transfers: Option<Arc<crate::xfr::Counts>>,
@@ -368,7 +372,8 @@ fn metrics_renderer(
         snapshot: cell.clone(),
         board: board.clone(),
         upstream: upstream.counts(),
-        counters,
+        counters: reloader.counters(),
+        backends: reloader.backends(),
         queries: Arc::new(move || stats.sum()),
         rrl: rrl.clone(),
         transfers,

@@ -86,22 +86,43 @@ pub fn verify_request(message: &[u8], keys: &Keyring) -> Verdict {
         return Verdict::Unsigned;
     };
     let key_name = record.name.to_lowercase();
-    let Some(key) = keys
+    match keys
         .values()
         .find(|k| k.name == key_name && k.algorithm == record.data.algorithm)
-    else {
-        return Verdict::Failed {
+    {
+        Some(key) => verify_with(message, key, record.data.mac),
+        None => Verdict::Failed {
             error: TsigError::BadKey,
             key_name,
             key: None,
             mac: Vec::new(),
-        };
+        },
+    }
+}
+
+/// Checks that a request is signed with `key` and no other.
+pub fn verify_request_with(message: &[u8], key: &TsigKey) -> Verdict {
+    let Ok((_, record)) = signed_bitmessage_to_buf(message, None, true) else {
+        return Verdict::Unsigned;
     };
+    if record.name.to_lowercase() != key.name || record.data.algorithm != key.algorithm {
+        return Verdict::Failed {
+            error: TsigError::BadKey,
+            key_name: record.name.to_lowercase(),
+            key: None,
+            mac: Vec::new(),
+        };
+    }
+    verify_with(message, key, record.data.mac)
+}
+
+/// The MAC and time of a request whose TSIG record names `key`.
+fn verify_with(message: &[u8], key: &TsigKey, request_mac: Vec<u8>) -> Verdict {
     let failed = |error| Verdict::Failed {
         error,
-        key_name: key_name.clone(),
+        key_name: key.name.clone(),
         key: Some(key.clone()),
-        mac: record.data.mac.clone(),
+        mac: request_mac.clone(),
     };
     match key.signer.verify_message_byte(message, None, true) {
         Err(_) => failed(TsigError::BadSig),
@@ -165,6 +186,93 @@ impl StreamSigner {
         out.extend_from_slice(&error.to_be_bytes());
         out.extend_from_slice(&0u16.to_be_bytes());
         out
+    }
+}
+
+/// The most unsigned messages in a row a stream may carry (RFC 8945 5.3.1).
+const MAX_UNSIGNED: usize = 99;
+
+/// Checks the responses of one stream to a request signed with `key`, in order (RFC
+/// 8945 5.3.1): the first is signed and covers the request MAC; a later message may go
+/// unsigned, and the next signed one covers the previous MAC,
+/// the unsigned messages since, and its own. hickory's verifier wants every message
+/// signed.
+pub struct StreamVerifier {
+    key: TsigKey,
+    previous: Vec<u8>,
+    /// The unsigned messages since the last signed one, as received.
+    unsigned: Vec<u8>,
+    unsigned_count: usize,
+    first: bool,
+}
+
+impl StreamVerifier {
+    pub fn new(key: TsigKey, request_mac: Vec<u8>) -> Self {
+        StreamVerifier {
+            key,
+            previous: request_mac,
+            unsigned: Vec::new(),
+            unsigned_count: 0,
+            first: true,
+        }
+    }
+
+    /// Checks the next message; `signed` says whether it carries a TSIG record.
+    pub fn verify(&mut self, message: &[u8], signed: bool) -> Result<(), String> {
+        if !signed {
+            if self.first {
+                return Err("the response is not signed".into());
+            }
+            if self.unsigned_count == MAX_UNSIGNED {
+                return Err(format!("more than {MAX_UNSIGNED} unsigned messages in a row"));
+            }
+            self.unsigned.extend_from_slice(message);
+            self.unsigned_count += 1;
+            return Ok(());
+        }
+        let (tbv, record) = signed_bitmessage_to_buf(message, None, self.first).map_err(|e| e.to_string())?;
+        let tsig = &record.data;
+        if record.name.to_lowercase() != self.key.name || tsig.algorithm != self.key.algorithm {
+            return Err(format!("signed with another key ({})", record.name));
+        }
+        if let Some(error) = &tsig.error {
+            return Err(format!("TSIG error {error:?}"));
+        }
+        if tsig.mac.len() < mac_len(&tsig.algorithm) {
+            return Err("the MAC is truncated".into());
+        }
+        let mut covered = Vec::with_capacity(2 + self.previous.len() + self.unsigned.len() + tbv.len());
+        covered.extend_from_slice(&(self.previous.len() as u16).to_be_bytes());
+        covered.extend_from_slice(&self.previous);
+        covered.extend_from_slice(&self.unsigned);
+        covered.extend_from_slice(&tbv);
+        self.key
+            .signer
+            .verify(&covered, &tsig.mac)
+            .map_err(|_| "the MAC does not verify".to_string())?;
+        if unix_now().abs_diff(tsig.time) > u64::from(tsig.fudge) {
+            return Err("the signature time is off by more than its fudge".into());
+        }
+        self.previous = tsig.mac.clone();
+        self.unsigned.clear();
+        self.unsigned_count = 0;
+        self.first = false;
+        Ok(())
+    }
+
+    /// Whether the stream so far ends with a signed message (RFC 8945 5.3.1: the last
+    /// one must be).
+    pub fn ends_signed(&self) -> bool {
+        !self.first && self.unsigned_count == 0
+    }
+}
+
+/// The full MAC length of an algorithm spfd accepts (truncated MACs are refused).
+fn mac_len(algorithm: &TsigAlgorithm) -> usize {
+    match algorithm {
+        TsigAlgorithm::HmacSha256 => 32,
+        TsigAlgorithm::HmacSha384 => 48,
+        _ => 64,
     }
 }
 
@@ -353,5 +461,70 @@ mod tests {
             signer.sign(&mut bytes, 0);
             verifier.verify(&bytes).expect("each message verifies");
         }
+    }
+
+    /// A response stream to a signed AXFR request for example.test: the request MAC and
+    /// `n` encoded responses, each signed by spfd's own stream signer.
+    fn stream(k: &TsigKey, n: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut request = Message::query();
+        request.add_query(Query::query(
+            Name::from_ascii("example.test.").unwrap(),
+            RecordType::AXFR,
+        ));
+        request.finalize(&k.signer, unix_now()).unwrap();
+        let mac = request.signature().unwrap().data.mac.clone();
+        let mut signer = StreamSigner::new(k.clone(), mac.clone());
+        let messages = (0..n)
+            .map(|_| {
+                let mut response = Message::response(request.id, request.op_code);
+                response.add_query(request.queries[0].clone());
+                let mut bytes = response.to_vec().unwrap();
+                signer.sign(&mut bytes, 0);
+                bytes
+            })
+            .collect();
+        (mac, messages)
+    }
+
+    #[test]
+    fn a_stream_verifies_only_whole_in_order_and_with_its_key() {
+        let k = key(b"secret");
+        let (mac, messages) = stream(&k, 3);
+        let mut verifier = StreamVerifier::new(k.clone(), mac.clone());
+        for m in &messages {
+            verifier.verify(m, true).unwrap();
+        }
+        assert!(verifier.ends_signed());
+        // Out of order, tampered, another secret, an unsigned first message.
+        let mut verifier = StreamVerifier::new(k.clone(), mac.clone());
+        verifier.verify(&messages[0], true).unwrap();
+        assert!(verifier.verify(&messages[2], true).is_err());
+        let mut tampered = messages[0].clone();
+        tampered[3] ^= 1;
+        assert!(
+            StreamVerifier::new(k.clone(), mac.clone())
+                .verify(&tampered, true)
+                .is_err()
+        );
+        let other = key(b"other secret");
+        assert!(
+            StreamVerifier::new(other, mac.clone())
+                .verify(&messages[0], true)
+                .is_err()
+        );
+        let unsigned = messages[0][..messages[0].len() - 1].to_vec();
+        assert!(
+            StreamVerifier::new(k.clone(), mac.clone())
+                .verify(&unsigned, false)
+                .is_err()
+        );
+        // After a signed message, up to 99 unsigned ones wait for the next signature.
+        let mut verifier = StreamVerifier::new(k, mac);
+        verifier.verify(&messages[0], true).unwrap();
+        for _ in 0..MAX_UNSIGNED {
+            verifier.verify(&unsigned, false).unwrap();
+        }
+        assert!(!verifier.ends_signed());
+        assert!(verifier.verify(&unsigned, false).is_err());
     }
 }

@@ -272,3 +272,49 @@ fn a_valid_policy_reports_its_warnings_and_lookup_cost() {
         "no rua is worth a warning: {warnings:?}"
     );
 }
+
+#[test]
+fn backend_tsig_names_a_key_of_the_server_config() {
+    let name = hickory_proto::rr::Name::from_ascii("backend-key.").unwrap();
+    let algorithm = hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256;
+    let key = spfd::tsig::TsigKey::new(name, algorithm, b"secret".to_vec()).unwrap();
+    let keys: spfd::tsig::Keyring = [("backend-key".to_string(), key)].into();
+    let policy = |tsig: &str, backend: &str| {
+        SourceFile::new(
+            "/p/example.test.toml",
+            format!(
+                "domain = \"example.test\"\nzone = \"example.test\"\n{backend}backend_tsig = \"{tsig}\"\n"
+            ),
+        )
+    };
+    let errors = |src: &SourceFile| -> String {
+        match policy::parse_with_files(src, &keys).0 {
+            Ok(_) => panic!("{} was accepted", src.text),
+            Err(diags) => diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    };
+    let backend = "backend = \"192.0.2.10:53\"\n";
+    let loaded = policy::parse_with_files(&policy("backend-key", backend), &keys)
+        .0
+        .unwrap();
+    assert_eq!(
+        loaded.policy.backend_tsig.map(|k| k.name.to_string()),
+        Some("backend-key.".to_string())
+    );
+    let unknown = errors(&policy("nokey", backend));
+    assert!(
+        unknown.contains(
+            "example.test.toml:4:16: error: backend_tsig \"nokey\" names no key: add a [tsig.nokey] table"
+        ) && unknown.contains("(keys defined: backend-key)"),
+        "{unknown}"
+    );
+    let alone = errors(&policy("backend-key", ""));
+    assert!(
+        alone.contains("example.test.toml:3:16: error: backend_tsig signs the transfers from a backend"),
+        "{alone}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use hickory_proto::rr::LowerName;
@@ -22,6 +23,20 @@ use crate::zonefile::ZoneData;
 pub struct Backends {
     copies: Mutex<HashMap<LowerName, Arc<ZoneData>>>,
     dirty: Mutex<HashSet<String>>,
+    counts: BackendCounts,
+    /// Why the last check or transfer of a zone failed, until one succeeds.
+    failures: Mutex<HashMap<LowerName, String>>,
+}
+
+/// What the transfer tasks did since start, for the metrics.
+#[derive(Debug, Default)]
+pub struct BackendCounts {
+    /// SOA queries sent to backends (each refresh, retry and NOTIFY-driven check).
+    pub checks: AtomicU64,
+    /// Transfers accepted and put in service.
+    pub transfers: AtomicU64,
+    /// Checks or transfers that failed (the copy in service stayed).
+    pub failures: AtomicU64,
 }
 
 impl Backends {
@@ -49,6 +64,37 @@ impl Backends {
     /// Forgets a zone no longer served from a backend.
     pub fn forget(&self, apex: &LowerName) {
         self.copies.lock().expect("backend copies").remove(apex);
+    }
+
+    pub fn counts(&self) -> &BackendCounts {
+        &self.counts
+    }
+
+    pub(crate) fn count_check(&self) {
+        self.counts.checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_transfer(&self) {
+        self.counts.transfers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A check or transfer of the zone failed (the copy in service stays).
+    pub(crate) fn failed(&self, apex: &LowerName, why: String) {
+        self.counts.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures
+            .lock()
+            .expect("backend failures")
+            .insert(apex.clone(), why);
+    }
+
+    /// A check or transfer of the zone succeeded.
+    pub(crate) fn succeeded(&self, apex: &LowerName) {
+        self.failures.lock().expect("backend failures").remove(apex);
+    }
+
+    /// Why the last check or transfer of the zone failed, when the last one did.
+    pub fn last_failure(&self, apex: &LowerName) -> Option<String> {
+        self.failures.lock().expect("backend failures").get(apex).cloned()
     }
 
     /// The mail domains whose copy changed since the last call.

@@ -1,7 +1,11 @@
 //! The transfer service: one task per zone served from a backend, which transfers the
 //! zone, then checks the backend's SOA serial every SOA refresh (every retry after a
-//! failure, at once on NOTIFY) and transfers again when it changed. A copy older than
-//! the SOA expire without a successful check is dropped: the zone's other names answer
+//! failure, on NOTIFY) and transfers again when it changed. NOTIFYs are coalesced: a
+//! check starts at most once per [`NOTIFY_INTERVAL`] per zone, and any number of
+//! NOTIFYs during a check or that interval make one more check after it, so a flood
+//! from a spoofed backend address costs the backend one SOA query every few seconds.
+//! A failed transfer leaves the copy in service as it was. A copy older than the SOA
+//! expire without a successful check is dropped: the zone's other names answer
 //! SERVFAIL until the backend answers again.
 
 use std::collections::HashMap;
@@ -16,10 +20,14 @@ use tracing::{info, warn};
 
 use super::transfer::{self, Timers};
 use super::{Backends, expired, register};
+use crate::config::BackendConfig;
 use crate::policy::ValidPolicy;
 
 /// Wait before trying again when the first transfer failed (no SOA timers known yet).
 const FIRST_RETRY: Duration = Duration::from_secs(10);
+/// The shortest time between the starts of two checks of one zone when NOTIFY asks
+/// for them.
+pub const NOTIFY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Called after a copy changed (the reload service rebuilds the zone).
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
@@ -30,6 +38,7 @@ pub async fn run(
     backends: Arc<Backends>,
     mut policies: watch::Receiver<Vec<Arc<ValidPolicy>>>,
     on_change: OnChange,
+    limits: BackendConfig,
     stop: CancellationToken,
 ) {
     let mut tasks: HashMap<(LowerName, SocketAddr), (Arc<ValidPolicy>, CancellationToken)> = HashMap::new();
@@ -59,6 +68,7 @@ pub async fn run(
                 backend: key.1,
                 backends: backends.clone(),
                 on_change: on_change.clone(),
+                limits,
             };
             tokio::spawn(task.run(token.clone()));
             tasks.insert(key, (policy, token));
@@ -76,6 +86,7 @@ struct ZoneTask {
     backend: SocketAddr,
     backends: Arc<Backends>,
     on_change: OnChange,
+    limits: BackendConfig,
 }
 
 /// What a task knows of its copy.
@@ -92,10 +103,15 @@ impl ZoneTask {
         register(&self.policy.zone_lower, &wake);
         let mut state = CopyState::default();
         loop {
+            let started = tokio::time::Instant::now();
             let wait = match self.refresh(&mut state).await {
-                Ok(timers) => Duration::from_secs(u64::from(timers.refresh)),
+                Ok(timers) => {
+                    self.backends.succeeded(&self.policy.zone_lower);
+                    Duration::from_secs(u64::from(timers.refresh))
+                }
                 Err(e) => {
-                    warn!(zone = %self.policy.zone, backend = %self.backend, "zone transfer failed: {e}");
+                    warn!(zone = %self.policy.zone, backend = %self.backend, "zone transfer failed, the copy in service stays: {e}");
+                    self.backends.failed(&self.policy.zone_lower, e.to_string());
                     self.expire_if_due(&mut state);
                     state
                         .timers
@@ -105,7 +121,14 @@ impl ZoneTask {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-                _ = wake.notified() => {}
+                _ = wake.notified() => {
+                    // NOTIFYs from now until the check starts leave one wake-up
+                    // (`Notify` keeps one permit): that is the one more check.
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep_until(started + NOTIFY_INTERVAL) => {}
+                    }
+                }
             }
         }
     }
@@ -113,12 +136,16 @@ impl ZoneTask {
     /// Checks the serial and transfers the zone when it changed.
     async fn refresh(&self, state: &mut CopyState) -> Result<Timers, transfer::TransferError> {
         let apex = &self.policy.zone;
-        let soa = transfer::soa(self.backend, apex).await?;
+        let key = self.policy.backend_tsig.as_ref();
+        self.backends.count_check();
+        let soa = transfer::soa(self.backend, apex, key).await?;
         if let Some(timers) = state.timers.filter(|t| t.serial == soa.serial) {
             state.confirmed = Some(Instant::now());
             return Ok(timers);
         }
-        let (data, timers) = transfer::axfr(self.backend, apex, &self.policy.managed()).await?;
+        let managed = self.policy.managed();
+        let (data, timers) = transfer::axfr(self.backend, apex, key, &managed, &self.limits).await?;
+        self.backends.count_transfer();
         info!(zone = %apex, backend = %self.backend, serial = timers.serial, records = data.records.len(), "zone transferred");
         self.backends
             .set(&self.policy.zone_lower, &self.policy.domain_text, Arc::new(data));

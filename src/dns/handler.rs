@@ -31,7 +31,12 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
     let mut metadata = Metadata::response_from_request(&request.metadata);
     let answer = if request.metadata.op_code == OpCode::Notify {
         match request.request_info() {
-            Ok(info) => super::notify::answer(snapshot, info.query.original().name(), request.src().ip()),
+            Ok(info) => super::notify::answer(
+                snapshot,
+                info.query.original().name(),
+                request.src().ip(),
+                request.as_slice(),
+            ),
             Err(_) => Answer::code(ResponseCode::FormErr),
         }
     } else if request.metadata.op_code != OpCode::Query {

@@ -28,6 +28,7 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names::{self, Rules};
 use crate::spf;
+use crate::tsig::Keyring;
 use crate::txt;
 use crate::zonefile;
 
@@ -51,6 +52,8 @@ struct RawPolicy {
     transfer: Option<transfer::RawTransfer>,
     zone_file: Option<Spanned<String>>,
     backend: Option<Spanned<String>>,
+    /// A `[tsig.NAME]` key of the server config for the transfers from `backend`.
+    backend_tsig: Option<Spanned<String>>,
     /// `dnssec = false`: this zone stays unsigned when `[dnssec]` is on.
     dnssec: Option<bool>,
 }
@@ -153,6 +156,9 @@ pub struct ValidPolicy {
     /// The primary the zone's other records are transferred from (AXFR), instead of a
     /// zone file (only when the zone is the domain).
     pub backend: Option<std::net::SocketAddr>,
+    /// The key the SOA queries and transfers to `backend` are signed with, and its
+    /// NOTIFYs must be signed with (`backend_tsig`).
+    pub backend_tsig: Option<crate::tsig::TsigKey>,
     /// False when the policy opts out of DNSSEC signing (`dnssec = false`).
     pub dnssec: bool,
 }
@@ -202,20 +208,22 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     parse(&src)
 }
 
+/// A policy read without the server config: a `backend_tsig` names no key.
 pub fn parse(src: &SourceFile) -> Result<Loaded, Vec<Diagnostic>> {
-    parse_with_files(src).0
+    parse_with_files(src, &Keyring::new()).0
 }
 
-/// [`parse`], and the other files the policy reads (its zone file and the files that
-/// includes), valid or not: the reload service watches them.
-pub fn parse_with_files(src: &SourceFile) -> (Result<Loaded, Vec<Diagnostic>>, Vec<PathBuf>) {
+/// [`parse`] with the server config's TSIG keys, and the other files the policy reads
+/// (its zone file and the files that includes), valid or not: the reload service
+/// watches them.
+pub fn parse_with_files(src: &SourceFile, keys: &Keyring) -> (Result<Loaded, Vec<Diagnostic>>, Vec<PathBuf>) {
     let raw: RawPolicy = match toml::from_str(&src.text) {
         Ok(raw) => raw,
         Err(e) => return (Err(vec![src.toml_error(&e)]), Vec::new()),
     };
     let mut diags = Diagnostics::new(src);
     let mut files = Vec::new();
-    let policy = validate(raw, &mut diags, &mut files);
+    let policy = validate(raw, &mut diags, &mut files, keys);
     (finish(policy, diags), files)
 }
 
@@ -229,7 +237,12 @@ fn finish(policy: Option<ValidPolicy>, diags: Diagnostics) -> Result<Loaded, Vec
     }
 }
 
-fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -> Option<ValidPolicy> {
+fn validate(
+    raw: RawPolicy,
+    diags: &mut Diagnostics,
+    files: &mut Vec<PathBuf>,
+    keys: &Keyring,
+) -> Option<ValidPolicy> {
     let src = diags.source();
     let base_dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let domain = parse_name(&raw.domain, "domain", Rules::Host, diags);
@@ -279,6 +292,10 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -
         .backend
         .as_ref()
         .and_then(|b| validate_backend(b, raw.zone_file.is_some(), &domain, &zone, diags));
+    let backend_tsig = raw
+        .backend_tsig
+        .as_ref()
+        .and_then(|name| backend_key(name, raw.backend.is_some(), keys, diags));
     let zone_data = match &raw.zone_file {
         None => None,
         Some(file) => {
@@ -305,8 +322,39 @@ fn validate(raw: RawPolicy, diags: &mut Diagnostics, files: &mut Vec<PathBuf>) -
         transfer,
         zone_data,
         backend,
+        backend_tsig,
         dnssec: raw.dnssec.unwrap_or(true),
     })
+}
+
+/// `backend_tsig = "NAME"`: one of the server config's `[tsig.NAME]` keys, beside a
+/// `backend`.
+fn backend_key(
+    name: &Spanned<String>,
+    backend: bool,
+    keys: &Keyring,
+    diags: &mut Diagnostics,
+) -> Option<crate::tsig::TsigKey> {
+    let text = name.get_ref();
+    if !backend {
+        diags.error(
+            name.span(),
+            "backend_tsig signs the transfers from a backend: add backend = \"ADDRESS:PORT\" or remove backend_tsig",
+        );
+        return None;
+    }
+    let key = keys.get(text).cloned();
+    if key.is_none() {
+        let defined: Vec<&str> = keys.keys().map(String::as_str).collect();
+        diags.error(
+            name.span(),
+            format!(
+                "backend_tsig {text:?} names no key: add a [tsig.{text}] table with algorithm and secret_file to the server config (keys defined: {})",
+                if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+            ),
+        );
+    }
+    key
 }
 
 /// `backend = "192.0.2.10:53"` (the port may be left out): an address, the zone the

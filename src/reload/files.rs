@@ -61,12 +61,15 @@ pub struct PolicyFiles {
     /// files are read, so an edit among 100,000 policies looks up, never scans.
     users: HashMap<PathBuf, BTreeSet<PathBuf>>,
     links: BTreeMap<PathBuf, PathBuf>,
+    /// The server config's TSIG keys, which a policy's `backend_tsig` names.
+    keys: crate::tsig::Keyring,
 }
 
 impl PolicyFiles {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, keys: crate::tsig::Keyring) -> Self {
         PolicyFiles {
             dir,
+            keys,
             files: BTreeMap::new(),
             users: HashMap::new(),
             links: BTreeMap::new(),
@@ -171,7 +174,7 @@ impl PolicyFiles {
             }
             let previous = self.files.get(path).and_then(|f| f.served.clone());
             let (parsed, deps) = match crate::diag::SourceFile::from_bytes(path, bytes) {
-                Ok(src) => policy::parse_with_files(&src),
+                Ok(src) => policy::parse_with_files(&src, &self.keys),
                 Err(d) => (Err(vec![d]), Vec::new()),
             };
             let deps = deps

@@ -123,7 +123,7 @@ impl Reloader {
         // name a file the same way.
         let dir = std::fs::canonicalize(&config.policy_dir).unwrap_or_else(|_| config.policy_dir.clone());
         Self {
-            files: PolicyFiles::new(dir),
+            files: PolicyFiles::new(dir, config.tsig.clone()),
             state_dir: config.state_dir.clone(),
             servers: ServerIdentity {
                 nameservers: config.nameservers.clone(),

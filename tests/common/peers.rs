@@ -28,14 +28,20 @@ impl Peer {
     /// NSD with minimal responses (no NS in the authority of positive answers, as
     /// spfd and Knot; but then no additional records for MX and SRV either).
     pub async fn nsd(zone: &str, text: &str) -> Peer {
+        Peer::nsd_with(zone, text, "", "").await
+    }
+
+    /// [`Peer::nsd`] with more top-level `clauses` (e.g. a `key:`) and more options of
+    /// the zone (e.g. `provide-xfr`), each line indented by two spaces.
+    pub async fn nsd_with(zone: &str, text: &str, clauses: &str, zone_options: &str) -> Peer {
         let (dir, port) = (tempfile::tempdir().unwrap(), crate::common::free_port());
         let d = dir.path().display();
         let conf = format!(
             "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
              zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
              zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/peer.log\"\n  server-count: 1\n  verbosity: 1\n  \
-             minimal-responses: yes\nremote-control:\n  control-enable: no\nzone:\n  name: {zone}\n  \
-             zonefile: \"{zone}.zone\"\n"
+             minimal-responses: yes\nremote-control:\n  control-enable: no\n{clauses}zone:\n  name: {zone}\n  \
+             zonefile: \"{zone}.zone\"\n{zone_options}"
         );
         Peer::run(dir, port, zone, text, &conf, sbin("nsd"), &["-d", "-c"]).await
     }
