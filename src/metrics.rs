@@ -42,11 +42,15 @@ pub const RRL_RESPONSES: &str = "spfd_rrl_responses";
 pub const ZONE_TRANSFERS: &str = "spfd_zone_transfers";
 /// NOTIFY attempts by `result` (acknowledged, unanswered).
 pub const NOTIFY: &str = "spfd_notify";
+/// Admin connections closed at once because a connection cap was reached.
+pub const ADMIN_CONNECTIONS_REFUSED: &str = "spfd_admin_connections_refused";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub reload_errors: AtomicU64,
+    /// Shared with the admin server, which counts there.
+    pub admin_refused: Arc<AtomicU64>,
 }
 
 /// The sources a scrape reads.
@@ -86,6 +90,12 @@ pub fn render(sources: &Sources) -> String {
         RELOAD_ERRORS,
         "policy file errors found by reloads",
         ConstCounter::new(reload_errors),
+    );
+    let admin_refused = sources.counters.admin_refused.load(Ordering::Relaxed);
+    registry.register(
+        ADMIN_CONNECTIONS_REFUSED,
+        "admin connections closed at once over a connection cap",
+        ConstCounter::new(admin_refused),
     );
     register_queries(&mut registry, &(sources.queries)());
     let rrl = sources.rrl.read();
