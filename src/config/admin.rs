@@ -208,7 +208,7 @@ mod tests {
         let path = dir.join("spfd.toml");
         Config::parse(&SourceFile::new(
             path.to_str().unwrap(),
-            &format!("{MINIMAL}[admin]\n{admin}"),
+            format!("{MINIMAL}[admin]\n{admin}"),
         ))
     }
 
