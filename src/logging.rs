@@ -14,8 +14,10 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::io::{self, IsTerminal};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -178,13 +180,36 @@ fn one_line(event: &[u8], ansi: bool) -> std::borrow::Cow<'_, [u8]> {
 
 /// A bound on log lines one kind of per-packet event writes (a refused transfer, a
 /// refused connection): the first [`LogLimit::BURST`] of each interval are logged, the
-/// rest counted, and the count logged as one line when the next interval begins ("52
-/// more transfer refusals from 3 sources in the last 10 s"). A flood from one client
-/// costs a few lines per interval, not one per packet.
+/// rest counted, and the count logged as one line when the interval ends ("52 more
+/// transfer refusals from 3 sources in the last 10 s"): by the next event, or by
+/// [`summarise_floods`] when no event comes. A flood from one client costs a few lines
+/// per interval, not one per packet.
 pub struct LogLimit {
     /// What the events are, plural, for the summary line.
     what: &'static str,
     window: Mutex<Window>,
+    /// Listed in [`FLOODED`] (once its first event went unlogged).
+    listed: AtomicBool,
+}
+
+/// The limits that have left events unlogged, for [`summarise_floods`].
+static FLOODED: Mutex<Vec<&'static LogLimit>> = Mutex::new(Vec::new());
+
+/// Logs the count of every flood whose interval ended without a later event to log
+/// it, once per [`LogLimit::INTERVAL`], until `stop`.
+pub async fn summarise_floods(stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LogLimit::INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
+        let limits = FLOODED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for limit in limits {
+            if let Some(summary) = limit.end_interval(Instant::now()) {
+                tracing::warn!("{summary}");
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -213,26 +238,43 @@ impl LogLimit {
                 suppressed: 0,
                 sources: HashSet::with_hasher(BuildHasherDefault::new()),
             }),
+            listed: AtomicBool::new(false),
         }
     }
 
     /// Whether to log this event from `source`; when it is the first of a new
     /// interval, the count of the previous one is logged first.
-    pub fn allow(&self, source: IpAddr) -> bool {
+    pub fn allow(&'static self, source: IpAddr) -> bool {
         self.allow_from(Some(source))
     }
 
     /// [`LogLimit::allow`] for an event whose source is not known (a failed receive).
-    pub fn allow_unsourced(&self) -> bool {
+    pub fn allow_unsourced(&'static self) -> bool {
         self.allow_from(None)
     }
 
-    fn allow_from(&self, source: Option<IpAddr>) -> bool {
+    fn allow_from(&'static self, source: Option<IpAddr>) -> bool {
         let (log, summary) = self.note(source, Instant::now());
         if let Some(summary) = summary {
             tracing::warn!("{summary}");
         }
+        if !log && !self.listed.swap(true, Ordering::Relaxed) {
+            FLOODED.lock().unwrap_or_else(|e| e.into_inner()).push(self);
+        }
         log
+    }
+
+    /// The summary of the interval in progress when it has ended by `now` and left
+    /// events unlogged; the next event starts a new interval.
+    fn end_interval(&self, now: Instant) -> Option<String> {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let start = window.start?;
+        let span = now.saturating_duration_since(start);
+        if span < Self::INTERVAL || window.suppressed == 0 {
+            return None;
+        }
+        let ended = std::mem::take(&mut *window);
+        self.summary(&ended, span)
     }
 
     /// Counts an event at `now`: whether to log it, and the summary of the interval
@@ -331,5 +373,30 @@ mod tests {
         // An interval with nothing unlogged ends without a summary.
         let (_, summary) = limit.note(None, start + LogLimit::INTERVAL * 2);
         assert_eq!(summary, None);
+    }
+
+    #[test]
+    fn a_flood_that_stops_is_summarised_when_its_interval_ends() {
+        let limit = LogLimit::new("refused admin connections");
+        let start = Instant::now();
+        for _ in 0..100 {
+            limit.note(Some(IpAddr::from([192, 0, 2, 1])), start);
+        }
+        assert_eq!(
+            limit.end_interval(start + LogLimit::INTERVAL / 2),
+            None,
+            "not over yet"
+        );
+        assert_eq!(
+            limit.end_interval(start + LogLimit::INTERVAL).as_deref(),
+            Some("95 more refused admin connections from 1 sources in the last 10 s (not logged one by one)")
+        );
+        assert_eq!(
+            limit.end_interval(start + LogLimit::INTERVAL * 3),
+            None,
+            "summarised once"
+        );
+        let (log, summary) = limit.note(None, start + LogLimit::INTERVAL * 3);
+        assert!(log && summary.is_none());
     }
 }

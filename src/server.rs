@@ -119,6 +119,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let bound = bind_dns(config)?;
     let stop = CancellationToken::new();
+    tokio::spawn(crate::logging::summarise_floods(stop.clone()));
     let ready = Ready::new();
     let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
