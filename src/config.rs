@@ -15,12 +15,15 @@ use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
 mod backend;
+mod admin;
 mod dnssec;
 mod reports;
 pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;
 pub use backend::BackendConfig;
+pub use admin::{AdminConfig, AdminLimits, DEFAULT_ADMIN_LISTEN, MIN_TOKEN_LENGTH};
+use admin::{RawAdmin, parse_admin};
 pub use dnssec::DnssecConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
@@ -60,15 +63,6 @@ struct RawAlerts {
     webhook: Option<Spanned<String>>,
     #[serde(default)]
     command: Option<Spanned<Vec<String>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmin {
-    #[serde(default)]
-    listen: Option<Spanned<SocketAddr>>,
-    #[serde(default)]
-    token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,17 +179,6 @@ pub struct Config {
     /// `[backend]`: bounds on zone transfers in (see [`crate::backend`]).
     pub backend: BackendConfig,
 }
-
-/// `[admin]`: where the admin HTTP server listens, and the bearer token it requires.
-#[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub listen: SocketAddr,
-    /// Read from `token_file` at start; every request must carry it when set.
-    pub token: Option<String>,
-}
-
-/// Loopback by default: the admin server shows every domain's state.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8053";
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -346,48 +329,6 @@ fn parse_tcp(server: &RawServer, diags: &mut Diagnostics) -> crate::dns::tcp::Tc
         limits.message_timeout = d;
     }
     limits
-}
-
-/// `[admin]`: a listen address other than loopback needs a token; the token file must
-/// be readable and not empty.
-fn parse_admin(raw: &Spanned<RawAdmin>, base: &Path, diags: &mut Diagnostics) -> Option<AdminConfig> {
-    let admin = raw.get_ref();
-    let listen = admin.listen.as_ref().map_or_else(
-        || DEFAULT_ADMIN_LISTEN.parse().expect("a socket address"),
-        |l| *l.get_ref(),
-    );
-    let token = match &admin.token_file {
-        None => None,
-        Some(file) => {
-            let path = base.join(file.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
-                Ok(_) => {
-                    diags.error(
-                        file.span(),
-                        format!("admin token_file {} is empty", path.display()),
-                    );
-                    return None;
-                }
-                Err(e) => {
-                    diags.error(file.span(), format!("admin token_file {}: {e}", path.display()));
-                    return None;
-                }
-            }
-        }
-    };
-    if !listen.ip().is_loopback() && token.is_none() {
-        let span = admin.listen.as_ref().map_or(raw.span(), |l| l.span());
-        diags.error(
-            span,
-            format!(
-                "admin listen {listen} is not a loopback address: set token_file too, or every \
-                 domain's state is open to the network"
-            ),
-        );
-        return None;
-    }
-    Some(AdminConfig { listen, token })
 }
 
 /// `[alerts]`: an http(s) webhook and/or a command (program and arguments).

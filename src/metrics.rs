@@ -47,11 +47,15 @@ pub const BACKEND_CHECKS: &str = "spfd_backend_checks";
 /// Zone transfers in from backend primaries by `result` (ok, failed: the copy in
 /// service stayed).
 pub const BACKEND_TRANSFERS: &str = "spfd_backend_transfers";
+/// Admin connections closed at once because a connection cap was reached.
+pub const ADMIN_CONNECTIONS_REFUSED: &str = "spfd_admin_connections_refused";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub reload_errors: AtomicU64,
+    /// Shared with the admin server, which counts there.
+    pub admin_refused: Arc<AtomicU64>,
 }
 
 /// The sources a scrape reads.
@@ -93,6 +97,12 @@ pub fn render(sources: &Sources) -> String {
         RELOAD_ERRORS,
         "policy file errors found by reloads",
         ConstCounter::new(reload_errors),
+    );
+    let admin_refused = sources.counters.admin_refused.load(Ordering::Relaxed);
+    registry.register(
+        ADMIN_CONNECTIONS_REFUSED,
+        "admin connections closed at once over a connection cap",
+        ConstCounter::new(admin_refused),
     );
     register_queries(&mut registry, &(sources.queries)());
     let rrl = sources.rrl.read();

@@ -121,6 +121,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let cell: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let bound = bind_dns(config)?;
     let stop = CancellationToken::new();
+    tokio::spawn(crate::logging::summarise_floods(stop.clone()));
     let ready = Ready::new();
     let published = Arc::new(Published::load(&config.state_dir).unwrap_or_else(|e| {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
@@ -164,6 +165,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         },
         history: Arc::default(),
         reports: report_board.clone(),
+        refused: reloader.counters().admin_refused.clone(),
     };
     let admin = start_admin(config, admin_state, stop.clone()).await?;
     info!(addrs = ?bound.addrs, admin = ?admin, "listening; loading policies before answering");
@@ -333,9 +335,14 @@ fn tcp_limits(config: &Config, sockets: usize) -> dns::tcp::TcpLimits {
     match crate::os::raise_open_files_limit() {
         Some(open_files) => {
             let listening = (sockets + config.listen.len()) as u64;
+            // The admin server's connections are capped on their own: keep room for them.
+            let admin = config
+                .admin
+                .as_ref()
+                .map_or(0, |a| a.limits.max_connections as u64 + 1);
             config
                 .tcp
-                .fit_open_files(open_files, dns::tcp::RESERVED_DESCRIPTORS + listening)
+                .fit_open_files(open_files, dns::tcp::RESERVED_DESCRIPTORS + listening + admin)
         }
         None => config.tcp,
     }
@@ -354,7 +361,7 @@ async fn start_admin(
         .await
         .with_context(|| format!("cannot listen on {} for the admin server", admin.listen))?;
     let addr = listener.local_addr()?;
-    tokio::spawn(admin::serve(listener, state, admin.token.clone(), stop));
+    tokio::spawn(admin::serve(listener, state, admin.clone(), stop));
     Ok(Some(addr))
 }
 

@@ -1,9 +1,14 @@
 //! Files in `state_dir` that must survive restarts (zone serials, last good upstream
 //! results, published chains). Every write is atomic: a temporary file, fsync, rename,
 //! so a crash leaves the old file or the new one, never half of one.
+//!
+//! Every file and directory spfd creates is its owner's only ([`FILE_MODE`],
+//! [`DIR_MODE`]), whatever the umask: state shows every domain's sources and the report
+//! store the addresses of every sender.
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use serde::Serialize;
@@ -21,9 +26,9 @@ pub fn write_atomic_with(
     name: &str,
     write: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    create_dir(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut out = io::BufWriter::with_capacity(1 << 16, fs::File::create(&tmp)?);
+    let mut out = io::BufWriter::with_capacity(1 << 16, create_private(&tmp)?);
     write(&mut out)?;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
@@ -33,6 +38,48 @@ pub fn write_atomic_with(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The mode of files spfd creates.
+pub const FILE_MODE: u32 = 0o600;
+
+/// The mode of directories spfd creates (directories that exist keep theirs: the
+/// operator chose it).
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates (or truncates) `path` with mode [`FILE_MODE`]. The mode is set again on the
+/// open file: a file left from before keeps its old mode through `open`.
+pub fn create_private(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
+/// Creates `path` with mode [`FILE_MODE`] when it is missing, or sets that mode on it
+/// (for files another library writes into, such as the SQLite store).
+pub fn make_private(path: &Path) -> io::Result<()> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+}
+
+/// Creates `dir` and its missing parents with mode [`DIR_MODE`].
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// The permission bits of `path`; `None` when it cannot be read.
+pub fn mode_of(path: &Path) -> Option<u32> {
+    fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777)
 }
 
 /// Reads `dir/name`; `Ok(None)` when it does not exist.

@@ -10,6 +10,7 @@ mod corpus;
 mod upstream;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
@@ -19,6 +20,12 @@ use upstream::{Failure, Upstream};
 
 /// A GET over plain HTTP/1.1; returns the status code and the body.
 async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let (code, _, body) = get_with_head(addr, path, token).await;
+    (code, body)
+}
+
+/// A GET over plain HTTP/1.1; returns the status code, the head and the body.
+async fn get_with_head(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!("GET {path} HTTP/1.1\r\nHost: spfd\r\n{auth}Connection: close\r\n\r\n");
@@ -27,8 +34,8 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String)
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response).to_string();
     let code = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (code, dechunk(body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (code, head.to_ascii_lowercase(), dechunk(body))
 }
 
 /// Joins an HTTP/1.1 chunked body (axum streams larger bodies that way).
@@ -241,7 +248,8 @@ async fn a_token_is_required_when_configured() {
     let (world, _zones) = world().await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let admin = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
         token_file.display()
@@ -250,7 +258,111 @@ async fn a_token_is_required_when_configured() {
     let addr = running.admin.unwrap();
     assert_eq!(get(addr, "/status", None).await.0, 401);
     assert_eq!(get(addr, "/metrics", Some("wrong")).await.0, 401);
-    assert_eq!(get(addr, "/status", Some("s3cret")).await.0, 200);
+    assert_eq!(get(addr, "/status", Some(TOKEN)).await.0, 200);
+    // Every response forbids sniffing, framing and caching, refusals and misses too.
+    for (path, token, code) in [
+        ("/", Some(TOKEN), 200),
+        ("/status", Some(TOKEN), 200),
+        ("/metrics", Some(TOKEN), 200),
+        ("/healthz", Some(TOKEN), 200),
+        ("/status", None, 401),
+        ("/domain/nope.test", Some(TOKEN), 404),
+        ("/no-such-page", Some(TOKEN), 404),
+    ] {
+        let (got, head, _) = get_with_head(addr, path, token).await;
+        assert_eq!(got, code, "{path}");
+        for header in [
+            "x-content-type-options: nosniff",
+            "content-security-policy: frame-ancestors 'none'",
+            "cache-control: no-store",
+        ] {
+            assert!(head.contains(header), "{path} ({code}) lacks {header}:\n{head}");
+        }
+    }
+    running.shutdown().await.unwrap();
+}
+
+const TOKEN: &str = "d1f0c2a9e8b7465f";
+
+#[test]
+fn a_short_token_or_a_token_file_open_to_every_user_is_refused_at_start() {
+    let setup = Setup::new(&[]);
+    let token_file = setup.dir.path().join("admin.token");
+    let text = config_text() + "[admin]\ntoken_file = \"admin.token\"\n";
+    std::fs::write(setup.config_path(), &text).unwrap();
+    for (token, mode, expected) in [
+        (
+            "s3cret\n",
+            0o600,
+            "holds a token of 6 characters: use at least 16".to_string(),
+        ),
+        (
+            "d1f0c2a9e8b7465f\n",
+            0o644,
+            format!(
+                "is open to every user (mode 644): run `chmod 600 {}`",
+                token_file.display()
+            ),
+        ),
+    ] {
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let errors = spfd::config::Config::load(&setup.config_path()).unwrap_err();
+        assert!(errors[0].message.contains(&expected), "{}", errors[0]);
+        // `spfd check` says the same and fails.
+        let (report, ok) = spfd::cli::check(&setup.config_path());
+        assert!(!ok && report.contains(&expected), "{report}");
+    }
+}
+
+/// Reads from `stream` until the server closes it (EOF or reset); false if it is still
+/// open after `limit` (far longer than the timeout under test).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_header_connections_are_closed() {
+    let (world, _zones) = world().await;
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\nheader_timeout = \"1h\"\n";
+    let (_setup, running) = server(&world, admin).await;
+    let addr = running.admin.unwrap();
+    // A connection that sends nothing.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(30)).await,
+        "the idle connection stays open"
+    );
+    running.shutdown().await.unwrap();
+
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"1h\"\nheader_timeout = \"1s\"\n";
+    let (_setup, running) = server(&world, admin).await;
+    let addr = running.admin.unwrap();
+    // Headers trickled a byte at a time, never complete: always active, never idle.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\n").await.unwrap();
+    let trickle = async {
+        for byte in b"X-Slow: ".iter().cycle() {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(30), trickle).await;
+    assert_eq!(closed, Ok(true), "the slow request stays open");
+    // A prompt request on a fresh connection is still served.
+    assert_eq!(get(addr, "/healthz", None).await.0, 200);
     running.shutdown().await.unwrap();
 }
 

@@ -2,7 +2,8 @@
 //! `prlimit` (util-linux), in its own process so the lowered limit touches nothing
 //! else: at startup a `tcp_connections` that cannot fit the limit is lowered with a
 //! warning; when accept fails with EMFILE the server pauses instead of retrying at once
-//! (it spun a core), says so once, and keeps answering.
+//! (it spun a core), says so once, and keeps answering. A flood of idle connections
+//! to the admin server cannot take the descriptors DNS needs.
 //!
 //! The CPU check is a spin detector, not a speed test: a spinning accept loop burns
 //! about one CPU second per wall second; a paused one next to nothing.
@@ -69,6 +70,17 @@ fn start_under_prlimit(setup: &Setup, nofile: u64) -> Spfd {
         std::thread::sleep(Duration::from_millis(20));
     };
     Spfd { child, log, addr }
+}
+
+/// The admin address in the `listening ... admin=Some(...)` line.
+fn admin_addr(spfd: &Spfd) -> SocketAddr {
+    let log = spfd.log.lock().unwrap();
+    let line = log
+        .iter()
+        .find(|l| l.contains("admin=Some("))
+        .expect("the admin address is logged");
+    let rest = line.split_once("admin=Some(").unwrap().1;
+    rest.split_once(')').unwrap().0.parse().unwrap()
 }
 
 /// The address in the `serving addrs=[...]` line.
@@ -150,3 +162,83 @@ async fn out_of_descriptors_pauses_accepts_instead_of_spinning() {
     assert_eq!(txt_joined(&answer), vec!["v=spf1 ip4:192.0.2.0/24 -all"]);
     drop(held);
 }
+
+/// An HTTP GET from `source` (another loopback address than the flood's); the response
+/// head and body, or `None` when the connection fails or closes without one.
+async fn admin_get(addr: SocketAddr, source: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let exchange = async {
+        let mut stream = socket.connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: spfd\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        Some(String::from_utf8_lossy(&response).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+        .filter(|r| !r.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_connection_flood_leaves_dns_and_the_admin_server_serving() {
+    const NOFILE: u64 = 1024;
+    let setup = Setup::new(&[("example.test.toml", POLICY)]);
+    let config = config_text() + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(setup.config_path(), config).unwrap();
+    let spfd = start_under_prlimit(&setup, NOFILE);
+    let admin = admin_addr(&spfd);
+
+    // Idle connections from one source, far more than the process has descriptors;
+    // each is held open by the test and never sends a byte.
+    let mut held = Vec::new();
+    for _ in 0..3000 {
+        let connect = tokio::net::TcpStream::connect(admin);
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(stream)) => held.push(stream),
+            // The backlog is full: the server no longer accepts.
+            _ => break,
+        }
+    }
+    let pid = spfd.child.id();
+    assert!(
+        open_descriptors(pid) < NOFILE - 64,
+        "{} descriptors open of {NOFILE}",
+        open_descriptors(pid)
+    );
+    // DNS over TCP is answered.
+    let q = query("_spf.example.test.", RecordType::TXT).to_vec().unwrap();
+    let tcp = tokio::time::timeout(Duration::from_secs(10), tcp_raw(spfd.addr, &q))
+        .await
+        .expect("a TCP query is answered during the flood");
+    let answer = Message::from_vec(&tcp).unwrap();
+    assert_eq!(txt_joined(&answer), vec!["v=spf1 ip4:192.0.2.0/24 -all"]);
+    // Another source still gets the admin server, and the refusals are counted.
+    let status = admin_get(admin, "127.0.0.2", "/healthz").await;
+    assert!(
+        status.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "{status:?}"
+    );
+    let metrics = admin_get(admin, "127.0.0.2", "/metrics")
+        .await
+        .unwrap_or_default();
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spfd_admin_connections_refused_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 2000), "{refused:?} in {metrics}");
+    // One line per refused connection would be thousands.
+    let refusals = lines_with(&spfd, "admin connection closed");
+    assert!(
+        (1..=LOGGED_PER_INTERVAL).contains(&refusals.len()),
+        "{refusals:?}"
+    );
+    drop(held);
+}
+
+/// Refusals logged per interval ([`spfd::logging::LogLimit::BURST`]).
+const LOGGED_PER_INTERVAL: usize = spfd::logging::LogLimit::BURST as usize;

@@ -2,25 +2,29 @@
 //! orchestrators, `/status` as JSON and `/` as a page for people, and `/metrics` for
 //! Prometheus. It reads the same immutable snapshot and status board as everything
 //! else, so nothing it does touches the query path. Loopback only unless a bearer
-//! token is set (the config refuses anything else).
+//! token is set (the config refuses anything else). Connections are capped and timed
+//! out ([`connections`]); every response forbids sniffing, framing and caching.
 
 mod auth;
+mod connections;
 mod history;
 mod page;
 mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AdminConfig;
 use crate::published::Published;
 use crate::refresh::BoardCell;
 use crate::service::ReadyWatch;
@@ -46,23 +50,20 @@ pub struct AdminState {
     pub history: Arc<std::sync::Mutex<history::History>>,
     /// Each domain's DMARC report summary and advice (domains with reports only).
     pub reports: Arc<crate::reports::watch::ReportBoard>,
+    /// Connections closed over the cap (counted here, read by the metrics).
+    pub refused: Arc<AtomicU64>,
 }
 
-/// Serves the admin routes on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, state: AdminState, token: Option<String>, stop: CancellationToken) {
+/// Serves the admin routes on `listener` until `stop`, within `config`'s limits.
+pub async fn serve(listener: TcpListener, state: AdminState, config: AdminConfig, stop: CancellationToken) {
     tokio::spawn(history::sample(
         state.history.clone(),
         state.queries.clone(),
         stop.clone(),
     ));
-    let router = router(state, token);
-    let shutdown = async move { stop.cancelled().await };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("the admin server stopped: {e}");
-    }
+    let refused = state.refused.clone();
+    let router = router(state, config.token);
+    connections::accept(listener, router, config.limits, refused, stop).await;
 }
 
 /// Binds the admin address (port 0 picks one, for tests).
@@ -82,7 +83,25 @@ fn router(state: AdminState, token: Option<String>) -> Router {
             Arc::new(token),
             auth::require_token,
         ))
+        .layer(axum::middleware::map_response(protect))
         .with_state(state)
+}
+
+/// The headers every response carries: no content sniffing, no framing by another
+/// site (clickjacking), no copy kept by a browser or proxy (the pages show every
+/// domain's state).
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

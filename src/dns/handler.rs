@@ -65,7 +65,7 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
                     dnssec_ok,
                     unix_now(),
                 );
-                debug!(name = %query.name(), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
+                debug!(name = %crate::logging::Escaped(query.name()), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
                 a
             }
         }

@@ -89,6 +89,9 @@ impl TcpLimits {
     }
 }
 
+/// Connections over a cap, logged a few per interval.
+static REFUSALS: crate::logging::LogLimit = crate::logging::LogLimit::new("refused tcp connections");
+
 /// Accepts until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -123,7 +126,9 @@ pub async fn serve(
         let slot = match table.admit(src.ip()) {
             Ok(slot) => slot,
             Err(why) => {
-                debug!(%src, ?why, "tcp connection refused");
+                if REFUSALS.allow(src.ip()) {
+                    debug!(%src, ?why, "tcp connection refused");
+                }
                 continue;
             }
         };

@@ -21,6 +21,9 @@ use super::wire::{self, Outcome};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tsig::Keyring;
 
+/// Receive errors, logged a few per interval.
+static RECEIVE_ERRORS: crate::logging::LogLimit = crate::logging::LogLimit::new("udp receive errors");
+
 /// How often an idle worker looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
 
@@ -79,7 +82,10 @@ fn serve(
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                warn!("udp receive: {e}");
+                // A spoofed packet's ICMP error comes back here: one per packet.
+                if RECEIVE_ERRORS.allow_unsourced() {
+                    warn!("udp receive: {e}");
+                }
                 continue;
             }
         }

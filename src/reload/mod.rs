@@ -18,6 +18,7 @@ use crate::alerts::{Alerts, Event};
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Severity};
+use crate::logging::Escaped;
 use crate::metrics::Counters;
 use crate::policy::ValidPolicy;
 use crate::published::Published;
@@ -627,8 +628,8 @@ fn log_zone_changes(summary: &Summary, generation: u64, zones: usize, build_time
 pub fn log_report(report: &ReloadReport) {
     for d in &report.diagnostics {
         match d.severity {
-            Severity::Error => error!("{d}; the previous version stays served"),
-            Severity::Warning => warn!("{d}"),
+            Severity::Error => error!("{}; the previous version stays served", Escaped(d)),
+            Severity::Warning => warn!("{}", Escaped(d)),
         }
     }
 }

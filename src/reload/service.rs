@@ -161,7 +161,9 @@ impl Links {
                     self.watched.insert(dir.to_path_buf());
                     newly.insert(link.clone());
                 }
-                Err(e) => warn!(dir = %dir.display(), "cannot watch the target of a linked policy file: {e}"),
+                Err(e) => {
+                    warn!(dir = %crate::logging::Escaped(dir.display()), "cannot watch the target of a linked policy file: {e}")
+                }
             }
         }
         // Zone files (and their includes) outside the policy directory.
@@ -174,7 +176,9 @@ impl Links {
                 Ok(()) => {
                     self.watched.insert(dir.to_path_buf());
                 }
-                Err(e) => warn!(dir = %dir.display(), "cannot watch the directory of a zone file: {e}"),
+                Err(e) => {
+                    warn!(dir = %crate::logging::Escaped(dir.display()), "cannot watch the directory of a zone file: {e}")
+                }
             }
         }
         newly

@@ -83,7 +83,7 @@ pub fn poll_dir(importer: &mut Importer<'_>, dir: &Path) -> Result<usize, Source
     files.sort();
     let done = dir.join("processed");
     if !files.is_empty() {
-        std::fs::create_dir_all(&done).map_err(io_err(&done))?;
+        crate::state::create_dir(&done).map_err(io_err(&done))?;
     }
     for chunk in files.chunks(CHUNK) {
         for path in chunk {

@@ -90,7 +90,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) `state_dir/reports.sqlite`.
     pub fn open_in(state_dir: &Path) -> Result<Store, StoreError> {
-        let _ = std::fs::create_dir_all(state_dir);
+        let _ = crate::state::create_dir(state_dir);
         Store::open(&state_dir.join(FILE_NAME))
     }
 
@@ -99,6 +99,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        make_owner_only(path);
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
@@ -268,4 +269,26 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> ru
         }
     }
     Ok(())
+}
+
+/// SQLite creates files 0644 less the umask, and its -wal and -shm files with the
+/// database's mode: the database is made owner-only before SQLite opens it, and files
+/// an older version left open to others are closed to them. A failure (a store owned by
+/// another user) is logged; SQLite's own open says whether the store can be used.
+fn make_owner_only(path: &Path) {
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for (i, file) in files.iter().enumerate() {
+        let open_to_others = crate::state::mode_of(file).is_some_and(|m| m & 0o077 != 0);
+        let missing_database = i == 0 && !file.exists();
+        if (open_to_others || missing_database)
+            && let Err(e) = crate::state::make_private(file)
+        {
+            tracing::warn!(file = %crate::logging::Escaped(&file.display()), "cannot make the report store owner-only: {e}");
+        }
+    }
 }

@@ -12,6 +12,8 @@ use hickory_proto::rr::{LowerName, RData, RecordType};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
+use crate::logging::{Escaped, LogLimit};
+
 use super::records::{DNSKEY, Packer, axfr_sequence, code_response, zone_records};
 use super::{Counts, Transfer};
 use crate::snapshot::{Snapshot, Zone};
@@ -50,6 +52,11 @@ fn count(xfr: &Transfer, messages: &[Vec<u8>]) {
     }
 }
 
+/// Refusals are logged a few per interval: one client can ask thousands a second.
+static REFUSALS: LogLimit = LogLimit::new("transfer refusals");
+/// Served transfers too: an allowed source can ask in a loop.
+static SERVED: LogLimit = LogLimit::new("served transfers");
+
 /// The request as the rules read it.
 struct Request<'a> {
     bytes: &'a [u8],
@@ -82,11 +89,15 @@ pub fn respond(bytes: &[u8], src: SocketAddr, snapshot: &Snapshot, xfr: &Transfe
     let query = request.parsed.queries[0].clone();
     let apex = LowerName::new(query.name());
     let Some(zone) = snapshot.zones.get(&apex).cloned() else {
-        info!(%src, zone = %query.name(), "transfer refused: not a zone spfd serves");
+        if REFUSALS.allow(src.ip()) {
+            info!(%src, zone = %Escaped(query.name()), "transfer refused: not a zone spfd serves");
+        }
         return request.code(ResponseCode::Refused);
     };
     if !xfr.allows(&zone.policy, src.ip()) {
-        info!(%src, zone = %zone.apex, "transfer refused: source not in [transfer] allow");
+        if REFUSALS.allow(src.ip()) {
+            info!(%src, zone = %zone.apex, "transfer refused: source not in [transfer] allow");
+        }
         return request.code(ResponseCode::Refused);
     }
     let mut signer = match authenticate(&request, &zone, xfr) {
@@ -94,7 +105,9 @@ pub fn respond(bytes: &[u8], src: SocketAddr, snapshot: &Snapshot, xfr: &Transfe
         Err(messages) => return messages,
     };
     if zone.wire.zone.macros.is_some() {
-        info!(%src, zone = %zone.apex, "transfer refused: the zone is in SPF macro mode, its per-address names cannot be listed");
+        if REFUSALS.allow(src.ip()) {
+            info!(%src, zone = %zone.apex, "transfer refused: the zone is in SPF macro mode, its per-address names cannot be listed");
+        }
         return sign_all(request.code(ResponseCode::Refused), &mut signer);
     }
     let Some((soa, records)) = zone_records(&zone) else {
@@ -104,7 +117,9 @@ pub fn respond(bytes: &[u8], src: SocketAddr, snapshot: &Snapshot, xfr: &Transfe
         // spfd signs online: the zone's RRsets hold its DNSKEY, but the signatures and
         // the denial of existence are made per answer and are not records of the zone.
         // A secondary given the DNSKEY without them would serve bogus answers.
-        info!(%src, zone = %zone.apex, "transfer refused: the zone is DNSSEC-signed by spfd online, its signatures cannot be transferred; opt it out of spfd's signing and sign on the secondary");
+        if REFUSALS.allow(src.ip()) {
+            info!(%src, zone = %zone.apex, "transfer refused: the zone is DNSSEC-signed by spfd online, its signatures cannot be transferred; opt it out of spfd's signing and sign on the secondary");
+        }
         return sign_all(request.code(ResponseCode::Refused), &mut signer);
     }
     let (kind, sequence) = if query.query_type() == RecordType::IXFR {
@@ -122,7 +137,9 @@ pub fn respond(bytes: &[u8], src: SocketAddr, snapshot: &Snapshot, xfr: &Transfe
     let messages = packer.finish();
     let whole = sequence.len() > 2 && sequence.first() == sequence.last() && kind != "IXFR";
     Counts::add(if whole { &xfr.counts.axfr } else { &xfr.counts.ixfr });
-    info!(%src, zone = %zone.apex, serial = zone.serial, kind, records = sequence.len(), messages = messages.len(), signed = signer.is_some(), "transfer served");
+    if SERVED.allow(src.ip()) {
+        info!(%src, zone = %zone.apex, serial = zone.serial, kind, records = sequence.len(), messages = messages.len(), signed = signer.is_some(), "transfer served");
+    }
     sign_all(messages, &mut signer)
 }
 
@@ -154,7 +171,9 @@ fn authenticate(
     let required = match xfr.key_for(&zone.policy) {
         Ok(key) => key,
         Err(e) => {
-            warn!(zone = %zone.apex, "transfer refused: {e}");
+            if REFUSALS.allow(request.src.ip()) {
+                warn!(zone = %zone.apex, "transfer refused: {e}");
+            }
             return Err(request.code(ResponseCode::Refused));
         }
     };
@@ -162,12 +181,16 @@ fn authenticate(
     let notauth = || code_response(request.bytes, request.question, NOTAUTH);
     match verify_request(request.bytes, &xfr.keys) {
         Verdict::Unsigned if required.is_some() => {
-            info!(%src, zone = %zone.apex, "transfer refused: request not signed with the zone's TSIG key");
+            if REFUSALS.allow(src.ip()) {
+                info!(%src, zone = %zone.apex, "transfer refused: request not signed with the zone's TSIG key");
+            }
             Err(vec![notauth()])
         }
         Verdict::Unsigned => Ok(None),
         Verdict::Signed { key, .. } if required.is_some_and(|r| r.name != key.name) => {
-            info!(%src, zone = %zone.apex, key = %key.name, "transfer refused: signed with another key than the zone's");
+            if REFUSALS.allow(src.ip()) {
+                info!(%src, zone = %zone.apex, key = %key.name, "transfer refused: signed with another key than the zone's");
+            }
             let mut message = notauth();
             append_unsigned(&mut message, &key.name, &key.algorithm, TsigError::BadKey);
             Err(vec![message])
@@ -179,7 +202,9 @@ fn authenticate(
             mac,
             ..
         } => {
-            info!(%src, zone = %zone.apex, "transfer refused: TSIG time outside the fudge (BADTIME)");
+            if REFUSALS.allow(src.ip()) {
+                info!(%src, zone = %zone.apex, "transfer refused: TSIG time outside the fudge (BADTIME)");
+            }
             let mut message = notauth();
             StreamSigner::new(key, mac).sign(&mut message, u16::from(TsigError::BadTime));
             Err(vec![message])
@@ -187,7 +212,9 @@ fn authenticate(
         Verdict::Failed {
             error, key_name, key, ..
         } => {
-            info!(%src, zone = %zone.apex, key = %key_name, ?error, "transfer refused: TSIG check failed");
+            if REFUSALS.allow(src.ip()) {
+                info!(%src, zone = %zone.apex, key = %Escaped(&key_name), ?error, "transfer refused: TSIG check failed");
+            }
             let algorithm = key.map_or(hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256, |k| {
                 k.algorithm
             });
