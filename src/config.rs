@@ -14,16 +14,16 @@ use toml::Spanned;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::names;
 
-mod backend;
 mod admin;
+mod backend;
 mod dnssec;
 mod reports;
 pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;
-pub use backend::BackendConfig;
 pub use admin::{AdminConfig, AdminLimits, DEFAULT_ADMIN_LISTEN, MIN_TOKEN_LENGTH};
 use admin::{RawAdmin, parse_admin};
+pub use backend::BackendConfig;
 pub use dnssec::DnssecConfig;
 use reports::{RawReports, parse_reports};
 pub use reports::{ReportSource, Reports, is_date, parse_report_source};
