@@ -1,0 +1,107 @@
+//! What one input may cost in time: a deadline, and the server's shutdown, which every
+//! reader of untrusted bytes checks between steps so that neither a slow input nor a
+//! long import holds the poller (or `spfd serve`'s exit) for longer than that. And
+//! [`printable`], for names taken from an input that end up in a log line.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// Why reading stopped before the input was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Interrupted {
+    #[error("reading it took longer than {0:?} (an input built to be slow?); not read")]
+    Deadline(Duration),
+    #[error("spfd is stopping; it is read again at the next start")]
+    Shutdown,
+}
+
+/// The deadline of one input and the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    deadline: Instant,
+    allowed: Duration,
+    stop: Option<CancellationToken>,
+}
+
+impl Clock {
+    /// From now, `allowed` to go; `stop` cancelled ends the reading at once.
+    pub fn start(allowed: Duration, stop: Option<CancellationToken>) -> Clock {
+        Clock {
+            deadline: Instant::now() + allowed,
+            allowed,
+            stop,
+        }
+    }
+
+    /// An error once the deadline has passed or shutdown began.
+    pub fn check(&self) -> Result<(), Interrupted> {
+        if self.stop.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            Err(Interrupted::Shutdown)
+        } else if Instant::now() > self.deadline {
+            Err(Interrupted::Deadline(self.allowed))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether shutdown began (the input is then left where it is, not set aside).
+    pub fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(CancellationToken::is_cancelled)
+    }
+}
+
+/// A name taken from an input (a zip entry, an attachment, a file name) as it may
+/// appear in one log or error line: control characters (a newline would start a forged
+/// line) and backslashes are escaped, and it is cut at 200 characters.
+pub fn printable(name: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::with_capacity(name.len().min(MAX));
+    for (i, c) in name.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '\\' || is_invisible(c) {
+            let _ = write!(out, "{}", c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Line and paragraph separators and bidirectional overrides: not control characters,
+/// but they reorder or break a line on a terminal.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_break_a_line() {
+        assert_eq!(printable("report.xml"), "report.xml");
+        assert_eq!(
+            printable("a.xml\n2026-01-01 INFO forged"),
+            "a.xml\\u{a}2026-01-01 INFO forged"
+        );
+        assert_eq!(printable("x\r\u{1b}[31m\\"), "x\\u{d}\\u{1b}[31m\\u{5c}");
+        assert_eq!(printable(&"é".repeat(300)).chars().count(), 201);
+    }
+
+    #[test]
+    fn a_clock_stops_at_shutdown_and_after_its_deadline() {
+        let stop = CancellationToken::new();
+        let clock = Clock::start(Duration::from_secs(3600), Some(stop.clone()));
+        assert_eq!(clock.check(), Ok(()));
+        stop.cancel();
+        assert_eq!(clock.check(), Err(Interrupted::Shutdown));
+        let late = Clock::start(Duration::ZERO, None);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(late.check(), Err(Interrupted::Deadline(Duration::ZERO)));
+    }
+}
