@@ -162,7 +162,9 @@ async fn the_server_polls_a_directory_and_joins_the_poller_at_shutdown() {
     assert_eq!((s.imported.inputs, s.imported.reports), (21, 20), "{s:?}");
     assert_eq!(s.imported.errors.len(), 1, "{s:?}");
     assert!(s.imported.errors[0].contains("junk.txt"), "{s:?}");
+    assert!(s.imported.errors[0].contains("set aside in"), "{s:?}");
     assert_eq!(count_files(&inbox), 0);
-    assert_eq!(count_files(&inbox.join("processed")), 21);
+    assert_eq!(count_files(&inbox.join("processed")), 20);
+    assert!(inbox.join("failed/junk.txt").is_file());
     assert_eq!(stored(&config).0, 20);
 }

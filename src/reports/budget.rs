@@ -54,9 +54,9 @@ impl Clock {
 
 /// A name taken from an input (a zip entry, an attachment, a file name) as it may
 /// appear in one log or error line: control characters (a newline would start a forged
-/// line) and backslashes are escaped, and it is cut at 200 characters.
+/// line) and backslashes are escaped, and it is cut at 1,000 characters.
 pub fn printable(name: &str) -> String {
-    const MAX: usize = 200;
+    const MAX: usize = 1000;
     let mut out = String::with_capacity(name.len().min(MAX));
     for (i, c) in name.chars().enumerate() {
         if i == MAX {
@@ -90,7 +90,7 @@ mod tests {
             "a.xml\\u{a}2026-01-01 INFO forged"
         );
         assert_eq!(printable("x\r\u{1b}[31m\\"), "x\\u{d}\\u{1b}[31m\\u{5c}");
-        assert_eq!(printable(&"é".repeat(300)).chars().count(), 201);
+        assert_eq!(printable(&"é".repeat(1200)).chars().count(), 1001);
     }
 
     #[test]
