@@ -465,4 +465,26 @@ mod tests {
         let no_id = doc(ROW).replace("<report_id>1</report_id>", "");
         assert_eq!(parse(no_id.as_bytes()), Err(XmlError::Missing("report_id")));
     }
+
+    #[test]
+    fn counts_above_a_billion_and_too_many_rows_refuse_the_report() {
+        let with_count = |c: &str| doc(&ROW.replace("<count>3</count>", &format!("<count>{c}</count>")));
+        let top = parse(with_count("1000000000").as_bytes()).unwrap();
+        assert_eq!(top.rows[0].count, MAX_COUNT);
+        assert_eq!(
+            parse(with_count("1000000001").as_bytes()),
+            Err(XmlError::CountTooLarge(1_000_000_001))
+        );
+        assert_eq!(
+            parse(with_count("99999999999999999999999").as_bytes()),
+            Err(XmlError::CountTooLarge(u64::MAX))
+        );
+        let five = doc(&ROW.repeat(5));
+        let bounds = Bounds {
+            max_rows: 4,
+            ..Bounds::default()
+        };
+        assert_eq!(parse_bounded(five.as_bytes(), &bounds), Err(XmlError::TooManyRows(4)));
+        assert_eq!(parse(five.as_bytes()).unwrap().rows.len(), 5);
+    }
 }
