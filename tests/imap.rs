@@ -413,16 +413,28 @@ async fn an_oversized_message_is_not_fetched_and_failures_are_flagged() {
     }
     dovecot.deliver("big.M1P1.test", mail("big", "big.bin", &[7u8; 20_000]).as_bytes());
     dovecot.deliver("broken.M1P1.test", b"Subject: not a report\r\n\r\nhello\r\n");
-    let config = config(&tmp.path().join("spfd"), dovecot.port, "imap_max_message_bytes = 8192\n");
+    let config = config(
+        &tmp.path().join("spfd"),
+        dovecot.port,
+        "imap_max_message_bytes = 8192\n",
+    );
     let poller = Arc::new(ReportPoller::from_config(&config).unwrap());
     let status = poller.status();
     poller.clone().round().await;
     let s = status.lock().unwrap().clone();
     assert!(s.last_errors.is_empty(), "{s:?}");
     assert_eq!((s.imported.inputs, s.imported.reports), (5, 3), "{s:?}");
-    let large: Vec<&String> = s.imported.errors.iter().filter(|e| e.contains("more than the 8192")).collect();
+    let large: Vec<&String> = s
+        .imported
+        .errors
+        .iter()
+        .filter(|e| e.contains("more than the 8192"))
+        .collect();
     assert_eq!(large.len(), 1, "{s:?}");
-    assert!(large[0].contains("not fetched") && large[0].contains("$SpfdFailed"), "{s:?}");
+    assert!(
+        large[0].contains("not fetched") && large[0].contains("$SpfdFailed"),
+        "{s:?}"
+    );
     assert_eq!(s.imported.errors.len(), 2, "{s:?}");
     // Both failures are seen and carry the keyword; the next round meets neither.
     assert_eq!(dovecot.seen_in_cur(), 5);

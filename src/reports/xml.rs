@@ -340,11 +340,11 @@ impl Builder {
         }
         let begin = number("date_range begin", self.begin)?;
         let mut end = number("date_range end", self.end)?;
-        if end < begin || end - begin > MAX_RANGE {
+        if end < begin || end.saturating_sub(begin) > MAX_RANGE {
             self.notes.push(format!(
                 "the date range {begin}..{end} was cut to one day from its beginning"
             ));
-            end = begin + 86400;
+            end = begin.saturating_add(86400);
         }
         for row in &mut self.rows {
             if row.header_from.is_empty() {
@@ -484,7 +484,10 @@ mod tests {
             max_rows: 4,
             ..Bounds::default()
         };
-        assert_eq!(parse_bounded(five.as_bytes(), &bounds), Err(XmlError::TooManyRows(4)));
+        assert_eq!(
+            parse_bounded(five.as_bytes(), &bounds),
+            Err(XmlError::TooManyRows(4))
+        );
         assert_eq!(parse(five.as_bytes()).unwrap().rows.len(), 5);
     }
 }
