@@ -323,6 +323,8 @@ const BOMBED: &str = "domain = \"bomb.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nm
 
 /// Runs spfd, and returns its exit code, its output and its peak resident memory in
 /// KiB (from wait4); killed, and the test failed, after five minutes (a stall).
+// The child is reaped by wait4 (which also gives its peak memory), not Child::wait.
+#[allow(clippy::zombie_processes)]
 fn spfd_measured(args: &[&str]) -> (i32, String, u64) {
     let out = tempfile::tempfile().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_spfd"))
@@ -342,6 +344,7 @@ fn spfd_measured(args: &[&str]) -> (i32, String, u64) {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("spfd {args:?} still running after five minutes");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

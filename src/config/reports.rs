@@ -277,5 +277,11 @@ mod tests {
         assert!(err[0].message.contains("password_file"), "{}", err[0]);
         let err = parse(&format!("{MINIMAL}[reports]\ncolour = 1\n")).unwrap_err();
         assert!(err[0].message.contains("unknown field"), "{}", err[0]);
+        assert_eq!(c.reports.imap_max_message_bytes, 32 << 20);
+        let c = parse(&format!("{MINIMAL}[reports]\nimap_max_message_bytes = 65536\n")).unwrap();
+        assert_eq!(c.reports.imap_max_message_bytes, 65536);
+        let err = parse(&format!("{MINIMAL}[reports]\nimap_max_message_bytes = 10\n")).unwrap_err();
+        assert_eq!(err[0].line, 5, "{}", err[0]);
+        assert!(err[0].message.contains("at least 1024"), "{}", err[0]);
     }
 }

@@ -1,12 +1,47 @@
-//! What one input may cost in time: a deadline, and the server's shutdown, which every
-//! reader of untrusted bytes checks between steps so that neither a slow input nor a
-//! long import holds the poller (or `spfd serve`'s exit) for longer than that. And
-//! [`printable`], for names taken from an input that end up in a log line.
+//! What one input may cost: the [`Limits`] on what it may expand to, and in time a
+//! deadline and the server's shutdown ([`Clock`]), which every reader of untrusted
+//! bytes checks between steps so that neither a slow input nor a long import holds the
+//! poller (or `spfd serve`'s exit) for longer than that. And [`printable`], for names
+//! taken from an input that end up in a log line.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+
+/// Caps on what one input may expand to and cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Decompressed bytes of one report. Real reports are kilobytes to a few
+    /// megabytes; a bomb stops here.
+    pub max_xml: u64,
+    /// Decompressed bytes of all the reports of one input (a zip of many entries).
+    pub max_input: u64,
+    /// Reports one input (a mail, a zip) may hold.
+    pub max_reports: usize,
+    /// Records (rows) in one report: the largest real reports hold thousands.
+    pub max_rows: usize,
+    /// Entries in one zip archive.
+    pub max_entries: usize,
+    /// MIME parts and declared multipart and message types in one mail.
+    pub max_mail_parts: usize,
+    /// How long one input may take to read.
+    pub max_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_xml: 64 << 20,
+            max_input: 256 << 20,
+            max_reports: 64,
+            max_rows: 200_000,
+            max_entries: 256,
+            max_mail_parts: 500,
+            max_time: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Why reading stopped before the input was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -7,46 +7,12 @@
 //! bound is one error, and the reports are handed on one at a time as they are read.
 
 use std::io::Read;
-use std::time::Duration;
 
+pub use super::budget::Limits;
 use super::budget::{Clock, Interrupted, printable};
-use super::mail;
+use super::mail::{self, MailError};
 use super::model::Report;
 use super::xml::{self, Bounds, XmlError};
-
-/// Caps on what one input may expand to and cost.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Decompressed bytes of one report. Real reports are kilobytes to a few
-    /// megabytes; a bomb stops here.
-    pub max_xml: u64,
-    /// Decompressed bytes of all the reports of one input (a zip of many entries).
-    pub max_input: u64,
-    /// Reports one input (a mail, a zip) may hold.
-    pub max_reports: usize,
-    /// Records (rows) in one report: the largest real reports hold thousands.
-    pub max_rows: usize,
-    /// Entries in one zip archive.
-    pub max_entries: usize,
-    /// MIME parts and declared multipart and message types in one mail.
-    pub max_mail_parts: usize,
-    /// How long one input may take to read.
-    pub max_time: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_xml: 64 << 20,
-            max_input: 256 << 20,
-            max_reports: 64,
-            max_rows: 200_000,
-            max_entries: 256,
-            max_mail_parts: 500,
-            max_time: Duration::from_secs(60),
-        }
-    }
-}
 
 /// Attached messages inside attached messages deeper than this are refused.
 const MAX_MAIL_NESTING: usize = 8;
@@ -66,10 +32,8 @@ pub enum DecodeError {
     TooManyEntries(usize),
     #[error("zip entries share their compressed data (a zip bomb); not read")]
     Overlapping,
-    #[error("more than {0} MIME parts or nested messages in one mail; not read")]
-    MailTooComplex(usize),
-    #[error("attached messages nested more than {0} deep; not read")]
-    TooDeep(usize),
+    #[error("{0}")]
+    Mail(#[from] MailError),
     #[error("{0}")]
     Xml(#[from] XmlError),
     #[error("no DMARC report found in it (not XML, gzip, zip or a mail with one attached)")]
@@ -120,14 +84,14 @@ pub fn decode_each(bytes: &[u8], limits: &Limits, clock: &Clock, each: &mut dyn 
 const MAX_DEPTH: usize = 4;
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Form {
+enum Form {
     Gzip,
     Zip,
     Xml,
     Mail,
 }
 
-pub(super) fn detect(bytes: &[u8]) -> Form {
+fn detect(bytes: &[u8]) -> Form {
     let start = skip_bom_and_space(bytes);
     if bytes.starts_with(&[0x1f, 0x8b]) {
         Form::Gzip
@@ -146,7 +110,7 @@ fn skip_bom_and_space(bytes: &[u8]) -> &[u8] {
     &b[n..]
 }
 
-pub(super) fn join(outer: &str, inner: &str) -> String {
+fn join(outer: &str, inner: &str) -> String {
     if outer.is_empty() {
         inner.to_string()
     } else {
@@ -257,11 +221,14 @@ impl Walk<'_> {
             .and_then(|()| mail::leaves(bytes, part, MAX_MAIL_NESTING));
         match leaves {
             Ok(leaves) => {
-                for (name, data) in leaves {
-                    self.form(&data, &name, depth + 1);
+                for leaf in leaves {
+                    // An attachment that is no report form is not followed as a mail.
+                    if !leaf.binary || detect(&leaf.bytes) != Form::Mail {
+                        self.form(&leaf.bytes, &leaf.name, depth + 1);
+                    }
                 }
             }
-            Err(e) => self.emit(part, Err(e)),
+            Err(e) => self.emit(part, Err(e.into())),
         }
     }
 

@@ -9,7 +9,25 @@
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 use super::budget::printable;
-use super::decode::{DecodeError, Form, detect, join};
+
+/// Why a mail is not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    #[error("more than {0} MIME parts or nested messages in one mail; not read")]
+    TooComplex(usize),
+    #[error("attached messages nested more than {0} deep; not read")]
+    TooDeep(usize),
+}
+
+/// A part of a mail that may hold a report.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Leaf {
+    /// `outer!attachment name` (or `part N`), escaped.
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// An attachment (of any type), rather than a text part that holds report XML.
+    pub binary: bool,
+}
 
 /// Levels of encoded messages inside encoded messages that mail-parser decodes and
 /// parses (its own constant), plus the mail itself.
@@ -19,11 +37,11 @@ const ENCODED_LEVELS: usize = 4;
 /// `message/...` or `multipart/...` types in all (a liberal count: the word followed by
 /// a slash, whitespace or comments between, in any case; and every line that starts
 /// with `--`).
-pub(super) fn check_shape(bytes: &[u8], max_parts: usize) -> Result<(), DecodeError> {
+pub(super) fn check_shape(bytes: &[u8], max_parts: usize) -> Result<(), MailError> {
     let mut count = 0;
     scan(bytes, 1, max_parts, &mut count);
     if count > max_parts {
-        return Err(DecodeError::MailTooComplex(max_parts));
+        return Err(MailError::TooComplex(max_parts));
     }
     Ok(())
 }
@@ -153,14 +171,10 @@ fn unquote(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Every part of a mail that may hold a report, with its name: attachments of any type
-/// (a receiver's content type is not trusted) and text parts that are report XML.
-/// Attached messages nested deeper than `max_nesting` are an error.
-pub(super) fn leaves(
-    bytes: &[u8],
-    part: &str,
-    max_nesting: usize,
-) -> Result<Vec<(String, Vec<u8>)>, DecodeError> {
+/// Every part of a mail that may hold a report: attachments of any type (a receiver's
+/// content type is not trusted) and text parts that are report XML. Attached messages
+/// nested deeper than `max_nesting` are an error.
+pub(super) fn leaves(bytes: &[u8], part: &str, max_nesting: usize) -> Result<Vec<Leaf>, MailError> {
     let Some(message) = MessageParser::default().parse(bytes) else {
         return Ok(Vec::new());
     };
@@ -169,20 +183,27 @@ pub(super) fn leaves(
     let mut result = Ok(());
     while let Some((mut message, name, depth)) = todo.pop() {
         if result.is_ok() && depth > max_nesting {
-            result = Err(DecodeError::TooDeep(max_nesting));
+            result = Err(MailError::TooDeep(max_nesting));
         }
         for (i, p) in message.parts.iter_mut().enumerate() {
-            let inner = join(&name, &part_name(p.attachment_name(), i));
+            let inner = match name.is_empty() {
+                true => part_name(p.attachment_name(), i),
+                false => format!("{name}!{}", part_name(p.attachment_name(), i)),
+            };
             // Taken out, so that dropping `message` does not recurse into it.
             match std::mem::take(&mut p.body) {
                 PartType::Message(nested) => todo.push((nested, inner, depth + 1)),
                 _ if result.is_err() => {}
-                PartType::Text(t) | PartType::Html(t) if t.contains("<feedback") => {
-                    out.push((inner, t.into_owned().into_bytes()));
-                }
-                PartType::Binary(b) | PartType::InlineBinary(b) if detect(&b) != Form::Mail => {
-                    out.push((inner, b.into_owned()));
-                }
+                PartType::Text(t) | PartType::Html(t) if t.contains("<feedback") => out.push(Leaf {
+                    name: inner,
+                    bytes: t.into_owned().into_bytes(),
+                    binary: false,
+                }),
+                PartType::Binary(b) | PartType::InlineBinary(b) => out.push(Leaf {
+                    name: inner,
+                    bytes: b.into_owned(),
+                    binary: true,
+                }),
                 _ => {}
             }
         }
@@ -221,10 +242,7 @@ mod tests {
     #[test]
     fn nested_messages_are_counted_through_encodings() {
         assert_eq!(check_shape(&nested(40), 100), Ok(()));
-        assert_eq!(
-            check_shape(&nested(101), 100),
-            Err(DecodeError::MailTooComplex(100))
-        );
+        assert_eq!(check_shape(&nested(101), 100), Err(MailError::TooComplex(100)));
         let folded = b"Content-Type: MESSAGE (a (b)) \r\n /rfc822\r\n\r\n".repeat(101);
         assert!(check_shape(&folded, 100).is_err());
         use base64::Engine as _;
@@ -247,7 +265,7 @@ mod tests {
             .stack_size(256 << 10)
             .spawn(|| leaves(&nested(20_000), "m", 8))
             .unwrap();
-        assert_eq!(handle.join().unwrap(), Err(DecodeError::TooDeep(8)));
+        assert_eq!(handle.join().unwrap(), Err(MailError::TooDeep(8)));
         let handle = std::thread::Builder::new()
             .stack_size(256 << 10)
             .spawn(|| {

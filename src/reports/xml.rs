@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use super::budget::{Clock, Interrupted};
+use super::budget::{Clock, Interrupted, Limits};
 use super::model::{AuthResult, MAX_COUNT, MAX_RANGE, PolicyPublished, Report, Row, Schema};
 
 /// Why a report's XML cannot be used. `line` is 1-based, in the decompressed XML.
@@ -46,8 +46,8 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Self {
         Bounds {
-            max_rows: super::decode::Limits::default().max_rows,
-            clock: Clock::start(super::decode::Limits::default().max_time, None),
+            max_rows: Limits::default().max_rows,
+            clock: Clock::start(Limits::default().max_time, None),
         }
     }
 }
