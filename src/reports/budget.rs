@@ -25,6 +25,9 @@ pub struct Limits {
     pub max_entries: usize,
     /// MIME parts and declared multipart and message types in one mail.
     pub max_mail_parts: usize,
+    /// Bytes of one mail (report mails are kilobytes to a few megabytes; parsing
+    /// holds about twice the mail).
+    pub max_mail: u64,
     /// How long one input may take to read.
     pub max_time: Duration,
 }
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_rows: 200_000,
             max_entries: 256,
             max_mail_parts: 500,
+            max_mail: 32 << 20,
             max_time: Duration::from_secs(60),
         }
     }

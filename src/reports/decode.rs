@@ -22,6 +22,10 @@ const MAX_MAIL_NESTING: usize = 8;
 pub enum DecodeError {
     #[error("decompresses to more than {limit} bytes (a zip or gzip bomb?); not read")]
     TooLarge { limit: u64 },
+    #[error("a report of more than {limit} bytes; not read")]
+    XmlTooLarge { limit: u64 },
+    #[error("a mail of more than {limit} bytes; not read")]
+    MailTooLarge { limit: u64 },
     #[error("the input decompresses to more than {limit} bytes in all; the rest was not read")]
     InputTooLarge { limit: u64 },
     #[error("bad gzip data: {0}")]
@@ -172,6 +176,14 @@ impl Walk<'_> {
             return self.emit(part, Err(e.into()));
         }
         match detect(bytes) {
+            Form::Xml if bytes.len() as u64 > self.limits.max_xml => {
+                let limit = self.limits.max_xml;
+                self.emit(part, Err(DecodeError::XmlTooLarge { limit }));
+            }
+            Form::Mail if bytes.len() as u64 > self.limits.max_mail => {
+                let limit = self.limits.max_mail;
+                self.emit(part, Err(DecodeError::MailTooLarge { limit }));
+            }
             Form::Xml => {
                 let bounds = Bounds {
                     max_rows: self.limits.max_rows,
@@ -296,4 +308,36 @@ fn shares_data(archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>) -> zip::re
     }
     spans.sort_unstable();
     Ok(spans.windows(2).any(|w| w[1].0 < w[0].1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only_error(bytes: &[u8], limits: &Limits) -> DecodeError {
+        let mut decoded = decode(bytes, limits);
+        assert_eq!(decoded.len(), 1, "{decoded:?}");
+        decoded.remove(0).result.unwrap_err()
+    }
+
+    #[test]
+    fn plain_xml_and_mails_are_capped_like_what_they_decompress_to() {
+        let limits = Limits {
+            max_xml: 1024,
+            max_mail: 2048,
+            ..Limits::default()
+        };
+        let xml = format!("<feedback>{}</feedback>", " ".repeat(1024));
+        assert_eq!(
+            only_error(xml.as_bytes(), &limits),
+            DecodeError::XmlTooLarge { limit: 1024 }
+        );
+        let mail = format!("Subject: x\r\n\r\n{}", "y".repeat(2048));
+        assert_eq!(
+            only_error(mail.as_bytes(), &limits),
+            DecodeError::MailTooLarge { limit: 2048 }
+        );
+        let small = "Subject: x\r\n\r\nhello\r\n";
+        assert_eq!(only_error(small.as_bytes(), &limits), DecodeError::NoReport);
+    }
 }

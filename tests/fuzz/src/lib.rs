@@ -342,6 +342,7 @@ fn report_limits() -> spfd::reports::Limits {
         max_rows: 500,
         max_entries: 16,
         max_mail_parts: 64,
+        max_mail: 4 << 20,
         max_time: std::time::Duration::from_secs(10),
     }
 }
