@@ -79,7 +79,8 @@ fn criterion_benches(c: &mut Criterion) {
             || tempfile::tempdir().unwrap(),
             |state| {
                 let mut store = Store::open_in(state.path()).unwrap();
-                let stats = import_paths(&mut store, &[dir.path().to_path_buf()], Limits::default()).unwrap();
+                let stats =
+                    import_paths(&mut store, &[dir.path().to_path_buf()], Limits::default(), None).unwrap();
                 assert_eq!(stats.reports, 50);
             },
             BatchSize::PerIteration,
@@ -104,7 +105,7 @@ fn backlog(count: usize) {
     let state = tempfile::tempdir().unwrap();
     let mut store = Store::open_in(state.path()).unwrap();
     let started = Instant::now();
-    let stats = import_paths(&mut store, &[inbox.path().to_path_buf()], Limits::default()).unwrap();
+    let stats = import_paths(&mut store, &[inbox.path().to_path_buf()], Limits::default(), None).unwrap();
     let took = started.elapsed().as_secs_f64();
     assert_eq!(
         (stats.reports, stats.rows),

@@ -196,7 +196,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     .with_alerts(alerts);
     let flattened = flattener.ready();
     let flatten = spawn_flattener(flattener, policies)?;
-    let poller = crate::reports::poller::ReportPoller::from_config(config);
+    let poller = crate::reports::poller::ReportPoller::from_config(config).map(|p| p.serving(cell.clone()));
     let report_status = poller.as_ref().map(|p| p.status());
     let reports = poller.map(|p| tokio::spawn(p.run(stop.clone())));
     let backend = {

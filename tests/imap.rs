@@ -389,3 +389,58 @@ async fn imaps_verifies_the_server_certificate() {
     assert_eq!((s.imported.inputs, s.imported.reports), (1, 1), "{s:?}");
     assert_eq!(dovecot.seen_in_cur(), 1);
 }
+
+/// Messages of a Maildir folder whose flags hold the first keyword (`a`).
+fn with_first_keyword(dovecot: &Dovecot) -> usize {
+    std::fs::read_dir(dovecot.mail.join("cur"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .rsplit_once(":2,")
+                .is_some_and(|(_, f)| f.contains('a'))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_not_fetched_and_failures_are_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dovecot = start_dovecot(&tmp.path().join("dovecot"));
+    for i in 0..3 {
+        dovecot.deliver(&format!("{i}.M1P1.test"), &report_mail(i));
+    }
+    dovecot.deliver("big.M1P1.test", mail("big", "big.bin", &[7u8; 20_000]).as_bytes());
+    dovecot.deliver("broken.M1P1.test", b"Subject: not a report\r\n\r\nhello\r\n");
+    let config = config(
+        &tmp.path().join("spfd"),
+        dovecot.port,
+        "imap_max_message_bytes = 8192\n",
+    );
+    let poller = Arc::new(ReportPoller::from_config(&config).unwrap());
+    let status = poller.status();
+    poller.clone().round().await;
+    let s = status.lock().unwrap().clone();
+    assert!(s.last_errors.is_empty(), "{s:?}");
+    assert_eq!((s.imported.inputs, s.imported.reports), (5, 3), "{s:?}");
+    let large: Vec<&String> = s
+        .imported
+        .errors
+        .iter()
+        .filter(|e| e.contains("more than the 8192"))
+        .collect();
+    assert_eq!(large.len(), 1, "{s:?}");
+    assert!(
+        large[0].contains("not fetched") && large[0].contains("$SpfdFailed"),
+        "{s:?}"
+    );
+    assert_eq!(s.imported.errors.len(), 2, "{s:?}");
+    // Both failures are seen and carry the keyword; the next round meets neither.
+    assert_eq!(dovecot.seen_in_cur(), 5);
+    assert_eq!(with_first_keyword(&dovecot), 2);
+    let keywords = std::fs::read_to_string(dovecot.mail.join("dovecot-keywords")).unwrap();
+    assert!(keywords.contains("$SpfdFailed"), "{keywords}");
+    poller.clone().round().await;
+    assert_eq!(status.lock().unwrap().imported.inputs, 5);
+}

@@ -3,13 +3,16 @@
 //! without cargo-fuzz: queries well-formed and malformed (the parity test's generator)
 //! for the UDP answer function, names spelled well and badly for the macro-mode
 //! parser, mutated policy files, SPF records built from terms and then mutated, and
-//! small worlds of records for the flattener.
+//! small worlds of records for the flattener, report mails built of MIME pieces (some
+//! nested thousands deep, some encoded) and zips built honest, shared and mutated.
 //! cargo-fuzz explores further: see tests/fuzz/Cargo.toml.
 
 #[path = "fuzz/src/lib.rs"]
 mod fuzz;
 #[path = "parity/generate.rs"]
 mod generate;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use generate::Rng;
 
@@ -158,4 +161,62 @@ fn the_flattener_publishes_what_the_source_says() {
     }
     // Most worlds flatten (the others loop, break the budget or are invalid).
     assert!(compared > CASES / 4, "{compared}");
+}
+
+const MIME_PIECES: [&str; 12] = [
+    "Content-Type: message/rfc822\r\n\r\n",
+    "Content-Type: multipart/mixed; boundary=b\r\n\r\n",
+    "Content-Type: multipart/digest; boundary=d\r\n\r\n",
+    "--b\r\n",
+    "--b--\r\n",
+    "--d\r\n",
+    "Content-Transfer-Encoding: base64\r\n",
+    "Content-Transfer-Encoding: quoted-printable\r\n",
+    "Content-Disposition: attachment; filename=\"r\nx.xml\"\r\n",
+    "\r\n",
+    "<feedback><report_metadata><org_name>O</org_name><report_id>1</report_id>",
+    "H4sI",
+];
+
+#[test]
+fn report_mails_decode_within_their_bounds() {
+    use base64::Engine as _;
+    let mut rng = Rng::new(15);
+    for _ in 0..CASES / 4 {
+        let mut text: String = (0..rng.below(40))
+            .map(|_| MIME_PIECES[rng.below(MIME_PIECES.len())])
+            .collect();
+        if rng.below(8) == 0 {
+            text = MIME_PIECES[rng.below(3)].repeat(rng.below(3000)) + &text;
+        }
+        if rng.below(8) == 0 {
+            let inner = base64::engine::general_purpose::STANDARD.encode(&text);
+            text = format!(
+                "{}Content-Transfer-Encoding: base64\r\n\r\n{inner}\r\n",
+                MIME_PIECES[0]
+            );
+        }
+        fuzz::report_mail(text.as_bytes());
+    }
+}
+
+#[test]
+fn report_zips_decode_within_their_bounds() {
+    let mut rng = Rng::new(16);
+    for _ in 0..CASES / 8 {
+        let xml = hostile::rows_xml("example.test", "z", rng.below(700));
+        let mut zip = match rng.below(3) {
+            0 => hostile::zip_of_copies(&xml, 1 + rng.below(24), rng.below(2) == 0),
+            1 => {
+                let name: Vec<u8> = (0..1 + rng.below(12)).map(|_| rng.next() as u8).collect();
+                hostile::zip_named(&name, &xml)
+            }
+            _ => hostile::zip_of_copies(&hostile::nested_mail(rng.below(200)), 2, false),
+        };
+        for _ in 0..rng.below(4) {
+            let at = rng.below(zip.len());
+            zip[at] = rng.next() as u8;
+        }
+        fuzz::report_zip(&zip);
+    }
 }

@@ -2,11 +2,16 @@
 //! schemas, XML, gzip, zip and e-mail forms, a duplicate, a truncated report, bombs)
 //! is imported by `spfd reports import`, and `spfd reports summary --json` is checked
 //! against the corpus's own tally, with sources classified against policies flattened
-//! from the loopback upstream world (tests/upstream).
+//! from the loopback upstream world (tests/upstream). Hostile files (a mail nested ten
+//! thousand deep, a million-row zip entry, zips whose entries share one stream, huge
+//! counts, a zip entry name with a newline) are refused one error each, within bounded
+//! memory.
 
 mod common;
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/hostile.rs"]
+mod hostile;
 #[path = "common/upstream.rs"]
 mod upstream;
 
@@ -311,4 +316,134 @@ async fn with_a_published_expansion_check_gives_the_advice_in_one_line() {
         tally.days, tally.messages
     );
     assert_eq!(line, expected);
+}
+
+/// A policy that needs no upstream: its domain is the one the hostile reports name.
+const BOMBED: &str = "domain = \"bomb.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n";
+
+/// Runs spfd, and returns its exit code, its output and its peak resident memory in
+/// KiB (from wait4); killed, and the test failed, after five minutes (a stall).
+// The child is reaped by wait4 (which also gives its peak memory), not Child::wait.
+#[allow(clippy::zombie_processes)]
+fn spfd_measured(args: &[&str]) -> (i32, String, u64) {
+    let out = tempfile::tempfile().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spfd"))
+        .args(args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if done == pid {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("spfd {args:?} still running after five minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut text = String::new();
+    use std::io::{Read as _, Seek as _};
+    let mut out = out;
+    out.rewind().unwrap();
+    out.read_to_string(&mut text).unwrap();
+    (libc::WEXITSTATUS(status), text, usage.ru_maxrss as u64)
+}
+
+fn one_row(domain: &str, id: &str, count: &str) -> String {
+    String::from_utf8(hostile::rows_xml(domain, id, 1))
+        .unwrap()
+        .replace("</source_ip>", &format!("</source_ip><count>{count}</count>"))
+}
+
+#[test]
+fn hostile_files_cost_one_error_each_within_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/bomb.toml"), BOMBED).unwrap();
+    std::fs::write(dir.path().join("spfd.toml"), config_text()).unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let million = hostile::rows_xml("bomb.test", "rows", 1_000_000);
+    let files: [(&str, Vec<u8>); 9] = [
+        ("rows.zip", hostile::zip_of_copies(&million, 1, false)),
+        ("rows64.zip", hostile::zip_of_copies(&million, 64, false)),
+        (
+            "shared.zip",
+            hostile::zip_of_copies(&vec![b' '; 16 << 20], 60_000, true),
+        ),
+        (
+            "shared100.zip",
+            hostile::zip_of_copies(&vec![b' '; 16 << 20], 100, true),
+        ),
+        ("nested.eml", hostile::nested_mail(10_000)),
+        (
+            "newline.zip",
+            hostile::zip_named(b"a.xml\n2026-01-01T00:00:00Z  INFO forged", b"<feedback>"),
+        ),
+        (
+            "count.xml",
+            one_row("bomb.test", "count", "10000000000").into_bytes(),
+        ),
+        (
+            "good.zip",
+            hostile::zip_named(b"good.xml", one_row("bomb.test", "good", "5").as_bytes()),
+        ),
+        (
+            "foreign.xml",
+            one_row("elsewhere.test", "foreign", "5").into_bytes(),
+        ),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(inbox.join(name), bytes).unwrap();
+    }
+    drop(files);
+    let config = dir.path().join("spfd.toml").display().to_string();
+    let inbox_arg = inbox.display().to_string();
+    let (code, out, peak_kib) = spfd_measured(&["reports", "import", "--config", &config, &inbox_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(peak_kib < 256 * 1024, "peak RSS {peak_kib} KiB\n{out}");
+    let errors = |file: &str| -> Vec<&str> {
+        out.lines()
+            .filter(|l| l.starts_with("error:") && l.contains(file))
+            .collect()
+    };
+    for (file, why, most) in [
+        ("rows.zip", "more than 200000 records", 1),
+        ("rows64.zip", "more than 268435456 bytes in all", 5),
+        ("shared.zip:", "more than 256 entries", 1),
+        ("shared100.zip", "share their compressed data", 1),
+        ("nested.eml", "more than 500 MIME parts", 1),
+        ("newline.zip", "a.xml\\u{a}2026-01-01T00:00:00Z", 1),
+        ("count.xml", "more than 1000000000", 1),
+    ] {
+        let lines = errors(file);
+        assert!(
+            !lines.is_empty() && lines.len() <= most,
+            "{file}: {lines:?}\n{out}"
+        );
+        assert!(lines.iter().any(|l| l.contains(why)), "{file}: {why}\n{out}");
+    }
+    assert!(
+        !out.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line: {out}"
+    );
+    assert!(
+        out.contains("1 reports about domains not served here were not stored"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .contains("1 reports imported (1 rows)"),
+        "{out}"
+    );
 }

@@ -119,6 +119,9 @@ pub enum ReportsCommand {
         config: PathBuf,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Store reports about every domain, not only those of the policy directory.
+        #[arg(long)]
+        all_domains: bool,
     },
     /// Totals and every source address of a domain, classified.
     Summary {
@@ -248,9 +251,17 @@ fn run_dnssec(command: dnssec::DnssecCommand) -> anyhow::Result<ExitCode> {
 
 fn run_reports(command: ReportsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ReportsCommand::Import { config, paths } => {
+        ReportsCommand::Import {
+            config,
+            paths,
+            all_domains,
+        } => {
             let config = load_config(&config)?;
-            let stats = reports::import(&config, &paths)?;
+            let served = match all_domains {
+                true => None,
+                false => reports::served_domains(&config),
+            };
+            let stats = reports::import(&config, &paths, served)?;
             print!("{}", reports::import_text(&stats));
             Ok(if stats.errors.is_empty() {
                 ExitCode::SUCCESS

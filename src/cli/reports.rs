@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::policy::ValidPolicy;
 use crate::reports::advisor::{self, Advice, Current, Thresholds};
 use crate::reports::analysis::{self, Class, Context, Summary};
+use crate::reports::ingest::Served;
 use crate::reports::spf_view::SpfView;
 use crate::reports::status::{DomainStatus, domain_status, server_includes};
 use crate::reports::{ImportStats, Limits, Store, import_paths};
@@ -17,10 +18,24 @@ use crate::snapshot::Snapshot;
 use crate::spf::DnsLookup;
 use crate::upstream::Upstream;
 
-/// `spfd reports import`: every file under the paths into the store.
-pub fn import(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ImportStats> {
+/// `spfd reports import`: every file under the paths into the store; with `served`,
+/// only the reports about those domains.
+pub fn import(config: &Config, paths: &[PathBuf], served: Option<Served>) -> anyhow::Result<ImportStats> {
     let mut store = Store::open_in(&config.state_dir)?;
-    Ok(import_paths(&mut store, paths, limits(config))?)
+    Ok(import_paths(&mut store, paths, limits(config), served)?)
+}
+
+/// The domains the server would serve from the policy directory, loaded the way it
+/// loads them; `None` (store every report) when it holds no valid policy, so that
+/// reports can be imported before any policy is written.
+pub fn served_domains(config: &Config) -> Option<Served> {
+    let (snapshot, _) = super::load_offline(config);
+    if snapshot.zones.is_empty() {
+        return None;
+    }
+    Some(Served::new(
+        snapshot.zones.values().map(|z| z.policy.domain_text.clone()),
+    ))
 }
 
 /// The decoding caps of the config.
@@ -35,6 +50,13 @@ pub fn import_text(stats: &ImportStats) -> String {
     let mut out = String::new();
     for e in &stats.errors {
         let _ = writeln!(out, "error: {e}");
+    }
+    if stats.not_served > 0 {
+        let _ = writeln!(
+            out,
+            "{} reports about domains not served here were not stored",
+            stats.not_served
+        );
     }
     let _ = writeln!(
         out,

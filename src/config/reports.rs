@@ -28,6 +28,8 @@ pub(super) struct RawReports {
     max_report_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     imap_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    imap_max_message_bytes: Option<Spanned<i64>>,
 }
 
 /// Where DMARC aggregate reports are fetched from while serving.
@@ -65,6 +67,9 @@ pub struct Reports {
     /// CA certificates (PEM) trusted for `imaps://` besides the Mozilla roots: a
     /// private CA, or a test's.
     pub imap_ca_file: Option<PathBuf>,
+    /// An IMAP message larger than this (by the size the server gives) is not fetched:
+    /// it is flagged and one error says so.
+    pub imap_max_message_bytes: u64,
 }
 
 impl Default for Reports {
@@ -77,13 +82,15 @@ impl Default for Reports {
             imap_since: None,
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             imap_ca_file: None,
+            imap_max_message_bytes: DEFAULT_IMAP_MAX_MESSAGE_BYTES,
         }
     }
 }
 
 const DEFAULT_REPORTS_INTERVAL: Duration = Duration::from_secs(15 * 60);
-const DEFAULT_IMAP_BATCH: usize = 50;
+const DEFAULT_IMAP_BATCH: usize = 20;
 const DEFAULT_MAX_REPORT_BYTES: u64 = 64 << 20;
+const DEFAULT_IMAP_MAX_MESSAGE_BYTES: u64 = 32 << 20;
 pub(super) fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnostics) -> Reports {
     let mut reports = Reports {
         sources: parse_report_sources(&raw.sources, base, diags),
@@ -106,6 +113,12 @@ pub(super) fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnosti
         match u64::try_from(*max.get_ref()) {
             Ok(n) if n >= 1024 => reports.max_report_bytes = n,
             _ => diags.error(max.span(), "reports max_report_bytes must be at least 1024"),
+        }
+    }
+    if let Some(max) = &raw.imap_max_message_bytes {
+        match u64::try_from(*max.get_ref()) {
+            Ok(n) if n >= 1024 => reports.imap_max_message_bytes = n,
+            _ => diags.error(max.span(), "reports imap_max_message_bytes must be at least 1024"),
         }
     }
     if let Some(since) = &raw.imap_since {
@@ -264,5 +277,11 @@ mod tests {
         assert!(err[0].message.contains("password_file"), "{}", err[0]);
         let err = parse(&format!("{MINIMAL}[reports]\ncolour = 1\n")).unwrap_err();
         assert!(err[0].message.contains("unknown field"), "{}", err[0]);
+        assert_eq!(c.reports.imap_max_message_bytes, 32 << 20);
+        let c = parse(&format!("{MINIMAL}[reports]\nimap_max_message_bytes = 65536\n")).unwrap();
+        assert_eq!(c.reports.imap_max_message_bytes, 65536);
+        let err = parse(&format!("{MINIMAL}[reports]\nimap_max_message_bytes = 10\n")).unwrap_err();
+        assert_eq!(err[0].line, 5, "{}", err[0]);
+        assert!(err[0].message.contains("at least 1024"), "{}", err[0]);
     }
 }

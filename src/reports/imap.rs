@@ -1,10 +1,14 @@
 //! IMAP sources: `imaps://` (TLS with the Mozilla roots) or `imap://` (plain, for
 //! loopback and tests). A round logs in, selects the mailbox, searches the messages
-//! not yet seen (since `imap_since` when set), fetches them `imap_batch` at a time
-//! without marking them, stores each batch, and only then flags it `\Seen`; so a
-//! failure anywhere re-reads at most one batch (duplicates are ignored). A broken
-//! connection is opened again, up to [`ATTEMPTS`] times per round (a refused login is
-//! not retried until the next round); the next round starts afresh.
+//! not yet seen (since `imap_since` when set), asks their sizes, fetches them at most
+//! `imap_batch` and [`BATCH_BYTES`] at a time without marking them, stores each batch,
+//! and only then flags it `\Seen`; so a failure anywhere re-reads at most one batch
+//! (duplicates are ignored). A message larger than `imap_max_message_bytes` is never
+//! fetched,
+//! and one that could not be read is flagged [`FAILED_KEYWORD`] as well as seen, so
+//! neither is met again. A broken connection is opened again, up to [`ATTEMPTS`] times
+//! per round (a refused login is not retried until the next round); the next round
+//! starts afresh.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use tokio_util::sync::CancellationToken;
+
 use super::decode::Limits;
-use super::ingest::{ImportStats, Importer};
+use super::ingest::{ImportStats, Importer, Outcome, Served};
 use super::store::Store;
 use crate::config::{ReportSource, Reports};
 
@@ -26,6 +32,20 @@ pub const ATTEMPTS: usize = 3;
 const LOGIN_REFUSED: &str = "login refused for";
 /// Connecting, the TLS handshake and each command may take this long.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of messages fetched in one batch (a larger message comes alone).
+pub const BATCH_BYTES: u64 = 32 << 20;
+/// The keyword set on a message that could not be read (besides `\Seen`).
+pub const FAILED_KEYWORD: &str = "$SpfdFailed";
+/// UIDs per size query.
+const SIZES_PER_QUERY: usize = 1000;
+
+/// What a round stores: the decoding bounds, the served domains, and shutdown.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub limits: Limits,
+    pub served: Option<Served>,
+    pub stop: CancellationToken,
+}
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Stream for T {}
@@ -38,6 +58,7 @@ pub struct ImapSettings {
     batch: usize,
     since: Option<String>,
     ca_file: Option<PathBuf>,
+    max_message: u64,
 }
 
 impl ImapSettings {
@@ -47,6 +68,7 @@ impl ImapSettings {
             batch: reports.imap_batch,
             since: reports.imap_since.clone(),
             ca_file: reports.imap_ca_file.clone(),
+            max_message: reports.imap_max_message_bytes,
         }
     }
 
@@ -55,7 +77,7 @@ impl ImapSettings {
         &self,
         source: &ReportSource,
         state_dir: &Path,
-        limits: Limits,
+        filter: Filter,
     ) -> Result<ImportStats, String> {
         let ReportSource::Imap { host, mailbox, .. } = source else {
             return Ok(ImportStats::default());
@@ -66,7 +88,7 @@ impl ImapSettings {
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             match self
-                .session_round(source, &password, state_dir, limits, &mut total)
+                .session_round(source, &password, state_dir, &filter, &mut total)
                 .await
             {
                 Ok(()) => return Ok(total),
@@ -77,6 +99,9 @@ impl ImapSettings {
                     warn!("{name}: attempt {attempt} of {ATTEMPTS}: {e}");
                     last = e;
                 }
+            }
+            if filter.stop.is_cancelled() {
+                return Ok(total);
             }
         }
         Err(format!("{name}: {last}"))
@@ -96,7 +121,7 @@ impl ImapSettings {
         source: &ReportSource,
         password: &str,
         state_dir: &Path,
-        limits: Limits,
+        filter: &Filter,
         total: &mut ImportStats,
     ) -> Result<(), String> {
         let mut session = login(source, password, self.ca_file.as_deref()).await?;
@@ -110,17 +135,94 @@ impl ImapSettings {
         }
         let mut uids: Vec<u32> = timed(session.uid_search(&query)).await?.into_iter().collect();
         uids.sort_unstable();
-        for chunk in uids.chunks(self.batch) {
-            let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            let bodies = fetch(&mut session, &set, host, mailbox).await?;
-            let stats = store_batch(state_dir.to_path_buf(), limits, bodies).await?;
+        let sizes = sizes(&mut session, &uids).await?;
+        let name = |uid: u32| format!("imap://{host}/{mailbox};UID={uid}");
+        let (large, fitting): (Vec<_>, Vec<_>) =
+            sizes.into_iter().partition(|(_, size)| *size > self.max_message);
+        if !large.is_empty() {
+            let refused = large.iter().map(|&(uid, size)| (name(uid), size)).collect();
+            total.add(refuse_large(state_dir.to_path_buf(), refused, self.max_message).await?);
+            flag(
+                &mut session,
+                &large.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+                true,
+            )
+            .await?;
+        }
+        for batch in batches(&fitting, self.batch) {
+            if filter.stop.is_cancelled() {
+                break;
+            }
+            let bodies = fetch(&mut session, &set_of(&batch), &name).await?;
+            let (stats, outcomes) = store_batch(state_dir.to_path_buf(), filter.clone(), bodies).await?;
             total.add(stats);
-            let flagged = timed(session.uid_store(&set, "+FLAGS.SILENT (\\Seen)")).await?;
-            timed(flagged.try_collect::<Vec<_>>()).await?;
+            for failed in [false, true] {
+                let wanted = if failed { Outcome::Failed } else { Outcome::Read };
+                let uids: Vec<u32> = outcomes
+                    .iter()
+                    .filter(|(_, o)| *o == wanted)
+                    .map(|(u, _)| *u)
+                    .collect();
+                flag(&mut session, &uids, failed).await?;
+            }
         }
         let _ = timed(session.logout()).await;
         Ok(())
     }
+}
+
+/// `1,5,7`.
+fn set_of(uids: &[u32]) -> String {
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The RFC822.SIZE of each message, asked before any is fetched.
+async fn sizes(session: &mut Session, uids: &[u32]) -> Result<Vec<(u32, u64)>, String> {
+    let mut out = Vec::with_capacity(uids.len());
+    for chunk in uids.chunks(SIZES_PER_QUERY) {
+        let stream = timed(session.uid_fetch(set_of(chunk), "(UID RFC822.SIZE)")).await?;
+        let fetched: Vec<_> = timed(stream.try_collect::<Vec<_>>()).await?;
+        out.extend(
+            fetched
+                .iter()
+                .filter_map(|f| Some((f.uid?, u64::from(f.size.unwrap_or(u32::MAX))))),
+        );
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Groups of at most `count` messages and [`BATCH_BYTES`] (a larger message alone).
+fn batches(sizes: &[(u32, u64)], count: usize) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut bytes = 0;
+    for &(uid, size) in sizes {
+        match out.last_mut() {
+            Some(last) if last.len() < count && bytes + size <= BATCH_BYTES => {
+                last.push(uid);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![uid]);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
+/// Flags messages `\Seen`, and [`FAILED_KEYWORD`] too when `failed`.
+async fn flag(session: &mut Session, uids: &[u32], failed: bool) -> Result<(), String> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    let flags = match failed {
+        true => format!("+FLAGS.SILENT (\\Seen {FAILED_KEYWORD})"),
+        false => "+FLAGS.SILENT (\\Seen)".to_string(),
+    };
+    let flagged = timed(session.uid_store(set_of(uids), &flags)).await?;
+    timed(flagged.try_collect::<Vec<_>>()).await?;
+    Ok(())
 }
 
 async fn timed<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
@@ -201,33 +303,62 @@ fn add_pem_roots(roots: &mut tokio_rustls::rustls::RootCertStore, path: &Path) -
 async fn fetch(
     session: &mut Session,
     set: &str,
-    host: &str,
-    mailbox: &str,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+    name: &(dyn Fn(u32) -> String + Sync),
+) -> Result<Vec<(u32, String, Vec<u8>)>, String> {
     let stream = timed(session.uid_fetch(set, "(UID BODY.PEEK[])")).await?;
     let fetched: Vec<_> = timed(stream.try_collect::<Vec<_>>()).await?;
     Ok(fetched
         .iter()
         .filter_map(|f| {
-            let body = f.body()?.to_vec();
-            let name = format!("imap://{host}/{mailbox};UID={}", f.uid.unwrap_or_default());
-            Some((name, body))
+            let uid = f.uid?;
+            Some((uid, name(uid), f.body()?.to_vec()))
         })
         .collect())
 }
 
+/// Stores a batch; what became of each message, by UID.
 async fn store_batch(
     state_dir: PathBuf,
-    limits: Limits,
-    bodies: Vec<(String, Vec<u8>)>,
-) -> Result<ImportStats, String> {
+    filter: Filter,
+    bodies: Vec<(u32, String, Vec<u8>)>,
+) -> Result<(ImportStats, Vec<(u32, Outcome)>), String> {
     tokio::task::spawn_blocking(move || {
         let mut store = Store::open_in(&state_dir).map_err(|e| e.to_string())?;
-        let mut importer = Importer::new(&mut store, limits);
-        for (name, body) in &bodies {
-            importer.add(name, body).map_err(|e| e.to_string())?;
+        let mut importer = Importer::new(&mut store, filter.limits)
+            .served(filter.served)
+            .stop_on(filter.stop);
+        importer.set_aside_in(Some(format!("the mailbox, flagged {FAILED_KEYWORD}")));
+        let mut outcomes = Vec::with_capacity(bodies.len());
+        for (uid, name, body) in &bodies {
+            outcomes.push((*uid, importer.add(name, body).map_err(|e| e.to_string())?));
         }
-        importer.finish().map_err(|e| e.to_string())
+        Ok((importer.finish().map_err(|e| e.to_string())?, outcomes))
+    })
+    .await
+    .map_err(|e| format!("storing a batch panicked: {e}"))?
+}
+
+/// One error line (and one stored error) per message too large to fetch.
+async fn refuse_large(
+    state_dir: PathBuf,
+    refused: Vec<(String, u64)>,
+    max: u64,
+) -> Result<ImportStats, String> {
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open_in(&state_dir).map_err(|e| e.to_string())?;
+        let mut stats = ImportStats::default();
+        for (name, size) in refused {
+            let why = format!(
+                "{size} bytes is more than the {max} fetched of one message; not fetched, \
+                 flagged {FAILED_KEYWORD} in the mailbox"
+            );
+            store
+                .record_error(&name, &why, super::ingest::now())
+                .map_err(|e| e.to_string())?;
+            stats.inputs += 1;
+            stats.errors.push(format!("{name}: {why}"));
+        }
+        Ok(stats)
     })
     .await
     .map_err(|e| format!("storing a batch panicked: {e}"))?

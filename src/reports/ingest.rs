@@ -1,17 +1,25 @@
 //! Taking reports in: bytes from files, directories, Maildirs and IMAP go through
-//! [`Importer`], which decodes them, batches the reports into the store and keeps one
-//! error per report that cannot be read (the batch goes on).
+//! [`Importer`], which decodes them and stores each report as soon as it is read (in
+//! transactions of bounded size, so memory stays flat whatever arrives), keeps one
+//! error per report that cannot be read (the batch goes on), skips reports for domains
+//! spfd does not serve, and says of each input whether it failed, so that its source
+//! can set it aside.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use super::decode::{Limits, decode};
+use super::budget::{Clock, printable};
+use super::decode::{Decoded, Limits, decode_each};
 use super::model::Report;
 use super::store::{Inserted, Store, StoreError};
 
 /// Reports per transaction: large enough that SQLite's commit cost is amortised.
 const BATCH: usize = 500;
+/// Rows held before they are stored: what bounds the memory of a batch.
+const BATCH_ROWS: usize = 50_000;
 
 /// Files larger than this are not read at all (before any decompression).
 pub const MAX_INPUT: u64 = 256 << 20;
@@ -25,6 +33,8 @@ pub struct ImportStats {
     pub reports: usize,
     /// Reports already stored (same org and report id).
     pub duplicates: usize,
+    /// Reports about domains spfd does not serve: read, not stored.
+    pub not_served: usize,
     /// Record rows stored.
     pub rows: usize,
     /// One line per unreadable report: `source[!part]: why`.
@@ -36,17 +46,65 @@ impl ImportStats {
         self.inputs += other.inputs;
         self.reports += other.reports;
         self.duplicates += other.duplicates;
+        self.not_served += other.not_served;
         self.rows += other.rows;
         self.errors.extend(other.errors);
     }
 }
 
-/// Decodes inputs and stores their reports in batches.
+/// What became of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every report in it was read (stored, or skipped as a duplicate or not served).
+    Read,
+    /// At least one part could not be read: the source sets the input aside.
+    Failed,
+    /// Shutdown began while it was read: it stays where it is, for the next start.
+    Stopped,
+}
+
+/// The domains whose reports are stored (each with its subdomains); `None` in
+/// [`Importer::served`] stores every report.
+#[derive(Debug, Clone, Default)]
+pub struct Served(BTreeSet<String>);
+
+impl Served {
+    /// From domain names in any case, with or without the final dot.
+    pub fn new<S: AsRef<str>>(domains: impl IntoIterator<Item = S>) -> Served {
+        Served(
+            domains
+                .into_iter()
+                .map(|d| d.as_ref().trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        )
+    }
+
+    pub fn covers(&self, domain: &str) -> bool {
+        let mut name = domain.trim_end_matches('.');
+        loop {
+            if self.0.contains(name) {
+                return true;
+            }
+            match name.split_once('.') {
+                Some((_, parent)) => name = parent,
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Decodes inputs and stores their reports in bounded batches.
 pub struct Importer<'a> {
     store: &'a mut Store,
     limits: Limits,
     pending: Vec<(Report, String)>,
+    pending_rows: usize,
     stats: ImportStats,
+    served: Option<Served>,
+    stop: Option<CancellationToken>,
+    /// Where the source will put the input now being read if it fails, for its error
+    /// lines.
+    aside: Option<String>,
 }
 
 impl<'a> Importer<'a> {
@@ -55,45 +113,111 @@ impl<'a> Importer<'a> {
             store,
             limits,
             pending: Vec::new(),
+            pending_rows: 0,
             stats: ImportStats::default(),
+            served: None,
+            stop: None,
+            aside: None,
         }
+    }
+
+    /// Only reports about these domains are stored (`None`: every report).
+    pub fn served(mut self, served: Option<Served>) -> Self {
+        self.served = served;
+        self
+    }
+
+    /// Cancelled, it ends the input being read at once ([`Outcome::Stopped`]).
+    pub fn stop_on(mut self, stop: CancellationToken) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Where the next inputs go if they fail, named in their error lines.
+    pub fn set_aside_in(&mut self, place: Option<String>) {
+        self.aside = place;
     }
 
     /// One input (a file's or a message's bytes); `source` names it in errors.
-    pub fn add(&mut self, source: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub fn add(&mut self, source: &str, bytes: &[u8]) -> Result<Outcome, StoreError> {
         self.stats.inputs += 1;
-        for d in decode(bytes, &self.limits) {
-            let name = if d.part.is_empty() {
-                source.to_string()
-            } else {
-                format!("{source}!{}", d.part)
-            };
-            match d.result {
-                Ok(report) => self.pending.push((report, name)),
-                Err(e) => self.error(&name, &e.to_string())?,
+        let source = printable(source);
+        let clock = Clock::start(self.limits.max_time, self.stop.clone());
+        let mut failed = false;
+        let mut stored = Ok(());
+        let limits = self.limits;
+        decode_each(bytes, &limits, &clock, &mut |d| {
+            if stored.is_ok() {
+                stored = self.take(&source, d, &clock, &mut failed);
+            }
+        });
+        stored?;
+        Ok(if clock.stopping() {
+            Outcome::Stopped
+        } else if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Read
+        })
+    }
+
+    fn take(&mut self, source: &str, d: Decoded, clock: &Clock, failed: &mut bool) -> Result<(), StoreError> {
+        let name = if d.part.is_empty() {
+            source.to_string()
+        } else {
+            format!("{source}!{}", d.part)
+        };
+        match d.result {
+            Ok(report)
+                if self
+                    .served
+                    .as_ref()
+                    .is_some_and(|s| !s.covers(&report.policy.domain)) =>
+            {
+                self.stats.not_served += 1;
+                Ok(())
+            }
+            Ok(report) => {
+                self.pending_rows += report.rows.len();
+                self.pending.push((report, name));
+                if self.pending.len() >= BATCH || self.pending_rows >= BATCH_ROWS {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+            // Not this input's fault: it is read again at the next start.
+            Err(_) if clock.stopping() => Ok(()),
+            Err(e) => {
+                *failed = true;
+                self.error(&name, &e.to_string())
             }
         }
-        if self.pending.len() >= BATCH {
-            self.flush()?;
-        }
-        Ok(())
     }
 
     /// A file: read (unless too large) and added.
-    pub fn add_file(&mut self, path: &Path) -> Result<(), StoreError> {
+    pub fn add_file(&mut self, path: &Path) -> Result<Outcome, StoreError> {
         let source = path.display().to_string();
         match read_file(path) {
             Ok(bytes) => self.add(&source, &bytes),
             Err(why) => {
                 self.stats.inputs += 1;
-                self.error(&source, &why)
+                self.error(&printable(&source), &why)?;
+                Ok(Outcome::Failed)
             }
         }
     }
 
     fn error(&mut self, source: &str, why: &str) -> Result<(), StoreError> {
-        self.store.record_error(source, why, now())?;
-        self.stats.errors.push(format!("{source}: {why}"));
+        let line = match &self.aside {
+            Some(place) => format!("{why}; set aside in {}", printable(place)),
+            None => why.to_string(),
+        };
+        self.store.record_error(source, &line, now())?;
+        self.stats.errors.push(format!("{source}: {line}"));
         Ok(())
     }
 
@@ -114,6 +238,7 @@ impl<'a> Importer<'a> {
             }
         }
         self.pending.clear();
+        self.pending_rows = 0;
         Ok(())
     }
 
@@ -173,9 +298,15 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `spfd reports import`: every file under the paths.
-pub fn import_paths(store: &mut Store, paths: &[PathBuf], limits: Limits) -> Result<ImportStats, StoreError> {
-    let mut importer = Importer::new(store, limits);
+/// `spfd reports import`: every file under the paths (only reports about `served`
+/// domains when given).
+pub fn import_paths(
+    store: &mut Store,
+    paths: &[PathBuf],
+    limits: Limits,
+    served: Option<Served>,
+) -> Result<ImportStats, StoreError> {
+    let mut importer = Importer::new(store, limits).served(served);
     for file in files_under(paths) {
         importer.add_file(&file)?;
     }

@@ -1,6 +1,10 @@
 //! Local sources: a Maildir (messages in `new/` and `cur/`; each processed message
 //! ends in `cur/` with the S (seen) flag, so it is read once) and a plain directory
-//! of report files (processed files move to `processed/` inside it).
+//! of report files (processed files move to `processed/` inside it). An input that
+//! could not be read is set aside in `failed/` inside the source (with the seen flag
+//! in a Maildir), so the next round and the next start do not meet it again; its error
+//! line says where it went. When shutdown begins, the input being read stays where it
+//! is and the round ends.
 //!
 //! A chunk of inputs is stored before any of them is marked, so a crash between the
 //! two reads a chunk twice (the store ignores the duplicates) and never loses one.
@@ -8,7 +12,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::ingest::Importer;
+use super::ingest::{Importer, Outcome};
 use super::store::StoreError;
 
 /// Inputs stored per chunk before they are marked processed.
@@ -30,24 +34,70 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
     }
 }
 
-/// Every unseen message of the Maildir at `root`, imported and flagged seen.
+/// Where one input goes once read, and where if it failed.
+struct Places {
+    done: PathBuf,
+    failed: PathBuf,
+    /// The file name it gets there.
+    rename: fn(&str) -> String,
+}
+
+/// Every unseen message of the Maildir at `root`, imported and flagged seen (in
+/// `cur/`, or in `failed/` when it could not be read).
 pub fn poll_maildir(importer: &mut Importer<'_>, root: &Path) -> Result<usize, SourceError> {
-    let cur = root.join("cur");
     let mut pending = unseen(&root.join("new"), false)?;
-    pending.extend(unseen(&cur, true)?);
-    let count = pending.len();
-    for chunk in pending.chunks(CHUNK) {
+    pending.extend(unseen(&root.join("cur"), true)?);
+    let places = Places {
+        done: root.join("cur"),
+        failed: root.join("failed"),
+        rename: seen_name,
+    };
+    import_all(importer, &pending, &places)
+}
+
+/// Imports `inputs` chunk by chunk and moves each where its outcome says; the count
+/// of inputs moved.
+fn import_all(
+    importer: &mut Importer<'_>,
+    inputs: &[PathBuf],
+    places: &Places,
+) -> Result<usize, SourceError> {
+    let mut moved = 0;
+    for chunk in inputs.chunks(CHUNK) {
+        let mut outcomes = Vec::with_capacity(chunk.len());
         for path in chunk {
-            importer.add_file(path)?;
+            if importer.stopping() {
+                break;
+            }
+            let (_, aside) = targets(path, places);
+            importer.set_aside_in(Some(aside.display().to_string()));
+            outcomes.push(importer.add_file(path)?);
         }
+        importer.set_aside_in(None);
         importer.flush()?;
-        for path in chunk {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let target = cur.join(seen_name(&name));
+        for (path, outcome) in chunk.iter().zip(outcomes) {
+            let (done, aside) = targets(path, places);
+            let target = match outcome {
+                Outcome::Read => done,
+                Outcome::Failed => aside,
+                Outcome::Stopped => continue,
+            };
+            if let Some(parent) = target.parent() {
+                crate::state::create_dir(parent).map_err(io_err(parent))?;
+            }
             std::fs::rename(path, &target).map_err(io_err(path))?;
+            moved += 1;
+        }
+        if importer.stopping() {
+            break;
         }
     }
-    Ok(count)
+    Ok(moved)
+}
+
+fn targets(path: &Path, places: &Places) -> (PathBuf, PathBuf) {
+    let name = (places.rename)(&path.file_name().unwrap_or_default().to_string_lossy());
+    (places.done.join(&name), places.failed.join(&name))
 }
 
 /// Files of a Maildir folder, sorted; in `cur/`, only those without the S flag.
@@ -77,25 +127,17 @@ pub fn seen_name(name: &str) -> String {
     }
 }
 
-/// Every report file directly in `dir`, imported and moved to `dir/processed/`.
+/// Every report file directly in `dir`, imported and moved to `dir/processed/` (or
+/// `dir/failed/` when it could not be read).
 pub fn poll_dir(importer: &mut Importer<'_>, dir: &Path) -> Result<usize, SourceError> {
     let mut files = plain_files(dir)?;
     files.sort();
-    let done = dir.join("processed");
-    if !files.is_empty() {
-        crate::state::create_dir(&done).map_err(io_err(&done))?;
-    }
-    for chunk in files.chunks(CHUNK) {
-        for path in chunk {
-            importer.add_file(path)?;
-        }
-        importer.flush()?;
-        for path in chunk {
-            let target = done.join(path.file_name().unwrap_or_default());
-            std::fs::rename(path, &target).map_err(io_err(path))?;
-        }
-    }
-    Ok(files.len())
+    let places = Places {
+        done: dir.join("processed"),
+        failed: dir.join("failed"),
+        rename: str::to_string,
+    };
+    import_all(importer, &files, &places)
 }
 
 /// Regular files directly in `dir`, hidden ones (editors' and writers' temporary

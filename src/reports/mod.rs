@@ -15,9 +15,11 @@
 pub mod advisor;
 pub mod analysis;
 pub mod authorize;
+pub mod budget;
 pub mod decode;
 pub mod imap;
 pub mod ingest;
+pub mod mail;
 pub mod mailbox;
 pub mod model;
 pub mod poller;
@@ -30,7 +32,7 @@ pub mod store;
 pub mod watch;
 pub mod xml;
 
-pub use decode::{DecodeError, Limits, decode};
+pub use decode::{DecodeError, Limits, decode, decode_each};
 pub use ingest::{ImportStats, Importer, import_paths};
 pub use model::{Report, Row, Schema};
 pub use store::{Store, StoreError};

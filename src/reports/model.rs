@@ -124,6 +124,11 @@ pub struct Report {
 /// months, which would spread one report over many days.
 pub const MAX_RANGE: i64 = 7 * 86400;
 
+/// The largest message count one record may claim (a billion: more than any receiver
+/// sees from one address in a day). Larger is an error for the report, so that sums
+/// over many reports cannot overflow.
+pub const MAX_COUNT: u64 = 1_000_000_000;
+
 impl Report {
     /// Messages in all rows.
     pub fn messages(&self) -> u64 {

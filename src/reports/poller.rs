@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::decode::Limits;
-use super::ingest::{ImportStats, Importer};
+use super::ingest::{ImportStats, Importer, Served};
 use super::mailbox::{SourceError, poll_dir, poll_maildir};
 use super::store::Store;
 use crate::config::{Config, ReportSource};
+use crate::snapshot::SnapshotCell;
 
 /// Import errors kept in the status (the newest; all are in the store and the log).
 const MAX_KEPT_ERRORS: usize = 100;
@@ -38,6 +39,10 @@ pub struct ReportPoller {
     limits: Limits,
     imap: super::imap::ImapSettings,
     status: Arc<Mutex<PollStatus>>,
+    /// The server's snapshot: only reports about the domains it serves are stored.
+    snapshot: Option<Arc<SnapshotCell>>,
+    /// Shutdown: ends the input being read and the round.
+    stop: CancellationToken,
 }
 
 impl ReportPoller {
@@ -56,7 +61,28 @@ impl ReportPoller {
             },
             imap: super::imap::ImapSettings::from_config(&config.reports),
             status: Arc::default(),
+            snapshot: None,
+            stop: CancellationToken::new(),
         })
+    }
+
+    /// Stores only the reports about the domains served from `snapshot` (as it is at
+    /// each round).
+    pub fn serving(mut self, snapshot: Arc<SnapshotCell>) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    /// The domains served now; `None` (store every report) without a snapshot or
+    /// while no policy is loaded.
+    fn served(&self) -> Option<Served> {
+        let snapshot = self.snapshot.as_ref()?.load();
+        if snapshot.zones.is_empty() {
+            return None;
+        }
+        Some(Served::new(
+            snapshot.zones.values().map(|z| z.policy.domain_text.as_str()),
+        ))
     }
 
     pub fn status(&self) -> Arc<Mutex<PollStatus>> {
@@ -64,7 +90,8 @@ impl ReportPoller {
     }
 
     /// Polls at once, then every `interval`, until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.stop = shutdown.clone();
         let this = Arc::new(self);
         loop {
             let round = std::panic::AssertUnwindSafe(this.clone().round());
@@ -87,11 +114,23 @@ impl ReportPoller {
     pub async fn round(self: Arc<Self>) {
         let mut stats = ImportStats::default();
         let mut errors = Vec::new();
+        let served = self.served();
         for source in self.sources.clone() {
+            if self.stop.is_cancelled() {
+                break;
+            }
             let this = self.clone();
+            let served = served.clone();
             let result = match &source {
-                ReportSource::Imap { .. } => this.imap.poll(&source, &this.state_dir, this.limits).await,
-                _ => tokio::task::spawn_blocking(move || this.poll_local(&source))
+                ReportSource::Imap { .. } => {
+                    let filter = super::imap::Filter {
+                        limits: this.limits,
+                        served,
+                        stop: this.stop.clone(),
+                    };
+                    this.imap.poll(&source, &this.state_dir, filter).await
+                }
+                _ => tokio::task::spawn_blocking(move || this.poll_local(&source, served))
                     .await
                     .unwrap_or_else(|panic| Err(format!("the round panicked: {panic}"))),
             };
@@ -103,9 +142,11 @@ impl ReportPoller {
         self.record(stats, errors);
     }
 
-    fn poll_local(&self, source: &ReportSource) -> Result<ImportStats, String> {
+    fn poll_local(&self, source: &ReportSource, served: Option<Served>) -> Result<ImportStats, String> {
         let mut store = Store::open_in(&self.state_dir).map_err(|e| e.to_string())?;
-        let mut importer = Importer::new(&mut store, self.limits);
+        let mut importer = Importer::new(&mut store, self.limits)
+            .served(served)
+            .stop_on(self.stop.clone());
         let polled: Result<usize, SourceError> = match source {
             ReportSource::Maildir(root) => poll_maildir(&mut importer, root),
             ReportSource::Dir(dir) => poll_dir(&mut importer, dir),
@@ -128,6 +169,7 @@ impl ReportPoller {
                 reports = stats.reports,
                 rows = stats.rows,
                 duplicates = stats.duplicates,
+                not_served = stats.not_served,
                 errors = stats.errors.len(),
                 "DMARC reports imported"
             );

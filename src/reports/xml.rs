@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use super::model::{AuthResult, MAX_RANGE, PolicyPublished, Report, Row, Schema};
+use super::budget::{Clock, Interrupted, Limits};
+use super::model::{AuthResult, MAX_COUNT, MAX_RANGE, PolicyPublished, Report, Row, Schema};
 
 /// Why a report's XML cannot be used. `line` is 1-based, in the decompressed XML.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,15 +26,51 @@ pub enum XmlError {
     Missing(&'static str),
     #[error("the report's {field} {value:?} is not a number")]
     BadNumber { field: &'static str, value: String },
+    #[error("more than {0} records in one report; not stored")]
+    TooManyRows(usize),
+    #[error("a record counts {0} messages, more than {MAX_COUNT}; the report is not stored")]
+    CountTooLarge(u64),
+    #[error("{0}")]
+    Interrupted(#[from] Interrupted),
 }
+
+/// How far one report may go.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// Records (rows) in one report.
+    pub max_rows: usize,
+    /// The deadline of the input the report is in, and the shutdown signal.
+    pub clock: Clock,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            max_rows: Limits::default().max_rows,
+            clock: Clock::start(Limits::default().max_time, None),
+        }
+    }
+}
+
+/// Events read between two looks at the clock.
+const EVENTS_PER_CHECK: usize = 4096;
 
 const DMARC2_NAMESPACE: &str = "urn:ietf:params:xml:ns:dmarc-2.0";
 
-/// Reads one report.
+/// Reads one report within the default bounds.
 pub fn parse(bytes: &[u8]) -> Result<Report, XmlError> {
+    parse_bounded(bytes, &Bounds::default())
+}
+
+/// Reads one report; more rows than `bounds.max_rows`, a count above [`MAX_COUNT`] or
+/// the clock running out is an error for the whole report.
+pub fn parse_bounded(bytes: &[u8], bounds: &Bounds) -> Result<Report, XmlError> {
     let text = String::from_utf8_lossy(bytes);
-    let mut builder = Builder::default();
-    read_events(&text, &mut builder)?;
+    let mut builder = Builder {
+        max_rows: bounds.max_rows,
+        ..Builder::default()
+    };
+    read_events(&text, &mut builder, &bounds.clock)?;
     let schema = if text.contains(DMARC2_NAMESPACE) {
         Schema::Dmarc2
     } else {
@@ -43,7 +80,7 @@ pub fn parse(bytes: &[u8]) -> Result<Report, XmlError> {
 }
 
 /// Feeds every element's text to the builder as the element closes.
-fn read_events(text: &str, builder: &mut Builder) -> Result<(), XmlError> {
+fn read_events(text: &str, builder: &mut Builder, clock: &Clock) -> Result<(), XmlError> {
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = false;
@@ -51,7 +88,10 @@ fn read_events(text: &str, builder: &mut Builder) -> Result<(), XmlError> {
     config.allow_dangling_amp = true;
     let mut stack: Vec<String> = Vec::new();
     let mut buf = String::new();
-    loop {
+    for events in 1usize.. {
+        if events.is_multiple_of(EVENTS_PER_CHECK) {
+            clock.check()?;
+        }
         let event = reader.read_event().map_err(|e| XmlError::Syntax {
             line: line_at(text, reader.error_position() as usize),
             message: e.to_string(),
@@ -65,7 +105,7 @@ fn read_events(text: &str, builder: &mut Builder) -> Result<(), XmlError> {
             }
             Event::End(_) => {
                 if !stack.is_empty() {
-                    builder.close(&stack, buf.trim());
+                    builder.close(&stack, buf.trim())?;
                     stack.pop();
                 }
                 buf.clear();
@@ -135,6 +175,7 @@ struct Builder {
     row: Option<RawRow>,
     auth: Option<AuthResult>,
     notes: Vec<String>,
+    max_rows: usize,
 }
 
 /// A record being read: fields stay text until the record closes.
@@ -163,18 +204,18 @@ impl Builder {
         }
     }
 
-    fn close(&mut self, stack: &[String], text: &str) {
+    fn close(&mut self, stack: &[String], text: &str) -> Result<(), XmlError> {
         let name = stack.last().map_or("", String::as_str);
         let parent = stack.len().checked_sub(2).map_or("", |i| stack[i].as_str());
         if name == "record" {
             if let Some(raw) = self.row.take() {
-                self.finish_row(raw);
+                self.finish_row(raw)?;
             }
-            return;
+            return Ok(());
         }
         if self.row.is_some() {
             self.close_in_record(name, parent, text);
-            return;
+            return Ok(());
         }
         let value = || Some(text.to_string()).filter(|t| !t.is_empty());
         match (parent, name) {
@@ -187,6 +228,7 @@ impl Builder {
             ("policy_published", _) => self.policy_field(name, value()),
             _ => {}
         }
+        Ok(())
     }
 
     fn policy_field(&mut self, name: &str, value: Option<String>) {
@@ -236,20 +278,27 @@ impl Builder {
         }
     }
 
-    fn finish_row(&mut self, raw: RawRow) {
+    fn finish_row(&mut self, raw: RawRow) -> Result<(), XmlError> {
+        if self.rows.len() >= self.max_rows {
+            return Err(XmlError::TooManyRows(self.max_rows));
+        }
         let written = raw.source_ip.clone().unwrap_or_default();
         let Some(source_ip) = parse_ip(&written) else {
-            self.notes
-                .push(format!("a record with source_ip {written:?} was skipped"));
-            return;
+            self.note(format!("a record with source_ip {written:?} was skipped"));
+            return Ok(());
         };
         let count = match raw.count.as_deref().map(str::trim) {
             None => 1,
             Some(c) => match c.parse::<u64>() {
+                Ok(n) if n > MAX_COUNT => return Err(XmlError::CountTooLarge(n)),
                 Ok(n) => n,
+                // Digits beyond u64 are a count too large, not a typo.
+                Err(_) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Err(XmlError::CountTooLarge(u64::MAX));
+                }
                 Err(_) => {
-                    self.notes.push(format!("a record with count {c:?} was skipped"));
-                    return;
+                    self.note(format!("a record with count {c:?} was skipped"));
+                    return Ok(());
                 }
             },
         };
@@ -266,6 +315,15 @@ impl Builder {
             dkim: raw.dkim,
             spf: raw.spf,
         });
+        Ok(())
+    }
+
+    /// A repair, noted; a report full of bad rows keeps only the first notes.
+    fn note(&mut self, note: String) {
+        const MAX_NOTES: usize = 20;
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(note);
+        }
     }
 
     fn finish(mut self, schema: Schema) -> Result<Report, XmlError> {
@@ -282,11 +340,11 @@ impl Builder {
         }
         let begin = number("date_range begin", self.begin)?;
         let mut end = number("date_range end", self.end)?;
-        if end < begin || end - begin > MAX_RANGE {
+        if end < begin || end.saturating_sub(begin) > MAX_RANGE {
             self.notes.push(format!(
                 "the date range {begin}..{end} was cut to one day from its beginning"
             ));
-            end = begin + 86400;
+            end = begin.saturating_add(86400);
         }
         for row in &mut self.rows {
             if row.header_from.is_empty() {
@@ -406,5 +464,30 @@ mod tests {
         assert_eq!(parse(b"<html></html>"), Err(XmlError::NotFeedback));
         let no_id = doc(ROW).replace("<report_id>1</report_id>", "");
         assert_eq!(parse(no_id.as_bytes()), Err(XmlError::Missing("report_id")));
+    }
+
+    #[test]
+    fn counts_above_a_billion_and_too_many_rows_refuse_the_report() {
+        let with_count = |c: &str| doc(&ROW.replace("<count>3</count>", &format!("<count>{c}</count>")));
+        let top = parse(with_count("1000000000").as_bytes()).unwrap();
+        assert_eq!(top.rows[0].count, MAX_COUNT);
+        assert_eq!(
+            parse(with_count("1000000001").as_bytes()),
+            Err(XmlError::CountTooLarge(1_000_000_001))
+        );
+        assert_eq!(
+            parse(with_count("99999999999999999999999").as_bytes()),
+            Err(XmlError::CountTooLarge(u64::MAX))
+        );
+        let five = doc(&ROW.repeat(5));
+        let bounds = Bounds {
+            max_rows: 4,
+            ..Bounds::default()
+        };
+        assert_eq!(
+            parse_bounded(five.as_bytes(), &bounds),
+            Err(XmlError::TooManyRows(4))
+        );
+        assert_eq!(parse(five.as_bytes()).unwrap().rows.len(), 5);
     }
 }

@@ -332,3 +332,51 @@ pub fn flatten(data: &[u8]) -> bool {
     }
     true
 }
+
+/// Small bounds, so that the fuzzer explores shapes rather than sizes.
+fn report_limits() -> spfd::reports::Limits {
+    spfd::reports::Limits {
+        max_xml: 1 << 20,
+        max_input: 2 << 20,
+        max_reports: 8,
+        max_rows: 500,
+        max_entries: 16,
+        max_mail_parts: 64,
+        max_mail: 4 << 20,
+        max_time: std::time::Duration::from_secs(10),
+    }
+}
+
+/// What every decoded input keeps to: at least one item and no more than the bounds
+/// allow, names that cannot break a log line, rows and counts within their caps.
+fn check_decoded(decoded: &[spfd::reports::decode::Decoded], limits: &spfd::reports::Limits) {
+    use spfd::reports::model::{MAX_COUNT, MAX_RANGE};
+    assert!(!decoded.is_empty() && decoded.len() <= limits.max_reports + 1);
+    for d in decoded {
+        assert!(!d.part.chars().any(char::is_control), "{:?}", d.part);
+        if let Ok(r) = &d.result {
+            assert!(r.rows.len() <= limits.max_rows);
+            assert!(r.rows.iter().all(|row| row.count <= MAX_COUNT));
+            assert!(r.begin <= r.end && r.end - r.begin <= MAX_RANGE);
+        }
+    }
+}
+
+/// Report mail decoding: any bytes after a header line are read as a mail, without a
+/// panic, a stack overflow or more than the bounds.
+pub fn report_mail(data: &[u8]) {
+    let mut mail = b"MIME-Version: 1.0\r\n".to_vec();
+    mail.extend_from_slice(data);
+    let limits = report_limits();
+    check_decoded(&spfd::reports::decode(&mail, &limits), &limits);
+}
+
+/// Zip decoding: any bytes after a zip signature, the same properties.
+pub fn report_zip(data: &[u8]) {
+    let zip = match data.starts_with(b"PK\x03\x04") {
+        true => data.to_vec(),
+        false => [&b"PK\x03\x04"[..], data].concat(),
+    };
+    let limits = report_limits();
+    check_decoded(&spfd::reports::decode(&zip, &limits), &limits);
+}
