@@ -239,3 +239,75 @@ async fn a_record_put_back_during_an_outage_serves_its_own_terms_and_not_the_rem
     );
     running.shutdown().await.unwrap();
 }
+
+/// A record edited while spfd is down, the upstream down too: at once after the restart
+/// spfd serves the file's record composed term by term (each include from its own last
+/// good result, whichever record it was fetched for; one never resolved as written),
+/// never the earlier version kept in the state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_an_outage_composes_the_record_in_the_file_term_by_term() {
+    let stage = Stage::new("flatten").await;
+    let original = source_record(&stage.world, "customer.test");
+    let write = |record: &str| {
+        let text = policy("customer.test", record, "flatten");
+        stage.setup.write_policy("customer.test.toml", &text);
+    };
+    write(&original.replace(" ~all", " ip4:198.18.0.0/24 ~all"));
+    let running = stage.start_spfd().await;
+    wait_published(&running).await;
+    running.shutdown().await.unwrap();
+
+    // While spfd is down: the range goes, an include eu.customer.test's record resolved
+    // comes, and one never resolved by anyone.
+    outage(&stage.world);
+    stage.world.set_failure("new.test.", Failure::Timeout);
+    let edited = " include:eu.provider-b.test include:new.test ~all";
+    write(&original.replace(" ~all", edited));
+    let again = stage.start_spfd().await;
+    let chain = chain_text(again.addrs[0], "_spf.customer.test.").await;
+    assert!(chain.contains(" include:new.test "), "{chain}");
+    assert!(!chain.contains("include:eu.provider-b.test"), "{chain}");
+
+    // Receivers can reach new.test; spfd's upstream still cannot reach the rest.
+    stage.world.clear_failure("new.test.");
+    let new_zone = "@ 60 IN SOA ns.new.test. h.new.test. 1 60 60 60 60\n\
+                    @ 60 IN TXT \"v=spf1 ip4:198.18.1.0/24 -all\"\n";
+    stage.world.replace_zone("new.test", new_zone).await;
+    let served = stage.published_oracle(again.addrs[0]);
+    let result = |ip: &'static str| served.check(ip.parse().unwrap(), "customer.test");
+    assert_eq!(
+        result("198.18.0.1").await,
+        "softfail",
+        "the removed range is gone"
+    );
+    assert_eq!(
+        result("203.0.113.130").await,
+        "pass",
+        "from eu's last good result"
+    );
+    assert_eq!(result("10.3.0.1").await, "pass", "provider-a's last good result");
+    assert_eq!(
+        result("198.18.1.1").await,
+        "pass",
+        "new.test, evaluated by receivers"
+    );
+    again.shutdown().await.unwrap();
+}
+
+/// The records of a chain, the head first, each part followed through its `redirect=`.
+async fn chain_text(addr: std::net::SocketAddr, head: &str) -> String {
+    let mut records = Vec::new();
+    let mut name = head.to_string();
+    loop {
+        let record = tcp_query(addr, &name).await.concat();
+        let next = record
+            .split(' ')
+            .find_map(|term| term.strip_prefix("redirect=_"))
+            .map(|rest| format!("_{rest}."));
+        records.push(record);
+        match next {
+            Some(part) if records.len() < 10 => name = part,
+            _ => return records.join("\n"),
+        }
+    }
+}
