@@ -22,7 +22,7 @@ use crate::published::{Entry, Published, StoredChain};
 use crate::upstream::{Source, Upstream};
 
 use super::settings::{Clock, Settings, Status};
-use super::status::{BoardCell, BoardWriter, HeldRange, PolicyStatus, State, UpstreamChange};
+use super::status::{BoardCell, BoardWriter, HeldRange, PolicyStatus, State, TermSource, UpstreamChange};
 
 struct Scheduled {
     policy: Arc<ValidPolicy>,
@@ -436,6 +436,7 @@ impl<S: Source> Flattener<S> {
             held: before.map(|b| b.held.clone()).unwrap_or_default(),
             error: Some(why.clone()),
             changes: self.changes_for(&domain),
+            sources: before.map(|b| b.sources.clone()).unwrap_or_default(),
         };
         self.board_writer.set(status);
         self.status.insert(domain, Status::Failed(why));
@@ -463,16 +464,37 @@ impl<S: Source> Flattener<S> {
                 })
             })
             .collect();
+        let sources: Vec<TermSource> = expansion
+            .details
+            .iter()
+            .filter(|d| d.from_last_good || d.as_written.is_some())
+            .map(|d| TermSource {
+                term: d.key.clone(),
+                source: if d.from_last_good {
+                    "last_good"
+                } else {
+                    "as_written"
+                },
+                fetched_at: d.from_last_good.then(|| now.saturating_sub(d.age)),
+            })
+            .collect();
+        let as_written = sources.iter().any(|s| s.source == "as_written");
+        let state = match (&stale, as_written) {
+            (_, true) => State::Error,
+            (Some(_), false) => State::Stale,
+            (None, false) => State::Ok,
+        };
         let status = PolicyStatus {
             domain: domain.to_string(),
             mode: mode.as_str(),
-            state: if stale.is_some() { State::Stale } else { State::Ok },
+            state,
             lookups,
             last_expansion: now,
             last_change: self.last_change.get(domain).copied(),
             held,
             error: stale,
             changes: self.changes_for(domain),
+            sources,
         };
         self.board_writer.set(status);
     }
