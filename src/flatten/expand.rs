@@ -5,7 +5,6 @@
 //! with none is kept as written, for receivers to evaluate.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,22 +41,6 @@ pub async fn expand<D: DnsLookup>(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     expanded
-}
-
-/// The record as it is composed from what is known, with no lookup at all: each term
-/// that needs DNS from its own last good result in `memory` (whichever record it was
-/// fetched for), or as written when it has none. What a record just edited is served
-/// as until it is expanded.
-pub fn compose(
-    domain: &str,
-    record: &Record,
-    memory: &Mutex<LastGood>,
-    opts: &ExpandOptions,
-) -> Result<Expansion, ExpandError> {
-    use futures_util::FutureExt;
-    expand_shared(&Offline, domain, record, memory, opts)
-        .now_or_never()
-        .expect("no lookup waits when every lookup fails at once")
 }
 
 /// [`expand`] with `memory` shared: it is locked for each read or write, never across
@@ -622,34 +605,6 @@ fn term_key(mechanism: &Mechanism, domain: &str) -> Option<String> {
     };
     let target = spec.map_or_else(|| domain.to_string(), |spec| rewrite::expand_fixed(spec, domain));
     Some(format!("{kind}:{}", normalize(&target)))
-}
-
-/// DNS never asked: every lookup fails at once, so an expansion through it composes
-/// the record from last good results alone.
-struct Offline;
-
-fn offline<T>() -> Result<T, LookupError> {
-    Err(LookupError::Temporary(
-        "not asked: composed from last good results".to_string(),
-    ))
-}
-
-impl DnsLookup for Offline {
-    async fn txt(&self, _: &str) -> Result<Vec<String>, LookupError> {
-        offline()
-    }
-    async fn a(&self, _: &str) -> Result<Vec<Ipv4Addr>, LookupError> {
-        offline()
-    }
-    async fn aaaa(&self, _: &str) -> Result<Vec<Ipv6Addr>, LookupError> {
-        offline()
-    }
-    async fn mx(&self, _: &str) -> Result<Vec<String>, LookupError> {
-        offline()
-    }
-    async fn ptr(&self, _: &str) -> Result<Vec<String>, LookupError> {
-        offline()
-    }
 }
 
 fn static_rule(qualifier: Qualifier, v4: Ip4Set, v6: Ip6Set) -> Rule {

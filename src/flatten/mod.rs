@@ -59,6 +59,7 @@
 //! receivers (RFC 7208 5), so it meets the IPv4 sets and the IPv6 sets need no case
 //! for it.
 
+mod compose;
 mod expand;
 mod fit;
 pub mod ipset;
@@ -70,7 +71,8 @@ mod rewrite;
 #[cfg(test)]
 mod tests;
 
-pub use expand::{compose, expand, expand_shared};
+pub use compose::compose;
+pub use expand::{expand, expand_shared};
 pub use fit::fail_closed;
 pub use ipset::{Ip4Set, Ip6Set};
 pub use last_good::LastGood;

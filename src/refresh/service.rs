@@ -412,13 +412,20 @@ impl<S: Source> Flattener<S> {
             "{why}; published with {} left out until it fits (receivers get less than the record authorises)",
             left_out.join(", ")
         );
-        let (_, next) = self.failed(domain, why);
+        error!(domain = %domain, "{why}");
+        let (_, next) = self.post_error(domain, why);
         (changed, next)
     }
 
     /// A failed expansion: the published records stay; try again at `refresh_min`.
     fn failed(&mut self, domain: String, why: String) -> (bool, Duration) {
-        error!(domain = %domain, "{why}; the last good record stays published");
+        error!(domain = %domain, "{why}; the last good record of this version stays published");
+        self.post_error(domain, why)
+    }
+
+    /// Puts an expansion error on the board (and so in alerts); tried again at
+    /// `refresh_min`.
+    fn post_error(&mut self, domain: String, why: String) -> (bool, Duration) {
         let board = self.board.load();
         let before = board.policies.get(&domain);
         let mode = self
