@@ -102,8 +102,9 @@ async fn an_include_that_cannot_be_flattened_is_an_error_and_nothing_is_publishe
     // Give the service time to try them all (each fails fast: no timeouts involved).
     tokio::time::sleep(Duration::from_secs(2)).await;
     for d in cases {
+        // At most the record composed as written at the swap: never an expansion.
         assert!(
-            running.published.get(&format!("{d}.")).is_none(),
+            running.published.get(&format!("{d}.")).is_none_or(|e| e.composed),
             "{d} must not be flattened"
         );
         // The record as written stays served: receivers see exactly what the owner wrote.
@@ -174,4 +175,139 @@ async fn flatten_and_explain_commands_show_the_chain_and_the_deciding_path() {
     .unwrap();
     assert!(out.starts_with("softfail for 198.51.100.66"), "{out}");
     assert!(out.contains("decided by: customer.test -> ~all"), "{out}");
+}
+
+/// Every zone of the upstream world stops answering.
+fn outage(world: &Upstream) {
+    for zone in [
+        "provider-a.test.",
+        "provider-b.test.",
+        "provider-c.test.",
+        "customer.test.",
+        "mail.test.",
+    ] {
+        world.set_failure(zone, Failure::Timeout);
+    }
+}
+
+/// What receivers answer for `client` at `domain` once it is `expected`, asked again for
+/// at most 30 s (reloads and refreshes run in the background; the deadline is a safety
+/// net, not a timing assertion).
+async fn settles_on(oracle: &Oracle, client: &str, domain: &str, expected: &str) -> String {
+    let client = client.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = oracle.check(client, domain).await;
+        if got == expected || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_put_back_during_an_outage_serves_its_own_terms_and_not_the_removed_range() {
+    let stage = Stage::new("flatten").await;
+    let running = stage.start_spfd().await;
+    wait_published(&running).await;
+    let served = stage.published_oracle(running.addrs[0]);
+    let original = source_record(&stage.world, "customer.test");
+    let write = |record: &str| {
+        let text = policy("customer.test", record, "flatten");
+        stage.setup.write_policy("customer.test.toml", &text);
+    };
+    outage(&stage.world);
+    let edited = original.replace(" ~all", " ip4:198.18.0.0/24 ~all");
+    write(&edited);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        settles_on(&served, "198.18.0.1", "customer.test", "pass").await,
+        "pass"
+    );
+    write(&original);
+    assert_eq!(
+        settles_on(&served, "198.18.0.1", "customer.test", "softfail").await,
+        "softfail",
+        "{:?} {:?}",
+        tcp_query(running.addrs[0], "_spf.customer.test.").await,
+        tcp_query(running.addrs[0], "_1-4a90f87e._spf.customer.test.").await
+    );
+    // The provider's ranges still come from their last good results.
+    assert_eq!(
+        served.check("10.3.0.1".parse().unwrap(), "customer.test").await,
+        "pass"
+    );
+    running.shutdown().await.unwrap();
+}
+
+/// A record edited while spfd is down, the upstream down too: at once after the restart
+/// spfd serves the file's record composed term by term (each include from its own last
+/// good result, whichever record it was fetched for; one never resolved as written),
+/// never the earlier version kept in the state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_an_outage_composes_the_record_in_the_file_term_by_term() {
+    let stage = Stage::new("flatten").await;
+    let original = source_record(&stage.world, "customer.test");
+    let write = |record: &str| {
+        let text = policy("customer.test", record, "flatten");
+        stage.setup.write_policy("customer.test.toml", &text);
+    };
+    write(&original.replace(" ~all", " ip4:198.18.0.0/24 ~all"));
+    let running = stage.start_spfd().await;
+    wait_published(&running).await;
+    running.shutdown().await.unwrap();
+
+    // While spfd is down: the range goes, an include eu.customer.test's record resolved
+    // comes, and one never resolved by anyone.
+    outage(&stage.world);
+    stage.world.set_failure("new.test.", Failure::Timeout);
+    let edited = " include:eu.provider-b.test include:new.test ~all";
+    write(&original.replace(" ~all", edited));
+    let again = stage.start_spfd().await;
+    let chain = chain_text(again.addrs[0], "_spf.customer.test.").await;
+    assert!(chain.contains(" include:new.test "), "{chain}");
+    assert!(!chain.contains("include:eu.provider-b.test"), "{chain}");
+
+    // Receivers can reach new.test; spfd's upstream still cannot reach the rest.
+    stage.world.clear_failure("new.test.");
+    let new_zone = "@ 60 IN SOA ns.new.test. h.new.test. 1 60 60 60 60\n\
+                    @ 60 IN TXT \"v=spf1 ip4:198.18.1.0/24 -all\"\n";
+    stage.world.replace_zone("new.test", new_zone).await;
+    let served = stage.published_oracle(again.addrs[0]);
+    let result = |ip: &'static str| served.check(ip.parse().unwrap(), "customer.test");
+    assert_eq!(
+        result("198.18.0.1").await,
+        "softfail",
+        "the removed range is gone"
+    );
+    assert_eq!(
+        result("203.0.113.130").await,
+        "pass",
+        "from eu's last good result"
+    );
+    assert_eq!(result("10.3.0.1").await, "pass", "provider-a's last good result");
+    assert_eq!(
+        result("198.18.1.1").await,
+        "pass",
+        "new.test, evaluated by receivers"
+    );
+    again.shutdown().await.unwrap();
+}
+
+/// The records of a chain, the head first, each part followed through its `redirect=`.
+async fn chain_text(addr: std::net::SocketAddr, head: &str) -> String {
+    let mut records = Vec::new();
+    let mut name = head.to_string();
+    loop {
+        let record = tcp_query(addr, &name).await.concat();
+        let next = record
+            .split(' ')
+            .find_map(|term| term.strip_prefix("redirect=_"))
+            .map(|rest| format!("_{rest}."));
+        records.push(record);
+        match next {
+            Some(part) if records.len() < 10 => name = part,
+            _ => return records.join("\n"),
+        }
+    }
 }

@@ -140,6 +140,10 @@ pub async fn wait_published(running: &spfd::server::Running) {
         let Some(entry) = running.published.get(domain) else {
             return false;
         };
+        if entry.composed {
+            // Composed at the swap from last good results: not expanded yet.
+            return false;
+        }
         if entry.chain.is_none() {
             // Nothing within the limits to publish: what is served stays.
             return true;
