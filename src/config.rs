@@ -20,8 +20,8 @@ pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;
 pub use dnssec::DnssecConfig;
+pub use reports::{EvidenceTrust, ReportSource, Reports, is_date, parse_report_source};
 use reports::{RawReports, parse_reports};
-pub use reports::{ReportSource, Reports, is_date, parse_report_source};
 pub use transfer::{PushConfig, TransferConfig};
 
 /// The configuration as written in the file.

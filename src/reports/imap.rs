@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::decode::Limits;
-use super::ingest::{ImportStats, Importer};
+use super::ingest::{ImportStats, Importer, Provenance};
 use super::store::Store;
 use crate::config::{ReportSource, Reports};
 
@@ -38,6 +38,8 @@ pub struct ImapSettings {
     batch: usize,
     since: Option<String>,
     ca_file: Option<PathBuf>,
+    /// How fetched mail is trusted (its DKIM checked, normally).
+    provenance: Provenance,
 }
 
 impl ImapSettings {
@@ -47,7 +49,13 @@ impl ImapSettings {
             batch: reports.imap_batch,
             since: reports.imap_since.clone(),
             ca_file: reports.imap_ca_file.clone(),
+            provenance: Provenance::Unchecked,
         }
+    }
+
+    pub fn with_provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
+        self
     }
 
     /// One round on one IMAP source; the error says which source and what failed.
@@ -113,7 +121,7 @@ impl ImapSettings {
         for chunk in uids.chunks(self.batch) {
             let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
             let bodies = fetch(&mut session, &set, host, mailbox).await?;
-            let stats = store_batch(state_dir.to_path_buf(), limits, bodies).await?;
+            let stats = store_batch(state_dir.to_path_buf(), limits, self.provenance.clone(), bodies).await?;
             total.add(stats);
             let flagged = timed(session.uid_store(&set, "+FLAGS.SILENT (\\Seen)")).await?;
             timed(flagged.try_collect::<Vec<_>>()).await?;
@@ -219,11 +227,12 @@ async fn fetch(
 async fn store_batch(
     state_dir: PathBuf,
     limits: Limits,
+    provenance: Provenance,
     bodies: Vec<(String, Vec<u8>)>,
 ) -> Result<ImportStats, String> {
     tokio::task::spawn_blocking(move || {
         let mut store = Store::open_in(&state_dir).map_err(|e| e.to_string())?;
-        let mut importer = Importer::new(&mut store, limits);
+        let mut importer = Importer::new(&mut store, limits).with_provenance(provenance);
         for (name, body) in &bodies {
             importer.add(name, body).map_err(|e| e.to_string())?;
         }

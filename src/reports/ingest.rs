@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::decode::{Limits, decode};
 use super::model::Report;
-use super::store::{Inserted, Store, StoreError};
+use super::store::{Assessed, Incoming, Inserted, Store, StoreError};
+use super::verify::MailCheck;
 
 /// Reports per transaction: large enough that SQLite's commit cost is amortised.
 const BATCH: usize = 500;
@@ -23,8 +24,14 @@ pub struct ImportStats {
     pub inputs: usize,
     /// Reports stored for the first time.
     pub reports: usize,
-    /// Reports already stored (same org and report id).
+    /// Reports already stored (same key and content).
     pub duplicates: usize,
+    /// Reports stored beside another with the same key and different content (both
+    /// are flagged).
+    pub conflicts: usize,
+    /// Reports stored (new or conflicting) that arrived by mail without an aligned
+    /// DKIM signature.
+    pub unverified: usize,
     /// Record rows stored.
     pub rows: usize,
     /// One line per unreadable report: `source[!part]: why`.
@@ -36,32 +43,71 @@ impl ImportStats {
         self.inputs += other.inputs;
         self.reports += other.reports;
         self.duplicates += other.duplicates;
+        self.conflicts += other.conflicts;
+        self.unverified += other.unverified;
         self.rows += other.rows;
         self.errors.extend(other.errors);
     }
+}
+
+/// Where an importer's inputs come from, which decides how far their reports are
+/// trusted.
+#[derive(Debug, Clone, Default)]
+pub enum Provenance {
+    /// Files the operator put there (`dir:`, `spfd reports import`): vouched for.
+    Vouched,
+    /// Mail whose DKIM is checked, message by message.
+    Mail(MailCheck),
+    /// Inputs nobody vouches for and nothing checks: unverified.
+    #[default]
+    Unchecked,
 }
 
 /// Decodes inputs and stores their reports in batches.
 pub struct Importer<'a> {
     store: &'a mut Store,
     limits: Limits,
-    pending: Vec<(Report, String)>,
+    pending: Vec<(Report, String, Assessed)>,
     stats: ImportStats,
+    provenance: Provenance,
 }
 
 impl<'a> Importer<'a> {
+    /// An importer of unverified inputs; see [`Importer::with_provenance`].
     pub fn new(store: &'a mut Store, limits: Limits) -> Self {
         Importer {
             store,
             limits,
             pending: Vec::new(),
             stats: ImportStats::default(),
+            provenance: Provenance::Unchecked,
+        }
+    }
+
+    /// Where the inputs come from (one setting per source).
+    pub fn with_provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
+        self
+    }
+
+    /// The trust of each report of one input (the mail's DKIM is checked once).
+    fn assessor(&self, bytes: &[u8]) -> impl Fn(&Report) -> Assessed + use<> {
+        let mail = match &self.provenance {
+            Provenance::Mail(check) => Some(check.check_blocking(bytes)),
+            _ => None,
+        };
+        let vouched = matches!(self.provenance, Provenance::Vouched);
+        move |report| match (&mail, vouched) {
+            (Some(auth), _) => auth.assess(report),
+            (None, true) => Assessed::VOUCHED,
+            (None, false) => Assessed::UNVERIFIED,
         }
     }
 
     /// One input (a file's or a message's bytes); `source` names it in errors.
     pub fn add(&mut self, source: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.stats.inputs += 1;
+        let assess = self.assessor(bytes);
         for d in decode(bytes, &self.limits) {
             let name = if d.part.is_empty() {
                 source.to_string()
@@ -69,7 +115,10 @@ impl<'a> Importer<'a> {
                 format!("{source}!{}", d.part)
             };
             match d.result {
-                Ok(report) => self.pending.push((report, name)),
+                Ok(report) => {
+                    let assessed = assess(&report);
+                    self.pending.push((report, name, assessed));
+                }
                 Err(e) => self.error(&name, &e.to_string())?,
             }
         }
@@ -102,16 +151,25 @@ impl<'a> Importer<'a> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch: Vec<(&Report, &str)> = self.pending.iter().map(|(r, s)| (r, s.as_str())).collect();
+        let batch: Vec<Incoming<'_>> = self
+            .pending
+            .iter()
+            .map(|(report, source, assessed)| Incoming {
+                report,
+                source,
+                assessed,
+            })
+            .collect();
         let results = self.store.insert(&batch, now())?;
-        for ((report, _), inserted) in self.pending.iter().zip(results) {
-            match inserted {
-                Inserted::New => {
-                    self.stats.reports += 1;
-                    self.stats.rows += report.rows.len();
-                }
-                Inserted::Duplicate => self.stats.duplicates += 1,
+        for ((report, _, assessed), inserted) in self.pending.iter().zip(results) {
+            if inserted == Inserted::Duplicate {
+                self.stats.duplicates += 1;
+                continue;
             }
+            self.stats.reports += 1;
+            self.stats.rows += report.rows.len();
+            self.stats.conflicts += usize::from(inserted == Inserted::Conflict);
+            self.stats.unverified += usize::from(assessed.trust == super::store::Trust::Unverified);
         }
         self.pending.clear();
         Ok(())
@@ -173,9 +231,9 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `spfd reports import`: every file under the paths.
+/// `spfd reports import`: every file under the paths (the operator vouches for them).
 pub fn import_paths(store: &mut Store, paths: &[PathBuf], limits: Limits) -> Result<ImportStats, StoreError> {
-    let mut importer = Importer::new(store, limits);
+    let mut importer = Importer::new(store, limits).with_provenance(Provenance::Vouched);
     for file in files_under(paths) {
         importer.add_file(&file)?;
     }

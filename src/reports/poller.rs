@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::decode::Limits;
-use super::ingest::{ImportStats, Importer};
+use super::ingest::{ImportStats, Importer, Provenance};
 use super::mailbox::{SourceError, poll_dir, poll_maildir};
 use super::store::Store;
+use super::verify::{MailCheck, Verifier};
 use crate::config::{Config, ReportSource};
 
 /// Import errors kept in the status (the newest; all are in the store and the log).
@@ -37,15 +38,19 @@ pub struct ReportPoller {
     interval: Duration,
     limits: Limits,
     imap: super::imap::ImapSettings,
+    /// How `maildir:` and IMAP messages are trusted: their DKIM is checked.
+    mail: Provenance,
     status: Arc<Mutex<PollStatus>>,
 }
 
 impl ReportPoller {
-    /// `None` when the config lists no source.
+    /// `None` when the config lists no source. Called on the runtime the poller runs
+    /// on: mail is verified on it.
     pub fn from_config(config: &Config) -> Option<ReportPoller> {
         if config.reports.sources.is_empty() {
             return None;
         }
+        let mail = mail_provenance(config);
         Some(ReportPoller {
             sources: config.reports.sources.clone(),
             state_dir: config.state_dir.clone(),
@@ -54,7 +59,8 @@ impl ReportPoller {
                 max_xml: config.reports.max_report_bytes,
                 ..Limits::default()
             },
-            imap: super::imap::ImapSettings::from_config(&config.reports),
+            imap: super::imap::ImapSettings::from_config(&config.reports).with_provenance(mail.clone()),
+            mail,
             status: Arc::default(),
         })
     }
@@ -105,7 +111,11 @@ impl ReportPoller {
 
     fn poll_local(&self, source: &ReportSource) -> Result<ImportStats, String> {
         let mut store = Store::open_in(&self.state_dir).map_err(|e| e.to_string())?;
-        let mut importer = Importer::new(&mut store, self.limits);
+        let provenance = match source {
+            ReportSource::Dir(_) => Provenance::Vouched,
+            _ => self.mail.clone(),
+        };
+        let mut importer = Importer::new(&mut store, self.limits).with_provenance(provenance);
         let polled: Result<usize, SourceError> = match source {
             ReportSource::Maildir(root) => poll_maildir(&mut importer, root),
             ReportSource::Dir(dir) => poll_dir(&mut importer, dir),
@@ -114,7 +124,28 @@ impl ReportPoller {
         polled.map_err(|e| e.to_string())?;
         importer.finish().map_err(|e| e.to_string())
     }
+}
 
+/// Mail checked for DKIM through `[upstream]`; unverified when no checker can be set
+/// up (the error is logged once, and every mail report then counts as unverified).
+fn mail_provenance(config: &Config) -> Provenance {
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("report mail will count as unverified: {e}");
+            return Provenance::Unchecked;
+        }
+    };
+    match Verifier::new(&config.upstream) {
+        Ok(v) => Provenance::Mail(MailCheck::new(Arc::new(v), runtime)),
+        Err(e) => {
+            error!("report mail will count as unverified: {e}");
+            Provenance::Unchecked
+        }
+    }
+}
+
+impl ReportPoller {
     fn record(&self, stats: ImportStats, errors: Vec<String>) {
         for e in &stats.errors {
             warn!("DMARC report not read: {e}");
@@ -128,6 +159,8 @@ impl ReportPoller {
                 reports = stats.reports,
                 rows = stats.rows,
                 duplicates = stats.duplicates,
+                conflicts = stats.conflicts,
+                unverified = stats.unverified,
                 errors = stats.errors.len(),
                 "DMARC reports imported"
             );
