@@ -207,7 +207,7 @@ async fn one_organisation_never_makes_a_step_ready() {
 /// The reporting organisations of the mailed history: each signs with its own key.
 const MAIL_ORGS: [&str; 2] = ["receiver-one.test", "receiver-two.test"];
 
-/// A history of 15 small reports (about 700 bytes each), one a day, alternating
+/// A history of 15 small reports (under 1000 bytes each), one a day, alternating
 /// between the two organisations of [`MAIL_ORGS`], each in a mail From: the
 /// organisation, delivered to a Maildir that the report poller reads. With `signed`,
 /// dkimpy signs each mail with its organisation's key, published in the upstream
@@ -246,7 +246,7 @@ async fn mailed_history(signed: bool, forged_extra: i64) -> (Value, Value) {
             p: "none",
         };
         let xml = report_xml(&meta, &row_xml(&GOOD, GOOD.base, "firm.test"));
-        assert!((600..900).contains(&xml.len()), "{} bytes", xml.len());
+        assert!(xml.len() < 1000, "a small report: {} bytes", xml.len());
         let mail = corpus::mail(&id, "report.xml", xml.as_bytes()).replace(
             "From: noreply-dmarc@receiver.test",
             &format!("From: noreply-dmarc@{org}"),
@@ -314,13 +314,15 @@ async fn publish_dkim_key(world: &Upstream, dir: &Path, org: &str) -> std::path:
 
 /// Signs each mail in place with dkimpy (`d=ORG; s=s1`).
 fn dkim_sign(key: &Path, org: &str, files: &[std::path::PathBuf]) {
-    const SIGN: &str = "import dkim, sys\n\
-key = open(sys.argv[1], 'rb').read()\n\
-for path in sys.argv[3:]:\n\
-    msg = open(path, 'rb').read()\n\
-    sig = dkim.sign(msg, b's1', sys.argv[2].encode(), key,\n\
-                    include_headers=[b'from', b'to', b'subject', b'message-id'])\n\
-    open(path, 'wb').write(sig + msg)\n";
+    const SIGN: &str = r#"
+import dkim, sys
+key = open(sys.argv[1], 'rb').read()
+for path in sys.argv[3:]:
+    msg = open(path, 'rb').read()
+    sig = dkim.sign(msg, b's1', sys.argv[2].encode(), key,
+                    include_headers=[b'from', b'to', b'subject', b'message-id'])
+    open(path, 'wb').write(sig + msg)
+"#;
     let mut args = vec![
         "-c".to_string(),
         SIGN.to_string(),
