@@ -394,3 +394,67 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> ru
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ip: &str, count: u64) -> Report {
+        let xml = format!(
+            "<feedback><report_metadata><org_name>R</org_name><email>d@r.test</email>\
+             <report_id>1</report_id><date_range><begin>86400</begin><end>172799</end></date_range>\
+             </report_metadata><policy_published><domain>firm.test</domain><p>none</p></policy_published>\
+             <record><row><source_ip>{ip}</source_ip><count>{count}</count><policy_evaluated>\
+             <disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row>\
+             <identifiers><header_from>firm.test</header_from></identifiers></record></feedback>"
+        );
+        super::super::xml::parse(xml.as_bytes()).unwrap()
+    }
+
+    fn put(store: &mut Store, r: &Report, assessed: &Assessed) -> Inserted {
+        let incoming = Incoming {
+            report: r,
+            source: "test",
+            assessed,
+        };
+        store.insert(&[incoming], 0).unwrap()[0]
+    }
+
+    fn column(store: &Store, sql: &str) -> Vec<String> {
+        let mut stmt = store.conn().prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_trusted_copy_raises_the_trust_and_a_different_one_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open_in(dir.path()).unwrap();
+        let genuine = report("192.0.2.1", 10);
+        // A replay without a signature first, then the signed original: one report,
+        // now verified.
+        assert_eq!(put(&mut store, &genuine, &Assessed::UNVERIFIED), Inserted::New);
+        let signed = Assessed {
+            trust: Trust::Verified,
+            signer: Some("r.test".into()),
+        };
+        assert_eq!(put(&mut store, &genuine, &signed), Inserted::Duplicate);
+        assert_eq!(
+            put(&mut store, &genuine, &Assessed::UNVERIFIED),
+            Inserted::Duplicate
+        );
+        assert_eq!(column(&store, "SELECT trust FROM reports"), ["verified"]);
+        assert_eq!(column(&store, "SELECT signer FROM reports"), ["r.test"]);
+        // Same key, other content: kept, and both flagged.
+        let other = report("192.0.2.1", 11);
+        assert_eq!(put(&mut store, &other, &Assessed::UNVERIFIED), Inserted::Conflict);
+        assert_eq!(
+            column(&store, "SELECT CAST(conflict AS TEXT) FROM reports ORDER BY id"),
+            ["1", "1"]
+        );
+        // Expiry by the date range's start.
+        assert_eq!(store.expire(86400).unwrap(), 0);
+        assert_eq!(store.expire(86401).unwrap(), 2);
+        assert!(column(&store, "SELECT source_ip FROM rows").is_empty());
+    }
+}
