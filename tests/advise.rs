@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/dkim.rs"]
+mod dkim;
 #[path = "common/upstream.rs"]
 mod upstream;
 
@@ -259,7 +261,7 @@ async fn mailed_history(signed: bool, forged_extra: i64) -> (Value, Value) {
     }
     if signed {
         for org in MAIL_ORGS {
-            let key = publish_dkim_key(&world, d, org).await;
+            let key = dkim::publish_key(&world, d, org).await;
             let mine: Vec<_> = files
                 .iter()
                 .filter(|f| {
@@ -269,7 +271,7 @@ async fn mailed_history(signed: bool, forged_extra: i64) -> (Value, Value) {
                 })
                 .cloned()
                 .collect();
-            dkim_sign(&key, org, &mine);
+            dkim::sign(&key, org, &mine);
         }
     }
     let loaded = spfd::config::Config::load(&d.join("spfd.toml")).unwrap();
@@ -282,56 +284,6 @@ async fn mailed_history(signed: bool, forged_extra: i64) -> (Value, Value) {
     let advice = spfd_json(&["advise", "--config", &config, "firm.test", "--json"]).await;
     let summary = spfd_json(&["reports", "summary", "--config", &config, "firm.test", "--json"]).await;
     (advice, summary)
-}
-
-/// A 2048-bit RSA key made by openssl, its public half published at
-/// `s1._domainkey.ORG`; returns the private key file.
-async fn publish_dkim_key(world: &Upstream, dir: &Path, org: &str) -> std::path::PathBuf {
-    let key = dir.join(format!("{org}.pem"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
-    let path = key.display().to_string();
-    openssl(&["genrsa", "-traditional", "-out", &path, "2048"]);
-    let der = openssl(&["rsa", "-in", &path, "-pubout", "-outform", "DER"]);
-    let p = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
-    let record = format!("v=DKIM1; k=rsa; p={p}");
-    let strings: Vec<String> = record
-        .as_bytes()
-        .chunks(250)
-        .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
-        .collect();
-    let zone = format!(
-        "$ORIGIN {org}.\n$TTL 300\n@ 3600 IN SOA ns1.{org}. hostmaster.{org}. 1 3600 600 86400 60\n\
-         @ 3600 IN NS ns1.{org}.\ns1._domainkey 300 IN TXT {}\n",
-        strings.join(" ")
-    );
-    world.replace_zone(org, &zone).await;
-    key
-}
-
-/// Signs each mail in place with dkimpy (`d=ORG; s=s1`).
-fn dkim_sign(key: &Path, org: &str, files: &[std::path::PathBuf]) {
-    const SIGN: &str = r#"
-import dkim, sys
-key = open(sys.argv[1], 'rb').read()
-for path in sys.argv[3:]:
-    msg = open(path, 'rb').read()
-    sig = dkim.sign(msg, b's1', sys.argv[2].encode(), key,
-                    include_headers=[b'from', b'to', b'subject', b'message-id'])
-    open(path, 'wb').write(sig + msg)
-"#;
-    let mut args = vec![
-        "-c".to_string(),
-        SIGN.to_string(),
-        key.display().to_string(),
-        org.to_string(),
-    ];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let out = Command::new("/usr/bin/python3").args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
