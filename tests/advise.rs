@@ -232,10 +232,40 @@ async fn mailed_history(signed: bool, forged_extra: i64) -> (Value, Value) {
         world.resolver_config_toml()
     );
     std::fs::write(d.join("spfd.toml"), config).unwrap();
+    let files = write_report_mail(&d.join("mail/new"), forged_extra);
+    if signed {
+        for org in MAIL_ORGS {
+            let key = dkim::publish_key(&world, d, org).await;
+            let mine: Vec<_> = files
+                .iter()
+                .filter(|(o, _)| *o == org)
+                .map(|(_, f)| f.clone())
+                .collect();
+            dkim::sign(&key, org, &mine);
+        }
+    }
+    let loaded = spfd::config::Config::load(&d.join("spfd.toml")).unwrap();
+    let poller = spfd::reports::poller::ReportPoller::from_config(&loaded).unwrap();
+    let status = poller.status();
+    std::sync::Arc::new(poller).round().await;
+    let imported = status.lock().unwrap().imported.clone();
+    assert_eq!(imported.reports as i64, 15 + forged_extra, "{imported:?}");
+    let config = d.join("spfd.toml").display().to_string();
+    let advice = spfd_json(&["advise", "--config", &config, "firm.test", "--json"]).await;
+    let summary = spfd_json(&["reports", "summary", "--config", &config, "firm.test", "--json"]).await;
+    (advice, summary)
+}
+
+/// The mails of [`mailed_history`] in `new`: the 15 of the history (returned with
+/// their organisation) and `forged_extra` more.
+fn write_report_mail(new: &Path, forged_extra: i64) -> Vec<(&'static str, std::path::PathBuf)> {
     let mut files = Vec::new();
     for day in 0..15 + forged_extra {
-        let org = MAIL_ORGS[day as usize % 2];
-        let org = if day >= 15 { MAIL_ORGS[0] } else { org };
+        let org = if day >= 15 {
+            MAIL_ORGS[0]
+        } else {
+            MAIL_ORGS[day as usize % 2]
+        };
         let id = format!("{org}-{day}");
         let begin = START + day * 86400;
         let meta = Meta {
@@ -253,37 +283,13 @@ async fn mailed_history(signed: bool, forged_extra: i64) -> (Value, Value) {
             "From: noreply-dmarc@receiver.test",
             &format!("From: noreply-dmarc@{org}"),
         );
-        let path = d.join(format!("mail/new/{day}.eml"));
+        let path = new.join(format!("{day}.eml"));
         std::fs::write(&path, mail).unwrap();
         if day < 15 {
-            files.push(path);
+            files.push((org, path));
         }
     }
-    if signed {
-        for org in MAIL_ORGS {
-            let key = dkim::publish_key(&world, d, org).await;
-            let mine: Vec<_> = files
-                .iter()
-                .filter(|f| {
-                    std::fs::read_to_string(f)
-                        .unwrap()
-                        .contains(&format!("@{org}\r\n"))
-                })
-                .cloned()
-                .collect();
-            dkim::sign(&key, org, &mine);
-        }
-    }
-    let loaded = spfd::config::Config::load(&d.join("spfd.toml")).unwrap();
-    let poller = spfd::reports::poller::ReportPoller::from_config(&loaded).unwrap();
-    let status = poller.status();
-    std::sync::Arc::new(poller).round().await;
-    let imported = status.lock().unwrap().imported.clone();
-    assert_eq!(imported.reports as i64, 15 + forged_extra, "{imported:?}");
-    let config = d.join("spfd.toml").display().to_string();
-    let advice = spfd_json(&["advise", "--config", &config, "firm.test", "--json"]).await;
-    let summary = spfd_json(&["reports", "summary", "--config", &config, "firm.test", "--json"]).await;
-    (advice, summary)
+    files
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
