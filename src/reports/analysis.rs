@@ -93,7 +93,7 @@ pub struct Summary {
     /// Reports stored beside another with the same key and different content.
     #[serde(default)]
     pub conflicts: u64,
-    /// Rows skipped for an impossible message count.
+    /// Rows of the counted reports skipped for an impossible message count.
     #[serde(default)]
     pub error_rows: u64,
     pub first: Option<String>,
@@ -130,7 +130,7 @@ pub async fn summarise<D: DnsLookup>(
 ) -> Result<Summary, StoreError> {
     let from = since.unwrap_or(i64::MIN);
     let overview = store.overview(domain, from, ctx.trust)?;
-    let stats = store.sources(domain, from, ctx.trust)?;
+    let (stats, error_rows) = store.sources_and_errors(domain, from, ctx.trust)?;
     let mut providers = ProviderSets::default();
     let mut sources = Vec::with_capacity(stats.len());
     for s in &stats {
@@ -139,6 +139,7 @@ pub async fn summarise<D: DnsLookup>(
     add_reverse_names(store, ctx, &mut sources).await?;
     let mut summary = assemble(domain, since, &overview, sources, ctx.view);
     summary.trust = trust_name(ctx.trust).to_string();
+    summary.error_rows = error_rows;
     Ok(summary)
 }
 
@@ -171,7 +172,7 @@ fn assemble(domain: &str, since: Option<i64>, o: &Overview, sources: Vec<Source>
         unverified_reports: o.unverified_reports,
         unverified_messages: o.unverified_messages,
         conflicts: o.conflicts,
-        error_rows: o.error_rows,
+        error_rows: 0,
         first: o.first.map(day),
         last: o.last.map(day),
         spf_origin: view.origin.to_string(),

@@ -41,8 +41,6 @@ pub struct Overview {
     /// Of every report of the period: those stored beside another with the same key
     /// and different content.
     pub conflicts: u64,
-    /// Of every row of the period: counts outside `0..=MAX_ROW_COUNT`, skipped.
-    pub error_rows: u64,
 }
 
 /// One source address over a period.
@@ -104,14 +102,28 @@ impl Store {
             params![domain, since],
             |r| Ok((whole(r.get(0)?), whole(r.get(1)?))),
         )?;
-        (o.unverified_messages, o.error_rows) = self.conn().query_row(
-            "SELECT TOTAL(CASE WHEN r.count BETWEEN 0 AND ?3 AND p.trust = 'unverified' THEN r.count END), \
-             TOTAL(r.count NOT BETWEEN 0 AND ?3) \
-             FROM rows r JOIN reports p ON p.id = r.report WHERE r.domain = ?1 AND r.begin >= ?2",
-            params![domain, since, MAX_ROW_COUNT],
-            |r| Ok((whole(r.get(0)?), whole(r.get(1)?))),
-        )?;
+        // The join with the reports table is paid only when there is something to find.
+        if o.unverified_reports > 0 {
+            o.unverified_messages = self.conn().query_row(
+                "SELECT TOTAL(r.count) FROM rows r JOIN reports p ON p.id = r.report \
+                 WHERE r.domain = ?1 AND r.begin >= ?2 AND r.count BETWEEN 0 AND ?3 AND p.trust = 'unverified'",
+                params![domain, since, MAX_ROW_COUNT],
+                |r| Ok(whole(r.get(0)?)),
+            )?;
+        }
         Ok(())
+    }
+
+    /// Whether the period holds a report that the trust setting leaves out.
+    fn leaves_out(&self, domain: &str, since: i64, trust: EvidenceTrust) -> rusqlite::Result<bool> {
+        if trust == EvidenceTrust::All {
+            return Ok(false);
+        }
+        self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM reports WHERE domain = ?1 AND begin >= ?2 AND trust = 'unverified')",
+            params![domain, since],
+            |r| r.get(0),
+        )
     }
 
     /// Every source of the domain in the period, most messages first.
@@ -121,44 +133,71 @@ impl Store {
         since: i64,
         trust: EvidenceTrust,
     ) -> Result<Vec<SourceStats>, StoreError> {
-        let by_ip = self
-            .source_totals(domain, since, trust == EvidenceTrust::All)
+        self.sources_and_errors(domain, since, trust)
+            .map(|(list, _)| list)
+    }
+
+    /// [`Store::sources`], and the rows of the counted reports skipped for a count
+    /// outside `0..=MAX_ROW_COUNT` (found in the same pass).
+    pub fn sources_and_errors(
+        &self,
+        domain: &str,
+        since: i64,
+        trust: EvidenceTrust,
+    ) -> Result<(Vec<SourceStats>, u64), StoreError> {
+        let (by_ip, errors) = self
+            .leaves_out(domain, since, trust)
+            .and_then(|some| self.source_totals(domain, since, some))
             .map_err(|e| self.error(e))?;
         let mut out: Vec<SourceStats> = by_ip.into_values().collect();
         out.sort_by(|a, b| b.messages.cmp(&a.messages).then_with(|| a.ip.cmp(&b.ip)));
-        Ok(out)
+        Ok((out, errors))
     }
 
-    /// One pass over the rows (the auth domains are copied onto each row at import).
+    /// One pass over the rows (the auth domains are copied onto each row at import),
+    /// joined with their reports only when some are to be left out for their trust;
+    /// also the number of error rows.
     fn source_totals(
         &self,
         domain: &str,
         since: i64,
-        all: bool,
-    ) -> rusqlite::Result<BTreeMap<String, SourceStats>> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT r.source_ip, r.dkim_pass_domains, r.spf_domain, TOTAL(r.count), \
-             TOTAL(r.count * (r.dkim_aligned != 0)), TOTAL(r.count * (r.spf_aligned != 0)), \
-             TOTAL(r.count * (r.dkim_aligned != 0 OR r.spf_aligned != 0)) \
-             FROM rows r JOIN reports p ON p.id = r.report \
-             WHERE r.domain = ?1 AND r.begin >= ?2 AND r.count BETWEEN 0 AND ?4 AND (?3 OR p.trust != 'unverified') \
-             GROUP BY r.source_ip, r.dkim_pass_domains, r.spf_domain",
-        )?;
-        let mut rows = stmt.query(params![domain, since, all, MAX_ROW_COUNT])?;
+        leave_out: bool,
+    ) -> rusqlite::Result<(BTreeMap<String, SourceStats>, u64)> {
+        let (join, trusted) = if leave_out {
+            ("JOIN reports p ON p.id = r.report", "AND p.trust != 'unverified'")
+        } else {
+            ("", "")
+        };
+        // `ok`: the row's count is possible; sums are over such rows only.
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT r.source_ip, r.dkim_pass_domains, r.spf_domain, TOTAL(ok), TOTAL(NOT ok), \
+             TOTAL(ok * r.count), TOTAL(ok * r.count * (r.dkim_aligned != 0)), \
+             TOTAL(ok * r.count * (r.spf_aligned != 0)), \
+             TOTAL(ok * r.count * (r.dkim_aligned != 0 OR r.spf_aligned != 0)) \
+             FROM (SELECT *, count BETWEEN 0 AND ?3 AS ok FROM rows) r {join} \
+             WHERE r.domain = ?1 AND r.begin >= ?2 {trusted} \
+             GROUP BY r.source_ip, r.dkim_pass_domains, r.spf_domain"
+        ))?;
+        let mut rows = stmt.query(params![domain, since, MAX_ROW_COUNT])?;
         let mut by_ip: BTreeMap<String, SourceStats> = BTreeMap::new();
+        let mut errors = 0u64;
         while let Some(r) = rows.next()? {
+            errors = errors.saturating_add(whole(r.get(4)?));
+            if whole(r.get(3)?) == 0 {
+                continue;
+            }
             let ip: String = r.get(0)?;
             let dkim: String = r.get(1)?;
             let spf: Option<String> = r.get(2)?;
-            let n = whole(r.get(3)?);
+            let n = whole(r.get(5)?);
             let s = by_ip.entry(ip.clone()).or_insert_with(|| SourceStats {
                 ip,
                 ..SourceStats::default()
             });
             s.messages = s.messages.saturating_add(n);
-            s.dkim_aligned = s.dkim_aligned.saturating_add(whole(r.get(4)?));
-            s.spf_aligned = s.spf_aligned.saturating_add(whole(r.get(5)?));
-            s.dmarc_pass = s.dmarc_pass.saturating_add(whole(r.get(6)?));
+            s.dkim_aligned = s.dkim_aligned.saturating_add(whole(r.get(6)?));
+            s.spf_aligned = s.spf_aligned.saturating_add(whole(r.get(7)?));
+            s.dmarc_pass = s.dmarc_pass.saturating_add(whole(r.get(8)?));
             for d in dkim.split(' ').filter(|d| !d.is_empty()) {
                 let e = s.dkim_domains.entry(d.to_string()).or_default();
                 *e = e.saturating_add(n);
@@ -168,7 +207,7 @@ impl Store {
                 *e = e.saturating_add(n);
             }
         }
-        Ok(by_ip)
+        Ok((by_ip, errors))
     }
 
     /// Import errors recorded since a time.
