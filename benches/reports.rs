@@ -135,6 +135,7 @@ fn summary_time(store: &Store, _state: &Path) {
         server_includes: &[],
         ptr_timeout: std::time::Duration::from_millis(1),
         reverse: false,
+        trust: spfd::config::EvidenceTrust::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

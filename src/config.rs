@@ -25,8 +25,8 @@ pub use admin::{AdminConfig, AdminLimits, DEFAULT_ADMIN_LISTEN, MIN_TOKEN_LENGTH
 use admin::{RawAdmin, parse_admin};
 pub use backend::BackendConfig;
 pub use dnssec::DnssecConfig;
+pub use reports::{EvidenceTrust, ReportSource, Reports, is_date, parse_report_source};
 use reports::{RawReports, parse_reports};
-pub use reports::{ReportSource, Reports, is_date, parse_report_source};
 pub use transfer::{PushConfig, TransferConfig};
 
 /// The configuration as written in the file.

@@ -2,10 +2,16 @@
 //! here with its own config in a temporary directory, plaintext login from a
 //! passwd-file: a batch-wise round reads every unseen report once and flags it seen,
 //! a malformed one is one error, and a since-date in the future fetches nothing.
+//! Fetched mail is checked for DKIM: signed by its organisation it is verified
+//! evidence, unsigned it is not.
 
 mod common;
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/dkim.rs"]
+mod dkim;
+#[path = "common/upstream.rs"]
+mod upstream;
 
 use common::free_port;
 use std::os::unix::fs::chown;
@@ -443,4 +449,44 @@ async fn an_oversized_message_is_not_fetched_and_failures_are_flagged() {
     assert!(keywords.contains("$SpfdFailed"), "{keywords}");
     poller.clone().round().await;
     assert_eq!(status.lock().unwrap().imported.inputs, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_mail_signed_by_its_organisation_is_verified_and_unsigned_mail_is_not() {
+    let world =
+        upstream::Upstream::start(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream"))).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dovecot = start_dovecot(&tmp.path().join("dovecot"));
+    // The corpus mail comes From: noreply-dmarc@receiver.test: its signature aligns
+    // with the From: domain.
+    let signed = tmp.path().join("signed.eml");
+    std::fs::write(&signed, report_mail(1)).unwrap();
+    let key = dkim::publish_key(&world, tmp.path(), "receiver.test").await;
+    dkim::sign(&key, "receiver.test", std::slice::from_ref(&signed));
+    dovecot.deliver("signed.M1P1.test", &std::fs::read(&signed).unwrap());
+    dovecot.deliver("unsigned.M1P1.test", &report_mail(2));
+    // Signed, with a key that is published, but by a domain of its own: it does not
+    // vouch for the organisation the mail and the report name.
+    let forged = tmp.path().join("forged.eml");
+    std::fs::write(&forged, report_mail(3)).unwrap();
+    let key = dkim::publish_key(&world, tmp.path(), "forger.test").await;
+    dkim::sign(&key, "forger.test", std::slice::from_ref(&forged));
+    dovecot.deliver("forged.M1P1.test", &std::fs::read(&forged).unwrap());
+    let dir = tmp.path().join("spfd");
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("imap.pass"), "secret\n").unwrap();
+    let text = format!(
+        "{}{}[reports]\nsources = [\"imap://dmarc%40shop.test@127.0.0.1:{}/INBOX\"]\npassword_file = \"imap.pass\"\n",
+        common::config_text(),
+        world.resolver_config_toml(),
+        dovecot.port
+    );
+    std::fs::write(dir.join("spfd.toml"), text).unwrap();
+    let config = Config::load(&dir.join("spfd.toml")).unwrap();
+    let poller = Arc::new(ReportPoller::from_config(&config).unwrap());
+    let status = poller.status();
+    poller.clone().round().await;
+    let s = status.lock().unwrap().clone();
+    assert!(s.last_errors.is_empty(), "{s:?}");
+    assert_eq!((s.imported.reports, s.imported.unverified), (3, 2), "{s:?}");
 }

@@ -76,11 +76,14 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().filter(|e| e.path().is_file()).count())
 }
 
+/// Reports and messages stored, whatever their trust (Maildir mail without a
+/// signature is stored as unverified).
 fn stored(config: &Config) -> (u64, u64) {
     let store = Store::open_in(&config.state_dir).unwrap();
-    let overview = store.overview("shop.test", i64::MIN).unwrap();
+    let all = spfd::config::EvidenceTrust::All;
+    let overview = store.overview("shop.test", i64::MIN, all).unwrap();
     let messages = store
-        .sources("shop.test", i64::MIN)
+        .sources("shop.test", i64::MIN, all)
         .unwrap()
         .iter()
         .map(|s| s.messages)
@@ -127,6 +130,8 @@ async fn a_maildir_backlog_is_read_once_and_flagged_seen() {
     assert!(s.last_errors.is_empty() && s.imported.errors.is_empty(), "{s:?}");
     assert_eq!(s.imported.inputs as u64, BACKLOG);
     assert_eq!(s.imported.reports as u64, BACKLOG);
+    // Mail without a DKIM signature: stored, as unverified evidence.
+    assert_eq!(s.imported.unverified as u64, BACKLOG);
     assert_eq!(stored(&config), (BACKLOG, messages));
     assert_eq!(count_files(&maildir.join("new")), 0);
     let cur: Vec<String> = std::fs::read_dir(maildir.join("cur"))
@@ -168,6 +173,8 @@ async fn the_server_polls_a_directory_and_joins_the_poller_at_shutdown() {
     running.shutdown().await.unwrap();
     let s = status.lock().unwrap().clone();
     assert_eq!((s.imported.inputs, s.imported.reports), (21, 20), "{s:?}");
+    // Files the operator put in a dir: source: vouched for.
+    assert_eq!(s.imported.unverified, 0, "{s:?}");
     assert_eq!(s.imported.errors.len(), 1, "{s:?}");
     assert!(s.imported.errors[0].contains("junk.txt"), "{s:?}");
     assert!(s.imported.errors[0].contains("set aside in"), "{s:?}");

@@ -5,7 +5,9 @@
 //! from the loopback upstream world (tests/upstream). Hostile files (a mail nested ten
 //! thousand deep, a million-row zip entry, zips whose entries share one stream, huge
 //! counts, a zip entry name with a newline) are refused one error each, within bounded
-//! memory.
+//! memory. Then what hostile or old data must not do: impossible counts in an existing
+//! database break nothing, a forged report stored first does not hide the genuine one,
+//! and retention expires old reports of every domain.
 
 mod common;
 #[path = "common/corpus.rs"]
@@ -446,4 +448,173 @@ fn hostile_files_cost_one_error_each_within_bounded_memory() {
             .contains("1 reports imported (1 rows)"),
         "{out}"
     );
+}
+
+fn summary_args(dir: &Path) -> Vec<String> {
+    let config = dir.join("spfd.toml").display().to_string();
+    ["reports", "summary", "--config", &config, "shop.test", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn database(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("state/reports.sqlite")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_counts_in_an_existing_database_are_skipped_everywhere() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let plain: Vec<Sender> = senders().iter().map(|(s, _, _)| *s).collect();
+    let tally = write_corpus(&inbox, "shop.test", &plain, 3);
+    run(import_args(dir.path(), &inbox)).await;
+    // Two rows of 2^63 - 1 (their SUM overflows) and u64::MAX as an earlier spfd
+    // stored it (-1), copied from a stored row.
+    for (ip, count) in [
+        ("198.51.100.97", i64::MAX),
+        ("198.51.100.98", i64::MAX),
+        ("198.51.100.99", -1),
+    ] {
+        database(dir.path())
+            .execute(
+                "INSERT INTO rows (report, domain, begin, source_ip, count, disposition, dkim_aligned, \
+                 spf_aligned, header_from, dkim_pass_domains) SELECT report, domain, begin, ?1, ?2, \
+                 disposition, 1, 1, header_from, dkim_pass_domains FROM rows WHERE domain = 'shop.test' LIMIT 1",
+                rusqlite::params![ip, count],
+            )
+            .unwrap();
+    }
+    // The summary and the advice are what the status page shows, computed alike.
+    let (code, out, err) = run(summary_args(dir.path())).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    check_totals(&json, &tally);
+    assert_eq!(json["error_rows"], 3, "{json}");
+    let config = dir.path().join("spfd.toml").display().to_string();
+    let (code, out, err) = run(["advise", "--config", &config, "shop.test", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect())
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let advice: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(advice["evidence"]["messages"], tally.messages, "{advice}");
+}
+
+/// One report of shop.test by "Receiver One" with id "r-1" from `begin`, its one row
+/// from `ip` with `count` messages.
+fn one_report(begin: i64, ip: &'static str, count: u64) -> String {
+    let meta = corpus::Meta {
+        dmarc2: false,
+        org: "Receiver One",
+        id: "r-1",
+        begin,
+        end: begin + 86399,
+        domain: "shop.test",
+        p: "none",
+    };
+    corpus::report_xml(
+        &meta,
+        &corpus::row_xml(&sender(ip, 0, true, true, "shop.test"), count, "shop.test"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_report_stored_first_does_not_hide_the_genuine_one() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let forged = dir.path().join("forged");
+    std::fs::create_dir(&forged).unwrap();
+    // The genuine report's organisation and id, over another day...
+    std::fs::write(
+        forged.join("a.xml"),
+        one_report(START + 86400, "233.252.0.1", 5000),
+    )
+    .unwrap();
+    // ...and over the genuine report's own day, with other content.
+    std::fs::write(forged.join("b.xml"), one_report(START, "233.252.0.1", 5000)).unwrap();
+    let (code, out, _) = run(import_args(dir.path(), &forged)).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.ends_with("2 reports imported (2 rows), 0 duplicates skipped, 0 errors\n"),
+        "{out}"
+    );
+
+    let genuine = dir.path().join("genuine");
+    std::fs::create_dir(&genuine).unwrap();
+    std::fs::write(genuine.join("g.xml"), one_report(START, "192.0.2.5", 40)).unwrap();
+    let (code, out, _) = run(import_args(dir.path(), &genuine)).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 reports conflict with a stored report"), "{out}");
+    assert!(
+        out.ends_with("1 reports imported (1 rows), 0 duplicates skipped, 0 errors\n"),
+        "{out}"
+    );
+    // The same genuine report again is a duplicate.
+    let (_, out, _) = run(import_args(dir.path(), &genuine)).await;
+    assert!(
+        out.ends_with("0 reports imported (0 rows), 1 duplicates skipped, 0 errors\n"),
+        "{out}"
+    );
+
+    let (code, out, err) = run(summary_args(dir.path())).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["reports"], 3, "{json}");
+    assert_eq!(
+        json["conflicts"], 2,
+        "the forged copy and the genuine one: {json}"
+    );
+    let genuine_source = json["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ip"] == "192.0.2.5")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(genuine_source["messages"], 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_old_reports_of_every_domain() {
+    let world = Upstream::start(world_dir()).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &world);
+    let config = std::fs::read_to_string(dir.path().join("spfd.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("spfd.toml"),
+        format!("{config}retention = \"30d\"\n"),
+    )
+    .unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let recent = now - 2 * 86400;
+    // START is months ago: older than 30 days.
+    std::fs::write(inbox.join("old.xml"), one_report(START, "192.0.2.5", 10)).unwrap();
+    std::fs::write(inbox.join("new.xml"), one_report(recent, "192.0.2.5", 7)).unwrap();
+    let unserved = one_report(START + 86400, "192.0.2.5", 3).replace("shop.test", "gone.test");
+    std::fs::write(inbox.join("unserved.xml"), unserved).unwrap();
+    let (code, out, _) = run(import_args(dir.path(), &inbox)).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = run(summary_args(dir.path())).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["reports"], 1, "{json}");
+    assert_eq!(json["messages"], 7, "{json}");
+    let db = database(dir.path());
+    let left = |table: &str| -> i64 {
+        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(left("reports"), 1, "the unserved domain's old report is gone too");
+    assert_eq!(left("rows"), 1);
+    assert_eq!(left("auth_results"), 2, "the recent row's DKIM and SPF results");
 }

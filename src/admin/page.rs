@@ -166,6 +166,17 @@ fn reports(body: &mut String, p: &PolicyView) {
         "<p>{} reports from {} receivers over {} days: {} messages, {share:.1}% passing DMARC</p>",
         s.reports, s.receivers, s.days, s.messages
     );
+    let counted = if s.trust == "all" {
+        "counted"
+    } else {
+        "not counted"
+    };
+    let _ = write!(
+        body,
+        "<p class=\"muted\">{} reporting organisations; {} unverified reports ({} messages) {counted}; \
+         {} conflicting reports; {} rows with an impossible count skipped</p>",
+        s.organisations, s.unverified_reports, s.unverified_messages, s.conflicts, s.error_rows
+    );
     body.push_str("<table><tr><th>source</th><th>messages</th><th>class</th></tr>");
     for src in s.sources.iter().take(20) {
         let class = serde_json::to_value(src.class)

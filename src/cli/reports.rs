@@ -12,17 +12,20 @@ use crate::reports::advisor::{self, Advice, Current, Thresholds};
 use crate::reports::analysis::{self, Class, Context, Summary};
 use crate::reports::ingest::Served;
 use crate::reports::spf_view::SpfView;
-use crate::reports::status::{DomainStatus, domain_status, server_includes};
+use crate::reports::status::{DomainStatus, domain_status, expire, server_includes};
 use crate::reports::{ImportStats, Limits, Store, import_paths};
 use crate::snapshot::Snapshot;
 use crate::spf::DnsLookup;
 use crate::upstream::Upstream;
 
-/// `spfd reports import`: every file under the paths into the store; with `served`,
-/// only the reports about those domains.
+/// `spfd reports import`: every file under the paths into the store (the operator
+/// vouches for them), then reports past the retention are deleted; with `served`,
+/// only the reports about those domains are stored.
 pub fn import(config: &Config, paths: &[PathBuf], served: Option<Served>) -> anyhow::Result<ImportStats> {
     let mut store = Store::open_in(&config.state_dir)?;
-    Ok(import_paths(&mut store, paths, limits(config), served)?)
+    let stats = import_paths(&mut store, paths, limits(config), served)?;
+    expire(&mut store, config)?;
+    Ok(stats)
 }
 
 /// The domains the server would serve from the policy directory, loaded the way it
@@ -58,6 +61,14 @@ pub fn import_text(stats: &ImportStats) -> String {
             stats.not_served
         );
     }
+    if stats.conflicts > 0 {
+        let _ = writeln!(
+            out,
+            "{} reports conflict with a stored report of the same organisation, id, date range and \
+             domain but different content: both are kept and flagged",
+            stats.conflicts
+        );
+    }
     let _ = writeln!(
         out,
         "{} inputs: {} reports imported ({} rows), {} duplicates skipped, {} errors",
@@ -82,6 +93,9 @@ pub async fn status(
             analysis::parse_day(s).with_context(|| format!("--since {s:?} is not a date like 2026-01-31"))
         })
         .transpose()?;
+    if Store::exists_in(&config.state_dir) {
+        expire(&mut Store::open_in(&config.state_dir)?, config)?;
+    }
     let upstream = Upstream::from_config(&config.upstream)?;
     let includes = server_includes(snapshot, policy);
     Ok(domain_status(config, policy, &includes, &upstream, since).await?)
@@ -96,7 +110,7 @@ pub fn domain_key(policy: &ValidPolicy) -> String {
 fn advice(config: &Config, policy: &ValidPolicy, summary: &Summary) -> anyhow::Result<Advice> {
     let store = Store::open_in(&config.state_dir)?;
     let current = current(policy);
-    let days = store.days_with_policy(&domain_key(policy), &current.p, i64::MIN)?;
+    let days = store.days_with_policy(&domain_key(policy), &current.p, i64::MIN, config.reports.trust)?;
     Ok(advisor::advise(summary, &current, days, &Thresholds::default()))
 }
 
@@ -132,6 +146,7 @@ pub fn check_line<D: DnsLookup>(
         server_includes: &includes,
         ptr_timeout: config.upstream.timeout,
         reverse: false,
+        trust: config.reports.trust,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -172,6 +187,7 @@ pub fn summary_text(s: &Summary) -> String {
     .map(|c| format!("{} {}", c.as_str(), s.classes.get(c).copied().unwrap_or(0)))
     .collect();
     let _ = writeln!(out, "{}", classes.join(", "));
+    let _ = writeln!(out, "{}", evidence_line(s));
     if let Some(note) = &s.note {
         let _ = writeln!(out, "note: {note}");
     }
@@ -192,6 +208,25 @@ pub fn summary_text(s: &Summary) -> String {
         );
     }
     out
+}
+
+/// How much of the evidence is trusted, and what was left out.
+fn evidence_line(s: &Summary) -> String {
+    let unverified = if s.trust == "all" {
+        format!(
+            "{} unverified reports ({} messages) counted (trust = all)",
+            s.unverified_reports, s.unverified_messages
+        )
+    } else {
+        format!(
+            "{} unverified reports ({} messages) not counted",
+            s.unverified_reports, s.unverified_messages
+        )
+    };
+    format!(
+        "{} reporting organisations; {unverified}; {} conflicting reports; {} rows with an impossible count skipped",
+        s.organisations, s.conflicts, s.error_rows
+    )
 }
 
 fn percent(a: u64, b: u64) -> f64 {

@@ -30,6 +30,10 @@ pub(super) struct RawReports {
     imap_ca_file: Option<PathBuf>,
     #[serde(default)]
     imap_max_message_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    retention: Option<Spanned<String>>,
+    #[serde(default)]
+    trust: Option<Spanned<String>>,
 }
 
 /// Where DMARC aggregate reports are fetched from while serving.
@@ -70,6 +74,21 @@ pub struct Reports {
     /// An IMAP message larger than this (by the size the server gives) is not fetched:
     /// it is flagged and one error says so.
     pub imap_max_message_bytes: u64,
+    /// Reports whose date range begins longer ago than this are deleted.
+    pub retention: Duration,
+    /// Which reports the advice and the summary's totals count.
+    pub trust: EvidenceTrust,
+}
+
+/// `[reports] trust`: which stored reports count as evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvidenceTrust {
+    /// `"verified"`: reports with an aligned DKIM signature, and those the operator
+    /// vouches for (`dir:` sources, `spfd reports import`).
+    #[default]
+    Trusted,
+    /// `"all"`: unverified mail too.
+    All,
 }
 
 impl Default for Reports {
@@ -83,6 +102,8 @@ impl Default for Reports {
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             imap_ca_file: None,
             imap_max_message_bytes: DEFAULT_IMAP_MAX_MESSAGE_BYTES,
+            retention: DEFAULT_RETENTION,
+            trust: EvidenceTrust::Trusted,
         }
     }
 }
@@ -91,6 +112,7 @@ const DEFAULT_REPORTS_INTERVAL: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_IMAP_BATCH: usize = 20;
 const DEFAULT_MAX_REPORT_BYTES: u64 = 64 << 20;
 const DEFAULT_IMAP_MAX_MESSAGE_BYTES: u64 = 32 << 20;
+const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 86400);
 pub(super) fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnostics) -> Reports {
     let mut reports = Reports {
         sources: parse_report_sources(&raw.sources, base, diags),
@@ -102,6 +124,23 @@ pub(super) fn parse_reports(raw: &RawReports, base: &Path, diags: &mut Diagnosti
         && let Some(d) = parse_duration(interval, "reports interval", diags)
     {
         reports.interval = d;
+    }
+    if let Some(retention) = &raw.retention
+        && let Some(d) = parse_duration(retention, "reports retention", diags)
+    {
+        reports.retention = d;
+    }
+    if let Some(trust) = &raw.trust {
+        match trust.get_ref().as_str() {
+            "verified" => reports.trust = EvidenceTrust::Trusted,
+            "all" => reports.trust = EvidenceTrust::All,
+            other => diags.error(
+                trust.span(),
+                format!(
+                    "reports trust {other:?} is not a choice: write \"verified\" (the default) or \"all\""
+                ),
+            ),
+        }
     }
     if let Some(batch) = &raw.imap_batch {
         match usize::try_from(*batch.get_ref()) {
@@ -275,6 +314,19 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err[0].message.contains("password_file"), "{}", err[0]);
+        assert_eq!(c.reports.retention, Duration::from_secs(400 * 86400));
+        assert_eq!(c.reports.trust, EvidenceTrust::Trusted);
+        let c = parse(&format!(
+            "{MINIMAL}[reports]\nretention = \"30d\"\ntrust = \"all\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.reports.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(c.reports.trust, EvidenceTrust::All);
+        let err = parse(&format!("{MINIMAL}[reports]\ntrust = \"some\"\n")).unwrap_err();
+        assert_eq!(err[0].line, 5, "{}", err[0]);
+        assert!(err[0].message.contains("write \"verified\""), "{}", err[0]);
+        let err = parse(&format!("{MINIMAL}[reports]\nretention = \"soon\"\n")).unwrap_err();
+        assert!(err[0].message.contains("reports retention"), "{}", err[0]);
         let err = parse(&format!("{MINIMAL}[reports]\ncolour = 1\n")).unwrap_err();
         assert!(err[0].message.contains("unknown field"), "{}", err[0]);
         assert_eq!(c.reports.imap_max_message_bytes, 32 << 20);

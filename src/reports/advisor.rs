@@ -5,7 +5,11 @@
 //!
 //! Thresholds (the JSON carries the values used):
 //! - at least [`Thresholds::min_days`] days and [`Thresholds::min_reports`] reports
-//!   and [`Thresholds::min_messages`] messages of data in the period;
+//!   and [`Thresholds::min_messages`] messages of data in the period, from at least
+//!   [`Thresholds::min_organisations`] distinct reporting organisations (one
+//!   organisation, or one forger, never moves a step alone);
+//! - only reports the `[reports] trust` setting counts are evidence (by default,
+//!   those with an aligned DKIM signature and those the operator vouches for);
 //! - DMARC: at least `min_pass_share` of legitimate mail (every class but
 //!   unauthorised) passes DMARC, and no legitimate sender fails more than
 //!   `max_sender_fail` of its messages (ignoring senders with fewer than
@@ -27,6 +31,12 @@ pub struct Thresholds {
     pub min_pass_share: f64,
     pub max_sender_fail: f64,
     pub min_sender_failures: u64,
+    #[serde(default = "two")]
+    pub min_organisations: u64,
+}
+
+fn two() -> u64 {
+    2
 }
 
 impl Default for Thresholds {
@@ -38,6 +48,7 @@ impl Default for Thresholds {
             min_pass_share: 0.98,
             max_sender_fail: 0.02,
             min_sender_failures: 5,
+            min_organisations: two(),
         }
     }
 }
@@ -77,6 +88,13 @@ pub struct Evidence {
     pub unauthorised_messages: u64,
     /// Days of reports that saw the current DMARC p.
     pub days_at_current_p: u64,
+    /// Distinct reporting organisations among the reports counted.
+    #[serde(default)]
+    pub organisations: u64,
+    /// Reports not counted: they arrived by mail without an aligned DKIM signature
+    /// (0 under `trust = "all"`, which counts them).
+    #[serde(default)]
+    pub uncounted_unverified_reports: u64,
 }
 
 /// `spfd advise --json`: stable; fields are only ever added.
@@ -141,12 +159,17 @@ fn legitimate(s: &Source) -> bool {
 
 fn evidence(summary: &Summary, days_at_current_p: u64) -> Evidence {
     let legit = summary.sources.iter().filter(|s| legitimate(s));
-    let (mut messages, mut pass, mut dkim) = (0, 0, 0);
+    let (mut messages, mut pass, mut dkim) = (0u64, 0u64, 0u64);
     for s in legit {
-        messages += s.messages;
-        pass += s.dmarc_pass;
-        dkim += s.dkim_aligned_pass;
+        messages = messages.saturating_add(s.messages);
+        pass = pass.saturating_add(s.dmarc_pass);
+        dkim = dkim.saturating_add(s.dkim_aligned_pass);
     }
+    let uncounted = if summary.trust == "all" {
+        0
+    } else {
+        summary.unverified_reports
+    };
     Evidence {
         days: summary.days,
         reports: summary.reports,
@@ -154,8 +177,10 @@ fn evidence(summary: &Summary, days_at_current_p: u64) -> Evidence {
         legitimate_messages: messages,
         legitimate_dmarc_pass: pass,
         legitimate_dkim_aligned: dkim,
-        unauthorised_messages: summary.messages - messages,
+        unauthorised_messages: summary.messages.saturating_sub(messages),
         days_at_current_p,
+        organisations: summary.organisations,
+        uncounted_unverified_reports: uncounted,
     }
 }
 
@@ -177,6 +202,22 @@ fn data_reasons(e: &Evidence, t: &Thresholds) -> Vec<String> {
         out.push(format!(
             "only {} messages reported; wait for at least {}",
             e.messages, t.min_messages
+        ));
+    }
+    if e.organisations < t.min_organisations {
+        out.push(format!(
+            "reports from only {} reporting organisation{}; wait for reports from at least {} \
+             (one organisation's view, or one forger's, is not enough)",
+            e.organisations,
+            if e.organisations == 1 { "" } else { "s" },
+            t.min_organisations
+        ));
+    }
+    if !out.is_empty() && e.uncounted_unverified_reports > 0 {
+        out.push(format!(
+            "{} reports arrived by mail without a DKIM signature of their reporting organisation \
+             and are not counted ([reports] trust = \"all\" counts them)",
+            e.uncounted_unverified_reports
         ));
     }
     out
@@ -237,7 +278,7 @@ fn dmarc_fixes(summary: &Summary, t: &Thresholds) -> Vec<Fix> {
         .iter()
         .filter(|s| legitimate(s))
         .filter_map(|s| {
-            let failing = s.messages - s.dmarc_pass.min(s.messages);
+            let failing = s.messages.saturating_sub(s.dmarc_pass);
             let too_many = failing >= t.min_sender_failures && share(failing, s.messages) > t.max_sender_fail;
             too_many.then(|| Fix {
                 ip: s.ip.clone(),
@@ -311,7 +352,7 @@ fn missing_fixes(summary: &Summary) -> Vec<Fix> {
         .map(|s| Fix {
             ip: s.ip.clone(),
             class: s.class,
-            failing: s.messages - s.spf_aligned_pass.min(s.messages),
+            failing: s.messages.saturating_sub(s.spf_aligned_pass),
             change: format!(
                 "add {} to the SPF record",
                 s.add.as_deref().unwrap_or("the provider's include")

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::query::{Overview, SourceStats};
+use super::query::{EvidenceTrust, Overview, SourceStats};
 use super::spf_view::{SpfView, contains, include_sets};
 use super::store::{Store, StoreError};
 use crate::flatten::{Ip4Set, Ip6Set};
@@ -77,6 +77,25 @@ pub struct Summary {
     pub dmarc_pass: u64,
     /// Distinct UTC days on which a report's range begins.
     pub days: u64,
+    /// Distinct reporting organisations (a verified report's DKIM signer, else the
+    /// organisation name).
+    #[serde(default)]
+    pub organisations: u64,
+    /// Which reports the totals count: `verified` (verified and vouched) or `all`.
+    #[serde(default)]
+    pub trust: String,
+    /// Reports of the period that arrived by mail without an aligned DKIM signature,
+    /// and their messages (not in the totals under `trust = "verified"`).
+    #[serde(default)]
+    pub unverified_reports: u64,
+    #[serde(default)]
+    pub unverified_messages: u64,
+    /// Reports stored beside another with the same key and different content.
+    #[serde(default)]
+    pub conflicts: u64,
+    /// Rows of the counted reports skipped for an impossible message count.
+    #[serde(default)]
+    pub error_rows: u64,
     pub first: Option<String>,
     pub last: Option<String>,
     /// `published` or `resolved`: where the SPF decision came from.
@@ -98,6 +117,8 @@ pub struct Context<'a, D> {
     pub ptr_timeout: std::time::Duration,
     /// Whether to look up reverse names at all.
     pub reverse: bool,
+    /// Which reports count.
+    pub trust: EvidenceTrust,
 }
 
 /// Builds the summary of `domain` (lower case, no trailing dot) since `since` (Unix).
@@ -108,30 +129,50 @@ pub async fn summarise<D: DnsLookup>(
     ctx: &Context<'_, D>,
 ) -> Result<Summary, StoreError> {
     let from = since.unwrap_or(i64::MIN);
-    let overview = store.overview(domain, from)?;
-    let stats = store.sources(domain, from)?;
+    let overview = store.overview(domain, from, ctx.trust)?;
+    let (stats, error_rows) = store.sources_and_errors(domain, from, ctx.trust)?;
     let mut providers = ProviderSets::default();
     let mut sources = Vec::with_capacity(stats.len());
     for s in &stats {
         sources.push(classify(s, ctx, &mut providers).await);
     }
     add_reverse_names(store, ctx, &mut sources).await?;
-    Ok(assemble(domain, since, &overview, sources, ctx.view))
+    let mut summary = assemble(domain, since, &overview, sources, ctx.view);
+    summary.trust = trust_name(ctx.trust).to_string();
+    summary.error_rows = error_rows;
+    Ok(summary)
+}
+
+fn trust_name(trust: EvidenceTrust) -> &'static str {
+    match trust {
+        EvidenceTrust::Trusted => "verified",
+        EvidenceTrust::All => "all",
+    }
 }
 
 fn assemble(domain: &str, since: Option<i64>, o: &Overview, sources: Vec<Source>, view: &SpfView) -> Summary {
     let mut classes = BTreeMap::new();
+    let (mut messages, mut dmarc_pass) = (0u64, 0u64);
     for s in &sources {
-        *classes.entry(s.class).or_insert(0) += s.messages;
+        let c = classes.entry(s.class).or_insert(0u64);
+        *c = c.saturating_add(s.messages);
+        messages = messages.saturating_add(s.messages);
+        dmarc_pass = dmarc_pass.saturating_add(s.dmarc_pass);
     }
     Summary {
         domain: domain.to_string(),
         since: since.map(day),
         reports: o.reports,
         receivers: o.receivers,
-        messages: sources.iter().map(|s| s.messages).sum(),
-        dmarc_pass: sources.iter().map(|s| s.dmarc_pass).sum(),
+        messages,
+        dmarc_pass,
         days: o.days,
+        organisations: o.organisations,
+        trust: String::new(),
+        unverified_reports: o.unverified_reports,
+        unverified_messages: o.unverified_messages,
+        conflicts: o.conflicts,
+        error_rows: 0,
         first: o.first.map(day),
         last: o.last.map(day),
         spf_origin: view.origin.to_string(),
@@ -167,7 +208,7 @@ async fn classify<D: DnsLookup>(
     if ctx.view.authorises(ip) {
         source.class = Class::Authorised;
         source.spf_via = ctx.view.via(ip);
-    } else if s.dkim_aligned * 2 >= s.messages && s.dkim_aligned > 0 {
+    } else if s.dkim_aligned.saturating_mul(2) >= s.messages && s.dkim_aligned > 0 {
         source.class = Class::Forwarded;
         let domains = s
             .dkim_domains

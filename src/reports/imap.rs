@@ -22,7 +22,7 @@ use tracing::warn;
 use tokio_util::sync::CancellationToken;
 
 use super::decode::Limits;
-use super::ingest::{ImportStats, Importer, Outcome, Served};
+use super::ingest::{ImportStats, Importer, Outcome, Provenance, Served};
 use super::store::Store;
 use crate::config::{ReportSource, Reports};
 
@@ -59,6 +59,8 @@ pub struct ImapSettings {
     since: Option<String>,
     ca_file: Option<PathBuf>,
     max_message: u64,
+    /// How fetched mail is trusted (its DKIM checked, normally).
+    provenance: Provenance,
 }
 
 impl ImapSettings {
@@ -69,7 +71,13 @@ impl ImapSettings {
             since: reports.imap_since.clone(),
             ca_file: reports.imap_ca_file.clone(),
             max_message: reports.imap_max_message_bytes,
+            provenance: Provenance::Unchecked,
         }
+    }
+
+    pub fn with_provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
+        self
     }
 
     /// One round on one IMAP source; the error says which source and what failed.
@@ -154,7 +162,13 @@ impl ImapSettings {
                 break;
             }
             let bodies = fetch(&mut session, &set_of(&batch), &name).await?;
-            let (stats, outcomes) = store_batch(state_dir.to_path_buf(), filter.clone(), bodies).await?;
+            let (stats, outcomes) = store_batch(
+                state_dir.to_path_buf(),
+                filter.clone(),
+                self.provenance.clone(),
+                bodies,
+            )
+            .await?;
             total.add(stats);
             for failed in [false, true] {
                 let wanted = if failed { Outcome::Failed } else { Outcome::Read };
@@ -320,11 +334,13 @@ async fn fetch(
 async fn store_batch(
     state_dir: PathBuf,
     filter: Filter,
+    provenance: Provenance,
     bodies: Vec<(u32, String, Vec<u8>)>,
 ) -> Result<(ImportStats, Vec<(u32, Outcome)>), String> {
     tokio::task::spawn_blocking(move || {
         let mut store = Store::open_in(&state_dir).map_err(|e| e.to_string())?;
         let mut importer = Importer::new(&mut store, filter.limits)
+            .with_provenance(provenance)
             .served(filter.served)
             .stop_on(filter.stop);
         importer.set_aside_in(Some(format!("the mailbox, flagged {FAILED_KEYWORD}")));

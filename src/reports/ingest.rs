@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Clock, printable};
 use super::decode::{Decoded, Limits, decode_each};
 use super::model::Report;
-use super::store::{Inserted, Store, StoreError};
+use super::store::{Assessed, Incoming, Inserted, Store, StoreError};
+use super::verify::MailCheck;
 
 /// Reports per transaction: large enough that SQLite's commit cost is amortised.
 const BATCH: usize = 500;
@@ -31,10 +32,16 @@ pub struct ImportStats {
     pub inputs: usize,
     /// Reports stored for the first time.
     pub reports: usize,
-    /// Reports already stored (same org and report id).
+    /// Reports already stored (same key and content).
     pub duplicates: usize,
     /// Reports about domains spfd does not serve: read, not stored.
     pub not_served: usize,
+    /// Reports stored beside another with the same key and different content (both
+    /// are flagged).
+    pub conflicts: usize,
+    /// Reports stored (new or conflicting) that arrived by mail without an aligned
+    /// DKIM signature.
+    pub unverified: usize,
     /// Record rows stored.
     pub rows: usize,
     /// One line per unreadable report: `source[!part]: why`.
@@ -47,6 +54,8 @@ impl ImportStats {
         self.reports += other.reports;
         self.duplicates += other.duplicates;
         self.not_served += other.not_served;
+        self.conflicts += other.conflicts;
+        self.unverified += other.unverified;
         self.rows += other.rows;
         self.errors.extend(other.errors);
     }
@@ -93,13 +102,27 @@ impl Served {
     }
 }
 
+/// Where an importer's inputs come from, which decides how far their reports are
+/// trusted.
+#[derive(Debug, Clone, Default)]
+pub enum Provenance {
+    /// Files the operator put there (`dir:`, `spfd reports import`): vouched for.
+    Vouched,
+    /// Mail whose DKIM is checked, message by message.
+    Mail(MailCheck),
+    /// Inputs nobody vouches for and nothing checks: unverified.
+    #[default]
+    Unchecked,
+}
+
 /// Decodes inputs and stores their reports in bounded batches.
 pub struct Importer<'a> {
     store: &'a mut Store,
     limits: Limits,
-    pending: Vec<(Report, String)>,
+    pending: Vec<(Report, String, Assessed)>,
     pending_rows: usize,
     stats: ImportStats,
+    provenance: Provenance,
     served: Option<Served>,
     stop: Option<CancellationToken>,
     /// Where the source will put the input now being read if it fails, for its error
@@ -108,6 +131,7 @@ pub struct Importer<'a> {
 }
 
 impl<'a> Importer<'a> {
+    /// An importer of unverified inputs; see [`Importer::with_provenance`].
     pub fn new(store: &'a mut Store, limits: Limits) -> Self {
         Importer {
             store,
@@ -118,6 +142,27 @@ impl<'a> Importer<'a> {
             served: None,
             stop: None,
             aside: None,
+            provenance: Provenance::Unchecked,
+        }
+    }
+
+    /// Where the inputs come from (one setting per source).
+    pub fn with_provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
+        self
+    }
+
+    /// The trust of each report of one input (the mail's DKIM is checked once).
+    fn assessor(&self, bytes: &[u8]) -> impl Fn(&Report) -> Assessed + use<> {
+        let mail = match &self.provenance {
+            Provenance::Mail(check) => Some(check.check_blocking(bytes)),
+            _ => None,
+        };
+        let vouched = matches!(self.provenance, Provenance::Vouched);
+        move |report| match (&mail, vouched) {
+            (Some(auth), _) => auth.assess(report),
+            (None, true) => Assessed::VOUCHED,
+            (None, false) => Assessed::UNVERIFIED,
         }
     }
 
@@ -147,12 +192,13 @@ impl<'a> Importer<'a> {
         self.stats.inputs += 1;
         let source = printable(source);
         let clock = Clock::start(self.limits.max_time, self.stop.clone());
+        let assess = self.assessor(bytes);
         let mut failed = false;
         let mut stored = Ok(());
         let limits = self.limits;
         decode_each(bytes, &limits, &clock, &mut |d| {
             if stored.is_ok() {
-                stored = self.take(&source, d, &clock, &mut failed);
+                stored = self.take(&source, d, &clock, &assess, &mut failed);
             }
         });
         stored?;
@@ -165,7 +211,14 @@ impl<'a> Importer<'a> {
         })
     }
 
-    fn take(&mut self, source: &str, d: Decoded, clock: &Clock, failed: &mut bool) -> Result<(), StoreError> {
+    fn take(
+        &mut self,
+        source: &str,
+        d: Decoded,
+        clock: &Clock,
+        assess: &dyn Fn(&Report) -> Assessed,
+        failed: &mut bool,
+    ) -> Result<(), StoreError> {
         let name = if d.part.is_empty() {
             source.to_string()
         } else {
@@ -183,7 +236,8 @@ impl<'a> Importer<'a> {
             }
             Ok(report) => {
                 self.pending_rows += report.rows.len();
-                self.pending.push((report, name));
+                let assessed = assess(&report);
+                self.pending.push((report, name, assessed));
                 if self.pending.len() >= BATCH || self.pending_rows >= BATCH_ROWS {
                     self.flush()?;
                 }
@@ -226,16 +280,25 @@ impl<'a> Importer<'a> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch: Vec<(&Report, &str)> = self.pending.iter().map(|(r, s)| (r, s.as_str())).collect();
+        let batch: Vec<Incoming<'_>> = self
+            .pending
+            .iter()
+            .map(|(report, source, assessed)| Incoming {
+                report,
+                source,
+                assessed,
+            })
+            .collect();
         let results = self.store.insert(&batch, now())?;
-        for ((report, _), inserted) in self.pending.iter().zip(results) {
-            match inserted {
-                Inserted::New => {
-                    self.stats.reports += 1;
-                    self.stats.rows += report.rows.len();
-                }
-                Inserted::Duplicate => self.stats.duplicates += 1,
+        for ((report, _, assessed), inserted) in self.pending.iter().zip(results) {
+            if inserted == Inserted::Duplicate {
+                self.stats.duplicates += 1;
+                continue;
             }
+            self.stats.reports += 1;
+            self.stats.rows += report.rows.len();
+            self.stats.conflicts += usize::from(inserted == Inserted::Conflict);
+            self.stats.unverified += usize::from(assessed.trust == super::store::Trust::Unverified);
         }
         self.pending.clear();
         self.pending_rows = 0;
@@ -306,7 +369,9 @@ pub fn import_paths(
     limits: Limits,
     served: Option<Served>,
 ) -> Result<ImportStats, StoreError> {
-    let mut importer = Importer::new(store, limits).served(served);
+    let mut importer = Importer::new(store, limits)
+        .with_provenance(Provenance::Vouched)
+        .served(served);
     for file in files_under(paths) {
         importer.add_file(&file)?;
     }

@@ -9,7 +9,9 @@
 //! - [`model`]: a report as read.
 //! - [`xml`]: the lenient XML reader.
 //! - [`decode`]: from bytes (bare, gzip, zip, e-mail) to reports, with bomb caps.
-//! - [`store`]: SQLite at `state_dir/reports.sqlite`.
+//! - [`store`]: SQLite at `state_dir/reports.sqlite` ([`schema`]: its tables and migration),
+//!   each report with its [`store::Trust`].
+//! - [`verify`]: DKIM of report mail, aligned with the reporting organisation.
 //! - [`ingest`]: the importer and `spfd reports import`.
 
 pub mod advisor;
@@ -26,13 +28,15 @@ pub mod poller;
 pub mod providers;
 pub mod query;
 pub mod rdns;
+pub mod schema;
 pub mod spf_view;
 pub mod status;
 pub mod store;
+pub mod verify;
 pub mod watch;
 pub mod xml;
 
 pub use decode::{DecodeError, Limits, decode, decode_each};
 pub use ingest::{ImportStats, Importer, import_paths};
 pub use model::{Report, Row, Schema};
-pub use store::{Store, StoreError};
+pub use store::{Assessed, Store, StoreError, Trust};

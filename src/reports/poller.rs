@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::decode::Limits;
-use super::ingest::{ImportStats, Importer, Served};
+use super::ingest::{ImportStats, Importer, Provenance, Served};
 use super::mailbox::{SourceError, poll_dir, poll_maildir};
 use super::store::Store;
+use super::verify::{MailCheck, Verifier};
 use crate::config::{Config, ReportSource};
 use crate::snapshot::SnapshotCell;
 
@@ -38,6 +39,8 @@ pub struct ReportPoller {
     interval: Duration,
     limits: Limits,
     imap: super::imap::ImapSettings,
+    /// How `maildir:` and IMAP messages are trusted: their DKIM is checked.
+    mail: Provenance,
     status: Arc<Mutex<PollStatus>>,
     /// The server's snapshot: only reports about the domains it serves are stored.
     snapshot: Option<Arc<SnapshotCell>>,
@@ -46,11 +49,13 @@ pub struct ReportPoller {
 }
 
 impl ReportPoller {
-    /// `None` when the config lists no source.
+    /// `None` when the config lists no source. Called on the runtime the poller runs
+    /// on: mail is verified on it.
     pub fn from_config(config: &Config) -> Option<ReportPoller> {
         if config.reports.sources.is_empty() {
             return None;
         }
+        let mail = mail_provenance(config);
         Some(ReportPoller {
             sources: config.reports.sources.clone(),
             state_dir: config.state_dir.clone(),
@@ -59,7 +64,8 @@ impl ReportPoller {
                 max_xml: config.reports.max_report_bytes,
                 ..Limits::default()
             },
-            imap: super::imap::ImapSettings::from_config(&config.reports),
+            imap: super::imap::ImapSettings::from_config(&config.reports).with_provenance(mail.clone()),
+            mail,
             status: Arc::default(),
             snapshot: None,
             stop: CancellationToken::new(),
@@ -144,7 +150,12 @@ impl ReportPoller {
 
     fn poll_local(&self, source: &ReportSource, served: Option<Served>) -> Result<ImportStats, String> {
         let mut store = Store::open_in(&self.state_dir).map_err(|e| e.to_string())?;
+        let provenance = match source {
+            ReportSource::Dir(_) => Provenance::Vouched,
+            _ => self.mail.clone(),
+        };
         let mut importer = Importer::new(&mut store, self.limits)
+            .with_provenance(provenance)
             .served(served)
             .stop_on(self.stop.clone());
         let polled: Result<usize, SourceError> = match source {
@@ -155,7 +166,28 @@ impl ReportPoller {
         polled.map_err(|e| e.to_string())?;
         importer.finish().map_err(|e| e.to_string())
     }
+}
 
+/// Mail checked for DKIM through `[upstream]`; unverified when no checker can be set
+/// up (the error is logged once, and every mail report then counts as unverified).
+fn mail_provenance(config: &Config) -> Provenance {
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("report mail will count as unverified: {e}");
+            return Provenance::Unchecked;
+        }
+    };
+    match Verifier::new(&config.upstream) {
+        Ok(v) => Provenance::Mail(MailCheck::new(Arc::new(v), runtime)),
+        Err(e) => {
+            error!("report mail will count as unverified: {e}");
+            Provenance::Unchecked
+        }
+    }
+}
+
+impl ReportPoller {
     fn record(&self, stats: ImportStats, errors: Vec<String>) {
         for e in &stats.errors {
             warn!("DMARC report not read: {e}");
@@ -170,6 +202,8 @@ impl ReportPoller {
                 rows = stats.rows,
                 duplicates = stats.duplicates,
                 not_served = stats.not_served,
+                conflicts = stats.conflicts,
+                unverified = stats.unverified,
                 errors = stats.errors.len(),
                 "DMARC reports imported"
             );

@@ -46,13 +46,21 @@ pub async fn domain_status<D: DnsLookup>(
         server_includes,
         ptr_timeout: config.upstream.timeout,
         reverse: true,
+        trust: config.reports.trust,
     };
     let domain = policy.domain_text.trim_end_matches('.');
     let summary = analysis::summarise(&store, domain, since, &ctx).await?;
     let current = advisor::current_of(policy);
-    let days = store.days_with_policy(domain, &current.p, i64::MIN)?;
+    let days = store.days_with_policy(domain, &current.p, i64::MIN, config.reports.trust)?;
     let advice = advisor::advise(&summary, &current, days, &Thresholds::default());
     Ok(DomainStatus { summary, advice })
+}
+
+/// Retention: deletes the reports whose range began longer ago than `[reports]
+/// retention` (of every domain, served or not); the number deleted.
+pub fn expire(store: &mut Store, config: &Config) -> Result<usize, StoreError> {
+    let age = i64::try_from(config.reports.retention.as_secs()).unwrap_or(i64::MAX);
+    store.expire(super::ingest::now().saturating_sub(age))
 }
 
 /// Include targets of every policy on the server but `except`.

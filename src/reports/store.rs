@@ -1,6 +1,10 @@
-//! The report store: SQLite at `state_dir/reports.sqlite`. Every record row is kept
-//! (with its DKIM and SPF results in `auth_results`), indexed by domain and date;
-//! a report is stored once per (reporting org, report id).
+//! The report store: SQLite at `state_dir/reports.sqlite` (tables in
+//! [`super::schema`]). Every record row is kept (with its DKIM and SPF results in
+//! `auth_results`), indexed by domain and date. A report's key is (reporting org,
+//! report id, date range, policy domain): a second copy of the same content is a
+//! duplicate and not stored; a different report under the same key is stored and
+//! both are flagged as a conflict, so a forged report stored first never hides the
+//! genuine one. Each report carries how far it is trusted ([`Trust`]).
 
 use std::path::{Path, PathBuf};
 
@@ -19,67 +23,73 @@ pub struct StoreError {
     pub source: rusqlite::Error,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS reports (
-    id INTEGER PRIMARY KEY,
-    org TEXT NOT NULL,
-    report_id TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    begin INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    email TEXT,
-    schema TEXT NOT NULL,
-    generator TEXT,
-    p TEXT, sp TEXT, np TEXT, adkim TEXT, aspf TEXT, pct TEXT, testing TEXT,
-    source TEXT NOT NULL,
-    imported_at INTEGER NOT NULL,
-    UNIQUE (org, report_id)
-);
-CREATE INDEX IF NOT EXISTS reports_domain_begin ON reports (domain, begin);
-CREATE TABLE IF NOT EXISTS rows (
-    id INTEGER PRIMARY KEY,
-    report INTEGER NOT NULL REFERENCES reports (id),
-    domain TEXT NOT NULL,
-    begin INTEGER NOT NULL,
-    source_ip TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    disposition TEXT NOT NULL,
-    dkim_eval TEXT,
-    spf_eval TEXT,
-    dkim_aligned INTEGER NOT NULL,
-    spf_aligned INTEGER NOT NULL,
-    reasons TEXT,
-    header_from TEXT NOT NULL,
-    envelope_from TEXT,
-    envelope_to TEXT,
-    -- Copies of auth_results kept on the row so that a summary reads one table:
-    -- the passing DKIM d= (space-separated) and the first SPF-checked domain.
-    dkim_pass_domains TEXT NOT NULL,
-    spf_domain TEXT
-);
-CREATE INDEX IF NOT EXISTS rows_domain_begin ON rows (domain, begin);
-CREATE TABLE IF NOT EXISTS auth_results (
-    row INTEGER NOT NULL REFERENCES rows (id),
-    kind TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    detail TEXT,
-    result TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS auth_results_row ON auth_results (row);
-CREATE TABLE IF NOT EXISTS import_errors (
-    id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    message TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-";
-
 /// What happened to one report handed to [`Store::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     New,
-    /// The same (org, report id) was stored before: nothing was added.
+    /// The same key and content were stored before: nothing was added (the stored
+    /// copy's trust is raised when this copy is trusted more).
     Duplicate,
+    /// Another report with the same key and different content is stored: this one
+    /// is stored too, and both are flagged.
+    Conflict,
+}
+
+/// How far a stored report is trusted as evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// Arrived by mail without a DKIM signature aligned with the reporting
+    /// organisation: anyone can send it.
+    Unverified,
+    /// Read from a `dir:` source or `spfd reports import`: the operator put it there.
+    Vouched,
+    /// Arrived by mail with a passing DKIM signature aligned with the reporting
+    /// organisation's domain.
+    Verified,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Unverified => "unverified",
+            Trust::Vouched => "vouched",
+            Trust::Verified => "verified",
+        }
+    }
+
+    fn parse(text: &str) -> Trust {
+        match text {
+            "verified" => Trust::Verified,
+            "vouched" => Trust::Vouched,
+            _ => Trust::Unverified,
+        }
+    }
+}
+
+/// The trust of one report, and for a verified one the DKIM d= that vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessed {
+    pub trust: Trust,
+    pub signer: Option<String>,
+}
+
+impl Assessed {
+    pub const VOUCHED: Assessed = Assessed {
+        trust: Trust::Vouched,
+        signer: None,
+    };
+    pub const UNVERIFIED: Assessed = Assessed {
+        trust: Trust::Unverified,
+        signer: None,
+    };
+}
+
+/// One report handed to [`Store::insert`]: where it came from and how far it is trusted.
+pub struct Incoming<'a> {
+    pub report: &'a Report,
+    pub source: &'a str,
+    pub assessed: &'a Assessed,
 }
 
 pub struct Store {
@@ -100,12 +110,12 @@ impl Store {
             source,
         };
         make_owner_only(path);
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        super::schema::prepare(&mut conn).map_err(err)?;
         Ok(Store {
             path: path.to_path_buf(),
             conn,
@@ -132,8 +142,8 @@ impl Store {
         }
     }
 
-    /// Stores reports in one transaction; `source` names where each came from.
-    pub fn insert(&mut self, reports: &[(&Report, &str)], now: i64) -> Result<Vec<Inserted>, StoreError> {
+    /// Stores reports in one transaction.
+    pub fn insert(&mut self, reports: &[Incoming<'_>], now: i64) -> Result<Vec<Inserted>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError {
             path: path.clone(),
@@ -141,8 +151,8 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(err)?;
         let mut out = Vec::with_capacity(reports.len());
-        for (report, source) in reports {
-            out.push(insert_one(&tx, report, source, now).map_err(err)?);
+        for incoming in reports {
+            out.push(insert_one(&tx, incoming, now).map_err(err)?);
         }
         tx.commit().map_err(err)?;
         Ok(out)
@@ -157,6 +167,33 @@ impl Store {
             )
             .map(drop)
             .map_err(|e| self.error(e))
+    }
+
+    /// Retention: deletes every report whose date range begins before `cutoff` (Unix),
+    /// with its rows and their results, and the import errors recorded before it.
+    /// Returns the number of reports deleted. With nothing to delete this is a few
+    /// index probes, so every import and summary may call it.
+    pub fn expire(&mut self, cutoff: i64) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM auth_results WHERE row IN (SELECT id FROM rows WHERE begin < ?1)",
+            [cutoff],
+        )
+        .map_err(err)?;
+        tx.execute("DELETE FROM rows WHERE begin < ?1", [cutoff])
+            .map_err(err)?;
+        let reports = tx
+            .execute("DELETE FROM reports WHERE begin < ?1", [cutoff])
+            .map_err(err)?;
+        tx.execute("DELETE FROM import_errors WHERE at < ?1", [cutoff])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(reports)
     }
 
     /// Whether any report is stored for the domain.
@@ -175,53 +212,139 @@ impl Store {
 
 fn insert_one(
     tx: &rusqlite::Transaction<'_>,
-    r: &Report,
-    source: &str,
+    incoming: &Incoming<'_>,
     now: i64,
 ) -> rusqlite::Result<Inserted> {
-    match insert_report(tx, r, source, now)? {
-        Some(id) => {
-            insert_rows(tx, r, id)?;
-            Ok(Inserted::New)
+    let r = incoming.report;
+    let digest = content_digest(r);
+    let stored = same_key(tx, r)?;
+    // A copy stored before digests existed counts as the same content.
+    if let Some((id, trust)) = stored
+        .iter()
+        .find(|(_, _, d)| d.as_deref().is_none_or(|d| d == digest))
+        .map(|(id, trust, _)| (*id, *trust))
+    {
+        if incoming.assessed.trust > trust {
+            tx.prepare_cached("UPDATE reports SET trust = ?1, signer = ?2 WHERE id = ?3")?
+                .execute(params![
+                    incoming.assessed.trust.as_str(),
+                    incoming.assessed.signer,
+                    id
+                ])?;
         }
-        None => Ok(Inserted::Duplicate),
+        return Ok(Inserted::Duplicate);
     }
+    let conflict = !stored.is_empty();
+    let id = insert_report(tx, incoming, &digest, conflict, now)?;
+    insert_rows(tx, r, id)?;
+    if !conflict {
+        return Ok(Inserted::New);
+    }
+    let ids: Vec<i64> = stored.iter().map(|(id, _, _)| *id).collect();
+    for other in ids {
+        tx.prepare_cached("UPDATE reports SET conflict = 1 WHERE id = ?1")?
+            .execute([other])?;
+    }
+    Ok(Inserted::Conflict)
 }
 
-/// The report's own row; `None` when (org, report id) is already stored.
-fn insert_report(
+/// Reports stored under the key of `r`: id, trust and content digest.
+fn same_key(
     tx: &rusqlite::Transaction<'_>,
     r: &Report,
-    source: &str,
-    now: i64,
-) -> rusqlite::Result<Option<i64>> {
+) -> rusqlite::Result<Vec<(i64, Trust, Option<String>)>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, trust, digest FROM reports \
+         WHERE org = ?1 AND report_id = ?2 AND begin = ?3 AND end = ?4 AND domain = ?5",
+    )?;
+    let found = stmt.query_map(
+        params![r.org_name, r.report_id, r.begin, r.end, r.policy.domain],
+        |row| Ok((row.get(0)?, Trust::parse(&row.get::<_, String>(1)?), row.get(2)?)),
+    )?;
+    found.collect()
+}
+
+/// SHA-256 over every field a receiver wrote (not the repairs noted while reading),
+/// each length-prefixed, so two copies of one report give the same digest.
+fn content_digest(r: &Report) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut field = |text: &str| {
+        ctx.update(&(text.len() as u64).to_be_bytes());
+        ctx.update(text.as_bytes());
+    };
     let p = &r.policy;
-    let added = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO reports (org, report_id, domain, begin, end, email, schema, generator, \
-             p, sp, np, adkim, aspf, pct, testing, source, imported_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )?
-        .execute(params![
-            r.org_name,
-            r.report_id,
-            p.domain,
-            r.begin,
-            r.end,
-            r.email,
-            r.schema.as_str(),
-            r.generator,
-            p.p,
-            p.sp,
-            p.np,
-            p.adkim,
-            p.aspf,
-            p.pct,
-            p.testing,
-            source,
-            now
-        ])?;
-    Ok((added > 0).then(|| tx.last_insert_rowid()))
+    for text in [&r.org_name, &r.report_id, &p.domain] {
+        field(text);
+    }
+    field(r.email.as_deref().unwrap_or(""));
+    field(&format!("{} {}", r.begin, r.end));
+    for opt in [&p.adkim, &p.aspf, &p.p, &p.sp, &p.np, &p.pct, &p.testing] {
+        field(opt.as_deref().unwrap_or("-"));
+    }
+    for row in &r.rows {
+        field(&format!("{} {} {}", row.source_ip, row.count, row.disposition));
+        for opt in [
+            &row.dkim_eval,
+            &row.spf_eval,
+            &row.envelope_from,
+            &row.envelope_to,
+        ] {
+            field(opt.as_deref().unwrap_or("-"));
+        }
+        field(&row.header_from);
+        field(&row.reasons.join(","));
+        for a in row.dkim.iter().chain(&row.spf) {
+            field(&format!(
+                "{} {} {}",
+                a.domain,
+                a.detail.as_deref().unwrap_or("-"),
+                a.result
+            ));
+        }
+    }
+    let digest = ctx.finish();
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The report's own row; returns its id.
+fn insert_report(
+    tx: &rusqlite::Transaction<'_>,
+    incoming: &Incoming<'_>,
+    digest: &str,
+    conflict: bool,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let r = incoming.report;
+    let p = &r.policy;
+    tx.prepare_cached(
+        "INSERT INTO reports (org, report_id, domain, begin, end, email, schema, generator, \
+         p, sp, np, adkim, aspf, pct, testing, source, imported_at, trust, signer, digest, conflict) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    )?
+    .execute(params![
+        r.org_name,
+        r.report_id,
+        p.domain,
+        r.begin,
+        r.end,
+        r.email,
+        r.schema.as_str(),
+        r.generator,
+        p.p,
+        p.sp,
+        p.np,
+        p.adkim,
+        p.aspf,
+        p.pct,
+        p.testing,
+        incoming.source,
+        now,
+        incoming.assessed.trust.as_str(),
+        incoming.assessed.signer,
+        digest,
+        conflict
+    ])?;
+    Ok(tx.last_insert_rowid())
 }
 
 fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> rusqlite::Result<()> {
@@ -248,7 +371,9 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, r: &Report, report_id: i64) -> ru
             domain,
             r.begin,
             row.source_ip.to_string(),
-            row.count as i64,
+            // Beyond i64 (a forged count): stored as the largest value, which every
+            // query skips as an error row, never as a negative count.
+            i64::try_from(row.count).unwrap_or(i64::MAX),
             row.disposition,
             row.dkim_eval,
             row.spf_eval,
@@ -290,5 +415,69 @@ fn make_owner_only(path: &Path) {
         {
             tracing::warn!(file = %crate::logging::Escaped(&file.display()), "cannot make the report store owner-only: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ip: &str, count: u64) -> Report {
+        let xml = format!(
+            "<feedback><report_metadata><org_name>R</org_name><email>d@r.test</email>\
+             <report_id>1</report_id><date_range><begin>86400</begin><end>172799</end></date_range>\
+             </report_metadata><policy_published><domain>firm.test</domain><p>none</p></policy_published>\
+             <record><row><source_ip>{ip}</source_ip><count>{count}</count><policy_evaluated>\
+             <disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row>\
+             <identifiers><header_from>firm.test</header_from></identifiers></record></feedback>"
+        );
+        super::super::xml::parse(xml.as_bytes()).unwrap()
+    }
+
+    fn put(store: &mut Store, r: &Report, assessed: &Assessed) -> Inserted {
+        let incoming = Incoming {
+            report: r,
+            source: "test",
+            assessed,
+        };
+        store.insert(&[incoming], 0).unwrap()[0]
+    }
+
+    fn column(store: &Store, sql: &str) -> Vec<String> {
+        let mut stmt = store.conn().prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_trusted_copy_raises_the_trust_and_a_different_one_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open_in(dir.path()).unwrap();
+        let genuine = report("192.0.2.1", 10);
+        // A replay without a signature first, then the signed original: one report,
+        // now verified.
+        assert_eq!(put(&mut store, &genuine, &Assessed::UNVERIFIED), Inserted::New);
+        let signed = Assessed {
+            trust: Trust::Verified,
+            signer: Some("r.test".into()),
+        };
+        assert_eq!(put(&mut store, &genuine, &signed), Inserted::Duplicate);
+        assert_eq!(
+            put(&mut store, &genuine, &Assessed::UNVERIFIED),
+            Inserted::Duplicate
+        );
+        assert_eq!(column(&store, "SELECT trust FROM reports"), ["verified"]);
+        assert_eq!(column(&store, "SELECT signer FROM reports"), ["r.test"]);
+        // Same key, other content: kept, and both flagged.
+        let other = report("192.0.2.1", 11);
+        assert_eq!(put(&mut store, &other, &Assessed::UNVERIFIED), Inserted::Conflict);
+        assert_eq!(
+            column(&store, "SELECT CAST(conflict AS TEXT) FROM reports ORDER BY id"),
+            ["1", "1"]
+        );
+        // Expiry by the date range's start.
+        assert_eq!(store.expire(86400).unwrap(), 0);
+        assert_eq!(store.expire(86401).unwrap(), 2);
+        assert!(column(&store, "SELECT source_ip FROM rows").is_empty());
     }
 }

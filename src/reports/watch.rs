@@ -54,7 +54,11 @@ pub async fn refresh<D: DnsLookup>(
     if !Store::exists_in(&config.state_dir) {
         return Ok(());
     }
-    let store = Store::open_in(&config.state_dir)?;
+    let mut store = Store::open_in(&config.state_dir)?;
+    let expired = super::status::expire(&mut store, config)?;
+    if expired > 0 {
+        tracing::info!(reports = expired, "DMARC reports past the retention deleted");
+    }
     let snapshot = snapshot.load_full();
     let before = board.load_full();
     let mut after = BTreeMap::new();

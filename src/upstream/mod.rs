@@ -40,35 +40,38 @@ pub struct ResolverSource {
 
 impl ResolverSource {
     pub fn new(config: &UpstreamConfig) -> Result<ResolverSource, NetError> {
-        let mut opts = ResolverOpts::default();
-        // spfd caches by TTL itself, with single-flight; a second cache would only hide
-        // TTLs.
-        opts.cache_size = 0;
-        opts.timeout = config.timeout;
-        opts.attempts = 2;
-        opts.ndots = 0;
-        opts.validate = config.validate;
-        let builder = match &config.nameservers {
-            Some(servers) => {
-                let resolver_config =
-                    ResolverConfig::from_parts(None, vec![], servers.iter().map(name_server).collect());
-                Resolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
-            }
-            None => Resolver::builder_tokio()?,
-        };
-        let builder = match (&config.trust_anchors, config.validate) {
-            (Some(path), true) => builder.with_trust_anchor(Arc::new(
-                TrustAnchors::from_file(path)
-                    .map_err(|e| NetError::from(format!("{}: {e}", path.display())))?,
-            )),
-            _ => builder,
-        };
-        let resolver = builder.with_options(opts).build()?;
         Ok(ResolverSource {
-            resolver,
+            resolver: resolver(config)?,
             validate: config.validate,
         })
     }
+}
+
+/// A resolver with the `[upstream]` settings and no cache of its own (spfd caches by
+/// TTL itself, with single-flight; a second cache would only hide TTLs). Also what
+/// report mail's DKIM keys are looked up with.
+pub fn resolver(config: &UpstreamConfig) -> Result<Resolver<TokioRuntimeProvider>, NetError> {
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.timeout = config.timeout;
+    opts.attempts = 2;
+    opts.ndots = 0;
+    opts.validate = config.validate;
+    let builder = match &config.nameservers {
+        Some(servers) => {
+            let resolver_config =
+                ResolverConfig::from_parts(None, vec![], servers.iter().map(name_server).collect());
+            Resolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
+        }
+        None => Resolver::builder_tokio()?,
+    };
+    let builder = match (&config.trust_anchors, config.validate) {
+        (Some(path), true) => builder.with_trust_anchor(Arc::new(
+            TrustAnchors::from_file(path).map_err(|e| NetError::from(format!("{}: {e}", path.display())))?,
+        )),
+        _ => builder,
+    };
+    builder.with_options(opts).build()
 }
 
 fn name_server(addr: &SocketAddr) -> NameServerConfig {
