@@ -45,7 +45,7 @@ pub const CLIENT_TERM_MAX: usize = 48;
 
 /// One distinct answer record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct AnswerText {
     /// The character-strings, without the client's term.
     pub strings: Vec<String>,
     /// For an answer that authorises the client: the index in `strings` before which
@@ -70,7 +70,7 @@ pub struct MacroTable {
     /// The answer for names that are not addresses.
     invalid: u16,
     /// Each distinct answer.
-    answers: Vec<Answer>,
+    answers: Vec<AnswerText>,
 }
 
 impl MacroTable {
@@ -140,7 +140,7 @@ impl MacroTable {
     }
 
     /// The answer for an index.
-    pub fn answer(&self, index: u16) -> &Answer {
+    pub fn answer(&self, index: u16) -> &AnswerText {
         &self.answers[usize::from(index)]
     }
 
@@ -158,7 +158,7 @@ impl MacroTable {
     }
 
     /// Every answer, in index order (to prebuild records).
-    pub fn answers(&self) -> &[Answer] {
+    pub fn answers(&self) -> &[AnswerText] {
         &self.answers
     }
 }
@@ -277,7 +277,7 @@ impl<T: Ord + Copy> Ranges<T> {
 /// The distinct answer records, deduplicated by text and whether they name the client.
 #[derive(Default)]
 struct Answers {
-    list: Vec<Answer>,
+    list: Vec<AnswerText>,
     by_text: HashMap<(String, bool), u16>,
 }
 
@@ -298,7 +298,8 @@ impl Answers {
             }
         };
         let client = matches!(last, Last::Client);
-        let key = (format!("{} {}", before.join(" "), after.join(" ")), client);
+        let text = before.iter().chain(&after).copied().collect::<Vec<_>>().join(" ");
+        let key = (text, client);
         if let Some(i) = self.by_text.get(&key) {
             return *i;
         }
@@ -307,7 +308,7 @@ impl Answers {
         if !after.is_empty() {
             strings.extend(txt::split_words(after));
         }
-        self.push(key, Answer { strings, client_at })
+        self.push(key, AnswerText { strings, client_at })
     }
 
     fn raw(&mut self, text: &str) -> u16 {
@@ -318,14 +319,14 @@ impl Answers {
         let strings = txt::split_words(text.split(' '));
         self.push(
             key,
-            Answer {
+            AnswerText {
                 strings,
                 client_at: None,
             },
         )
     }
 
-    fn push(&mut self, key: (String, bool), answer: Answer) -> u16 {
+    fn push(&mut self, key: (String, bool), answer: AnswerText) -> u16 {
         let i = u16::try_from(self.list.len()).expect("at most one answer per rule");
         self.list.push(answer);
         self.by_text.insert(key, i);
@@ -545,6 +546,9 @@ mod tests {
         );
         // Passes differ only by the client: one answer for every authorised address.
         assert_eq!(t.answers().len(), 2, "the pass and the not-an-address answer");
+        // A neutral end without live terms is the not-an-address answer itself.
+        let t = MacroTable::build(&[], &Terminal::All(Qualifier::Neutral), None);
+        assert_eq!(t.answers().len(), 1);
     }
 
     #[test]
