@@ -169,16 +169,66 @@ impl MacroTable {
 /// valid whether a receiver joins strings with nothing (RFC 7208 3.3) or with a space.
 /// Nothing is allocated: the fast path calls this per query.
 pub fn client_term(ip: IpAddr, out: &mut [u8; CLIENT_TERM_MAX]) -> usize {
-    let mut rest: &mut [u8] = out;
-    let written = match ip {
-        IpAddr::V4(a) => write!(rest, " ip4:{a} "),
+    let mut w = Cursor { buf: out, len: 0 };
+    match ip {
+        IpAddr::V4(a) => {
+            w.push(b" ip4:");
+            w.v4(a);
+        }
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => write!(rest, " ip4:{v4} ip6:{a} "),
-            None => write!(rest, " ip6:{a} "),
+            Some(v4) => {
+                w.push(b" ip4:");
+                w.v4(v4);
+                w.push(b" ip6:::ffff:");
+                w.v4(v4);
+            }
+            None => {
+                w.push(b" ip6:");
+                w.v6(a);
+            }
         },
-    };
-    debug_assert!(written.is_ok(), "CLIENT_TERM_MAX fits every address");
-    CLIENT_TERM_MAX - rest.len()
+    }
+    w.push(b" ");
+    w.len
+}
+
+/// Writes into a buffer that [`CLIENT_TERM_MAX`] makes large enough for any term.
+struct Cursor<'a> {
+    buf: &'a mut [u8; CLIENT_TERM_MAX],
+    len: usize,
+}
+
+impl Cursor<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Dotted decimal, as `Display` writes it; by hand, because the formatting
+    /// machinery costs more than the rest of a UDP answer.
+    fn v4(&mut self, a: Ipv4Addr) {
+        for (i, octet) in a.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b".");
+            }
+            let digits = [octet / 100, octet / 10 % 10, octet % 10].map(|d| b'0' + d);
+            let skip = match octet {
+                100.. => 0,
+                10.. => 1,
+                _ => 2,
+            };
+            self.push(&digits[skip..]);
+        }
+    }
+
+    /// RFC 5952 text (`Display`).
+    fn v6(&mut self, a: Ipv6Addr) {
+        let mut rest: &mut [u8] = &mut self.buf[self.len..];
+        let room = rest.len();
+        let written = write!(rest, "{a}");
+        debug_assert!(written.is_ok(), "CLIENT_TERM_MAX fits every address");
+        self.len += room - rest.len();
+    }
 }
 
 /// The most DNS lookups a receiver spends evaluating one per-address answer built from
@@ -549,6 +599,22 @@ mod tests {
         // A neutral end without live terms is the not-an-address answer itself.
         let t = MacroTable::build(&[], &Terminal::All(Qualifier::Neutral), None);
         assert_eq!(t.answers().len(), 1);
+    }
+
+    #[test]
+    fn client_terms_spell_addresses_as_display_does() {
+        let mut buf = [0u8; CLIENT_TERM_MAX];
+        let mut term = |ip: IpAddr| {
+            let len = client_term(ip, &mut buf);
+            String::from_utf8(buf[..len].to_vec()).unwrap()
+        };
+        for a in (0..=255u8).map(|o| Ipv4Addr::new(o, 255 - o, o / 3, o.wrapping_mul(7))) {
+            assert_eq!(term(IpAddr::V4(a)), format!(" ip4:{a} "));
+            let mapped = a.to_ipv6_mapped();
+            assert_eq!(term(IpAddr::V6(mapped)), format!(" ip4:{a} ip6:{mapped} "));
+        }
+        let v6: Ipv6Addr = "2001:db8::5".parse().unwrap();
+        assert_eq!(term(IpAddr::V6(v6)), " ip6:2001:db8::5 ");
     }
 
     #[test]
