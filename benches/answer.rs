@@ -27,14 +27,20 @@ use spfd::dns::handler::respond_general;
 use spfd::dns::rrl::{Limiter, RrlConfig, RrlCounters, Verdict};
 use spfd::dns::stats::{Proto, QueryStats};
 use spfd::dns::wire::{self, Outcome};
+use spfd::flatten::{Ip4Set, Ip6Set, Rule, Terminal};
 use spfd::policy::{self, ValidPolicy};
+use spfd::snapshot::SpfAnswer;
+use spfd::snapshot::macro_table::{self, MacroTable};
 use spfd::snapshot::serials::SerialBook;
 use spfd::snapshot::{Builder, ServerIdentity, Snapshot};
+use spfd::spf::Qualifier;
 
 /// Policies in the snapshot the query benchmarks read.
 const POLICIES: usize = 1_000;
 /// A zone in the middle of the snapshot, so no benchmark hits a lucky first entry.
 const ZONE: usize = 500;
+/// The zone served in macro mode (its per-address answers), next to `ZONE`.
+const MACRO_ZONE: usize = ZONE + 1;
 /// A fixed clock for serials, so every run builds the same snapshot.
 const NOW_UNIX: u64 = 1_800_000_000;
 /// The 2048-bit RSA key the tests use: its DKIM record is 392 base64 characters, two
@@ -92,12 +98,37 @@ fn servers() -> ServerIdentity {
 /// What a reload does once the files are parsed: add every policy, then finish.
 fn build(policies: &[Arc<ValidPolicy>], book: &mut SerialBook) -> Snapshot {
     let mut builder = Builder::new();
-    for policy in policies {
+    for (i, policy) in policies.iter().enumerate() {
+        let spf = (i == MACRO_ZONE).then(macro_answer);
         builder
-            .add(policy.clone(), None)
+            .add(policy.clone(), spf)
             .expect("generated policies do not conflict");
     }
     builder.finish(1, &servers(), book, NOW_UNIX)
+}
+
+/// Macro answers for `MACRO_ZONE`: 192.0.2.66 fails, the rest of 192.0.2.0/24 and
+/// 2001:db8::/32 pass, everything else fails.
+fn macro_answer() -> Arc<SpfAnswer> {
+    let set4 = |nets: &[&str]| Ip4Set::from_nets(nets.iter().map(|n| n.parse().expect("valid net")));
+    let rules = [
+        Rule::Static {
+            qualifier: Qualifier::Fail,
+            v4: set4(&["192.0.2.66/32"]),
+            v6: Ip6Set::new(),
+        },
+        Rule::Static {
+            qualifier: Qualifier::Pass,
+            v4: set4(&["192.0.2.0/24"]),
+            v6: Ip6Set::from_nets(["2001:db8::/32".parse().expect("valid net")]),
+        },
+    ];
+    let table = MacroTable::build(&rules, &Terminal::All(Qualifier::Fail), None);
+    Arc::new(SpfAnswer {
+        head: Arc::from([macro_table::head(&format!("_spf.d{MACRO_ZONE}.test"))]),
+        parts: Vec::new(),
+        macro_table: Some(Arc::new(table)),
+    })
 }
 
 fn name(text: &str) -> Name {
@@ -115,6 +146,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let zone = format!("_spf.d{ZONE}.test.");
+    let macro_zone = format!("_spf.d{MACRO_ZONE}.test.");
     let case = |id, qname: String, qtype, rcode, answers| Case {
         id,
         qname,
@@ -153,6 +185,27 @@ fn cases() -> Vec<Case> {
         ),
         case("nodata", zone.clone(), RecordType::AAAA, ResponseCode::NoError, 0),
         case(
+            "macro_v4_pass",
+            format!("5.2.0.192.in-addr.{macro_zone}"),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            1,
+        ),
+        case(
+            "macro_v4_fail",
+            format!("66.2.0.192.in-addr.{macro_zone}"),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            1,
+        ),
+        case(
+            "macro_v6_pass",
+            format!("{}.ip6.{macro_zone}", nibbles("2001:db8::5")),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            1,
+        ),
+        case(
             "refused",
             "mail.example.com.".into(),
             RecordType::TXT,
@@ -160,6 +213,15 @@ fn cases() -> Vec<Case> {
             0,
         ),
     ]
+}
+
+/// An IPv6 address as `%{ir}` spells it: 32 nibbles, least significant first.
+fn nibbles(ip: &str) -> String {
+    let bits = u128::from(ip.parse::<std::net::Ipv6Addr>().expect("valid address"));
+    let digits: Vec<String> = (0..32)
+        .map(|i| format!("{:x}", (bits >> (4 * i)) & 0xf))
+        .collect();
+    digits.join(".")
 }
 
 /// `dns::answer::answer`: the zone search, the node lookup and the record copies.

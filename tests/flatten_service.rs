@@ -384,7 +384,7 @@ async fn macro_answers_that_would_need_more_than_ten_lookups_are_not_published()
     let answer = bench.published.answer_for(&heavy, None).unwrap();
     let table = answer.macro_table.as_ref().expect("macro names answered");
     let outside = table.answer_for("198.51.100.1".parse().unwrap());
-    assert!(table.strings(outside).concat().ends_with("-all"));
+    assert_eq!(table.answer(outside).strings.concat(), "v=spf1 -all");
     match bench.flattener.status("light.test.") {
         Some(Status::Published { lookups }) => assert_eq!(*lookups, 10),
         other => panic!("{other:?}"),

@@ -228,7 +228,7 @@ fn files_the_server_creates_are_its_owners_only_whatever_the_umask() {
     let setup = Setup::new(&[POLICY]);
     let reports = setup.dir.path().join("reports");
     std::fs::create_dir(&reports).unwrap();
-    // Imported (as an error) and moved to reports/processed/, which spfd creates.
+    // Imported (as an error) and set aside in reports/failed/, which spfd creates.
     std::fs::write(reports.join("junk.xml"), "not a report").unwrap();
     let config = common::config_text()
         + "[dnssec]\nenabled = true\n[reports]\nsources = [\"dir:reports\"]\ninterval = \"1h\"\n";
@@ -239,7 +239,7 @@ fn files_the_server_creates_are_its_owners_only_whatever_the_umask() {
         let done = [
             state.join("reports.sqlite"),
             state.join("keys"),
-            reports.join("processed/junk.xml"),
+            reports.join("failed/junk.xml"),
         ];
         while !done.iter().all(|p| p.exists()) {
             assert!(Instant::now() < deadline, "no report store or keys in {state:?}");
@@ -253,10 +253,10 @@ fn files_the_server_creates_are_its_owners_only_whatever_the_umask() {
         "{seen:?}"
     );
     assert!(seen.iter().any(|(p, _)| p.contains("keys/")), "{seen:?}");
-    // Of the report directory, spfd made only processed/ (the reports keep their modes).
-    let processed = reports.join("processed");
-    let mode = std::fs::metadata(&processed).unwrap().permissions().mode() & 0o777;
-    seen.push((format!("{}/", processed.display()), mode));
+    // Of the report directory, spfd made only failed/ (the reports keep their modes).
+    let failed = reports.join("failed");
+    let mode = std::fs::metadata(&failed).unwrap().permissions().mode() & 0o777;
+    seen.push((format!("{}/", failed.display()), mode));
     let open: Vec<_> = seen.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
     assert!(open.is_empty(), "open to others: {open:?} (of {seen:?})");
 }

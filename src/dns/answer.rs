@@ -4,7 +4,8 @@
 //! file (delegations, CNAME, wildcards) are answered by [`super::full_zone`].
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 pub use super::sections::Answer;
 use super::sections::rfc8482_hinfo;
@@ -25,7 +26,7 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
     let Some(zone) = snapshot.find_zone(&lower) else {
         return Answer::refused();
     };
-    let macro_name = macro_set(zone, qname);
+    let macro_name = macro_record(zone, qname);
     if zone.wire.zone.full && macro_name.is_none() {
         return super::full_zone::answer(snapshot, zone, qname, qtype, tcp);
     }
@@ -36,11 +37,11 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
         authority: Vec::new(),
         additional: Vec::new(),
     };
-    let sets: Vec<&WireSet> = if let Some(set) = macro_name {
-        match qtype {
-            RecordType::TXT | RecordType::ANY => vec![set],
-            _ => Vec::new(),
-        }
+    // A per-address name of macro mode has its TXT record alone; other names their sets.
+    let mut macro_txt = None;
+    let sets: Vec<&WireSet> = if let Some(record) = macro_name {
+        macro_txt = matches!(qtype, RecordType::TXT | RecordType::ANY).then_some(record);
+        Vec::new()
     } else {
         let Some(sets) = zone.sets_at(&wire_name(qname)) else {
             out.rcode = ResponseCode::NXDomain;
@@ -60,7 +61,10 @@ pub fn answer(snapshot: &Snapshot, qname: &Name, qtype: RecordType, qclass: DNSC
         out.answers.push(rfc8482_hinfo(qname, zone));
         return out;
     }
-    out.answers = sets.into_iter().flat_map(|set| set.records(qname)).collect();
+    out.answers = macro_txt
+        .into_iter()
+        .chain(sets.into_iter().flat_map(|set| set.records(qname)))
+        .collect();
     if out.answers.is_empty() {
         out.authority.extend(negative_soa(zone, qname));
     }
@@ -97,8 +101,9 @@ fn transfer_outside_tcp(snapshot: &Snapshot, qname: &Name, qtype: RecordType, tc
 }
 
 /// Macro mode: every name under `in-addr.<zone>` and `ip6.<zone>` has a TXT record,
-/// the answer for the address it spells (or one that authorises nothing).
-fn macro_set<'z>(zone: &'z Zone, qname: &Name) -> Option<&'z WireSet> {
+/// the answer for the address it spells (or one that authorises nothing), owned by
+/// `qname` as asked.
+fn macro_record(zone: &Zone, qname: &Name) -> Option<Record> {
     let macros = zone.wire.zone.macros.as_ref()?;
     let below = usize::from(qname.num_labels()).checked_sub(usize::from(zone.apex.num_labels()) + 1)?;
     let family = qname.iter().nth(below)?;
@@ -109,8 +114,13 @@ fn macro_set<'z>(zone: &'z Zone, qname: &Name) -> Option<&'z WireSet> {
     } else {
         return None;
     };
-    let index = macros.table.answer_for_labels(v6, qname.iter().take(below));
-    macros.answers.get(usize::from(index))
+    let hit = macros.table.answer_for_labels(v6, qname.iter().take(below));
+    let strings = macros.table.strings_for(hit);
+    Some(Record::from_rdata(
+        qname.clone(),
+        zone.ttl,
+        RData::TXT(TXT::new(strings)),
+    ))
 }
 
 /// The zone's SOA for the authority section of a negative answer: owner in the case

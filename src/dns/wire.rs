@@ -5,7 +5,8 @@
 //! hickory's parser and encoder.
 
 use crate::snapshot::Snapshot;
-use crate::snapshot::compiled::{WireName, WireSet, WireZone};
+use crate::snapshot::compiled::{WireMacros, WireName, WireSet, WireZone};
+use crate::snapshot::macro_table::{CLIENT_TERM_MAX, Hit};
 
 use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
 
@@ -128,9 +129,18 @@ pub fn respond(snapshot: &Snapshot, request: &[u8], out: &mut Vec<u8>) -> Outcom
         return Outcome::Answered;
     }
     // Below a name of the zone: a macro answer (or NODATA for other types), or NXDOMAIN.
-    match macro_answer(&q, zone) {
-        Some(Some(set)) => positive(out, request, &q, set, zone),
-        Some(None) => negative(out, request, &q, zone, 0),
+    match macro_hit(&q, zone) {
+        Some((macros, Some(hit))) => {
+            let (mut term, mut rdlength) = ([0u8; 1 + CLIENT_TERM_MAX], [0u8; 2]);
+            // Only an index out of the table's range (a bug) has no parts: the general
+            // path then answers as it can.
+            let Some((count, parts)) = macros.parts(hit, &mut term, &mut rdlength) else {
+                return Outcome::General;
+            };
+            write_header(out, request, 0x04, 0, [count, 0], q.edns.is_some());
+            finish_parts(out, request, &q, &parts, None);
+        }
+        Some((_, None)) => negative(out, request, &q, zone, 0),
         None => negative(out, request, &q, zone, RCODE_NXDOMAIN),
     }
     Outcome::Answered
@@ -170,9 +180,9 @@ fn answer_at(out: &mut Vec<u8>, request: &[u8], q: &Question, name: &WireName, z
     }
 }
 
-/// Macro mode: every name under `in-addr.<apex>` and `ip6.<apex>` exists. `Some(None)`
-/// for types other than TXT (NODATA).
-fn macro_answer<'z>(q: &Question, zone: &'z WireZone) -> Option<Option<&'z WireSet>> {
+/// Macro mode: every name under `in-addr.<apex>` and `ip6.<apex>` exists. The hit is
+/// `None` for types other than TXT (NODATA).
+fn macro_hit<'z>(q: &Question, zone: &'z WireZone) -> Option<(&'z WireMacros, Option<Hit>)> {
     let macros = zone.macros.as_ref()?;
     // The label just under the apex is in-addr or ip6; the labels left of it spell
     // the address.
@@ -183,12 +193,12 @@ fn macro_answer<'z>(q: &Question, zone: &'z WireZone) -> Option<Option<&'z WireS
         _ => return None,
     };
     if q.qtype != TYPE_TXT {
-        return Some(None);
+        return Some((macros, None));
     }
-    let index = macros
+    let hit = macros
         .table
         .answer_for_labels(v6, (0..below).map(|i| label(q, i)));
-    Some(macros.answers.get(usize::from(index)))
+    Some((macros, Some(hit)))
 }
 
 fn label(q: &Question, i: usize) -> &[u8] {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict};
 
+use super::macro_table::{CLIENT_TERM_MAX, client_term};
 use super::sharded::{Editor, Sharded};
 use super::{MacroAnswers, MacroTable, Node, Zone};
 
@@ -103,8 +104,57 @@ pub struct WireZone {
 #[derive(Debug)]
 pub struct WireMacros {
     pub table: Arc<MacroTable>,
-    /// One answer per table index, owner pointing at the question.
+    /// One answer per table index, owner pointing at the question, without the
+    /// client's term.
     pub answers: Box<[WireSet]>,
+    /// Per table index: where in its answer's bytes the client's term goes, for the
+    /// answers that name the client (see [`crate::snapshot::macro_table::Answer`]).
+    pub client_at: Box<[Option<usize>]>,
+}
+
+impl WireMacros {
+    /// The answer's bytes for one name, owner pointing at the question, in up to five
+    /// parts (the client's term and the record length that counts it are made here, in
+    /// `term` and `rdlength`: nothing is allocated).
+    pub fn parts<'a>(
+        &'a self,
+        hit: crate::snapshot::macro_table::Hit,
+        term: &'a mut [u8; 1 + CLIENT_TERM_MAX],
+        rdlength: &'a mut [u8; 2],
+    ) -> Option<(u16, [&'a [u8]; 5])> {
+        let index = usize::from(hit.index);
+        let set = self.answers.get(index)?;
+        let (Some(at), Some(ip)) = (self.client_at[index], hit.client) else {
+            return Some((set.count, [&set.bytes, &[], &[], &[], &[]]));
+        };
+        let (len_byte, text) = term.split_at_mut(1);
+        let text: &mut [u8; CLIENT_TERM_MAX] = text.try_into().ok()?;
+        let len = client_term(ip, text);
+        len_byte[0] = u8::try_from(len).ok()?;
+        // Owner pointer (2), type, class, TTL (8), then RDLENGTH (2) and the strings.
+        let rdata = set.bytes.len() - RDATA_AT + 1 + len;
+        *rdlength = u16::try_from(rdata).ok()?.to_be_bytes();
+        let bytes = &set.bytes;
+        Some((
+            set.count,
+            [
+                &bytes[..RDATA_AT - 2],
+                &rdlength[..],
+                &bytes[RDATA_AT..at],
+                &term[..1 + len],
+                &bytes[at..],
+            ],
+        ))
+    }
+}
+
+/// Where the RDATA of a record starts in a [`WireSet`]: after the owner pointer, type,
+/// class, TTL and RDLENGTH.
+const RDATA_AT: usize = 12;
+
+/// The offset in an encoded one-record TXT set where the string `index` starts.
+fn string_offset(strings: &[String], index: usize) -> usize {
+    RDATA_AT + strings[..index].iter().map(|s| 1 + s.len()).sum::<usize>()
 }
 
 /// One zone in wire format, built with the zone and shared by every snapshot that
@@ -142,6 +192,12 @@ impl ZoneWire {
                     .records
                     .iter()
                     .map(|r| encode_set(std::slice::from_ref(r)))
+                    .collect(),
+                client_at: m
+                    .table
+                    .answers()
+                    .iter()
+                    .map(|a| a.client_at.map(|at| string_offset(&a.strings, at)))
                     .collect(),
             }),
             full: apex.full,

@@ -8,8 +8,17 @@
 //! (`exists`, `ptr`, ...) that come before that rule. Rules' address sets are made
 //! disjoint in rule order, so the longest-prefix match of an address is a binary search
 //! over sorted, disjoint ranges. Answers are few (one per rule at most) and prebuilt.
+//!
+//! An address that passes gets a record naming that address, `v=spf1 ip4:192.0.2.5
+//! -all`, never `v=spf1 +all`: receivers such as rspamd ignore a record that allows
+//! everyone and report a permanent error instead. The client's term is the one part of
+//! an answer that depends on the address: it is a character-string of its own, written
+//! into the prebuilt answer when the query is answered. It names the client alone
+//! (not the authorised block around it) so that the answer for one name says nothing
+//! about the neighbours' and stays one cache entry and one signature per name, as before.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::flatten::ipset::{Ip4Set, Ip6Set};
@@ -30,6 +39,28 @@ pub fn head(zone: &str) -> String {
     format!("v=spf1 redirect=%{{ir}}.%{{v}}.{}", zone.trim_end_matches('.'))
 }
 
+/// The longest client term: ` ip4:255.255.255.255 ip6:::ffff:255.255.255.255 ` (an
+/// IPv4-mapped name names both forms) or ` ip6:` and a full IPv6 address and a space.
+pub const CLIENT_TERM_MAX: usize = 48;
+
+/// One distinct answer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerText {
+    /// The character-strings, without the client's term.
+    pub strings: Vec<String>,
+    /// For an answer that authorises the client: the index in `strings` before which
+    /// the client's term goes, as a character-string of its own (see [`client_term`]).
+    pub client_at: Option<usize>,
+}
+
+/// What a per-address name gets: the answer and the address the name spells (`None`
+/// for a name that is not an address). An IPv4-mapped IPv6 name keeps its IPv6 form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub index: u16,
+    pub client: Option<IpAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MacroTable {
     v4: Ranges<u32>,
@@ -38,8 +69,8 @@ pub struct MacroTable {
     default: u16,
     /// The answer for names that are not addresses.
     invalid: u16,
-    /// Each distinct answer's character-strings.
-    answers: Vec<Vec<String>>,
+    /// Each distinct answer.
+    answers: Vec<AnswerText>,
 }
 
 impl MacroTable {
@@ -57,8 +88,7 @@ impl MacroTable {
                     v4: s4,
                     v6: s6,
                 } => {
-                    let all = decided_by(*qualifier);
-                    let index = answers.index(&live, Some(&all), exp);
+                    let index = answers.index(&live, &decided_by(*qualifier), exp);
                     let new4 = s4.difference(&seen4);
                     let new6 = s6.difference(&seen6);
                     v4.extend(new4.ranges().map(|(a, b)| (u32::from(a), u32::from(b), index)));
@@ -69,11 +99,11 @@ impl MacroTable {
             }
         }
         let last = match terminal {
-            Terminal::All(q) => Some(decided_by(*q)),
-            Terminal::Absent => None,
-            Terminal::Redirect { text, .. } => Some(text.clone()),
+            Terminal::All(q) => decided_by(*q),
+            Terminal::Absent => Last::Nothing,
+            Terminal::Redirect { text, .. } => Last::Term(text.clone()),
         };
-        let default = answers.index(&live, last.as_deref(), exp);
+        let default = answers.index(&live, &last, exp);
         let invalid = answers.raw(NOT_AN_ADDRESS);
         MacroTable {
             v4: Ranges::new(v4),
@@ -97,23 +127,107 @@ impl MacroTable {
 
     /// The answer for the labels left of `in-addr`/`ip6` (in query order), or the
     /// "not an address" answer.
-    pub fn answer_for_labels<'a>(&self, v6: bool, labels: impl Iterator<Item = &'a [u8]>) -> u16 {
-        let ip = if v6 {
+    pub fn answer_for_labels<'a>(&self, v6: bool, labels: impl Iterator<Item = &'a [u8]>) -> Hit {
+        let client = if v6 {
             parse_v6(labels).map(IpAddr::V6)
         } else {
             parse_v4(labels).map(IpAddr::V4)
         };
-        ip.map_or(self.invalid, |ip| self.answer_for(ip))
+        Hit {
+            index: client.map_or(self.invalid, |ip| self.answer_for(ip)),
+            client,
+        }
     }
 
-    /// The answer strings for an index.
-    pub fn strings(&self, index: u16) -> &[String] {
+    /// The answer for an index.
+    pub fn answer(&self, index: u16) -> &AnswerText {
         &self.answers[usize::from(index)]
     }
 
+    /// The character-strings a name gets, the client's term written in.
+    pub fn strings_for(&self, hit: Hit) -> Vec<String> {
+        let answer = self.answer(hit.index);
+        let mut strings = answer.strings.clone();
+        if let (Some(at), Some(ip)) = (answer.client_at, hit.client) {
+            let mut term = [0u8; CLIENT_TERM_MAX];
+            let len = client_term(ip, &mut term);
+            let text = std::str::from_utf8(&term[..len]).expect("addresses are ASCII");
+            strings.insert(at, text.to_string());
+        }
+        strings
+    }
+
     /// Every answer, in index order (to prebuild records).
-    pub fn answers(&self) -> &[Vec<String>] {
+    pub fn answers(&self) -> &[AnswerText] {
         &self.answers
+    }
+}
+
+/// Writes the client's term into `out` and returns its length: ` ip4:192.0.2.5 `,
+/// ` ip6:2001:db8::5 `, and for an IPv4-mapped IPv6 address both forms, since receivers
+/// differ on which family they evaluate it as. The spaces around it keep the record
+/// valid whether a receiver joins strings with nothing (RFC 7208 3.3) or with a space.
+/// Nothing is allocated: the fast path calls this per query.
+pub fn client_term(ip: IpAddr, out: &mut [u8; CLIENT_TERM_MAX]) -> usize {
+    let mut w = Cursor { buf: out, len: 0 };
+    match ip {
+        IpAddr::V4(a) => {
+            w.push(b" ip4:");
+            w.v4(a);
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => {
+                w.push(b" ip4:");
+                w.v4(v4);
+                w.push(b" ip6:::ffff:");
+                w.v4(v4);
+            }
+            None => {
+                w.push(b" ip6:");
+                w.v6(a);
+            }
+        },
+    }
+    w.push(b" ");
+    w.len
+}
+
+/// Writes into a buffer that [`CLIENT_TERM_MAX`] makes large enough for any term.
+struct Cursor<'a> {
+    buf: &'a mut [u8; CLIENT_TERM_MAX],
+    len: usize,
+}
+
+impl Cursor<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Dotted decimal, as `Display` writes it; by hand, because the formatting
+    /// machinery costs more than the rest of a UDP answer.
+    fn v4(&mut self, a: Ipv4Addr) {
+        for (i, octet) in a.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b".");
+            }
+            let digits = [octet / 100, octet / 10 % 10, octet % 10].map(|d| b'0' + d);
+            let skip = match octet {
+                100.. => 0,
+                10.. => 1,
+                _ => 2,
+            };
+            self.push(&digits[skip..]);
+        }
+    }
+
+    /// RFC 5952 text (`Display`).
+    fn v6(&mut self, a: Ipv6Addr) {
+        let mut rest: &mut [u8] = &mut self.buf[self.len..];
+        let room = rest.len();
+        let written = write!(rest, "{a}");
+        debug_assert!(written.is_ok(), "CLIENT_TERM_MAX fits every address");
+        self.len += room - rest.len();
     }
 }
 
@@ -143,12 +257,22 @@ pub fn answer_lookups(rules: &[Rule], terminal: &Terminal) -> usize {
     worst
 }
 
-/// The `all` that gives a rule's result; pass is written `+all` so a reader of the
-/// answer sees it.
-fn decided_by(q: crate::spf::Qualifier) -> String {
+/// How an answer ends, after its live terms.
+enum Last {
+    /// The client's term, then `-all`: the address passes.
+    Client,
+    /// A term that gives the result (`-all`, `~all`, `?all`, a redirect).
+    Term(String),
+    /// Nothing: neutral.
+    Nothing,
+}
+
+/// How a rule's result is given: pass by naming the client (a record that allows every
+/// address is ignored by some receivers), the others by their `all`.
+fn decided_by(q: crate::spf::Qualifier) -> Last {
     match q {
-        crate::spf::Qualifier::Pass => "+all".to_string(),
-        other => format!("{}all", prefix(other)),
+        crate::spf::Qualifier::Pass => Last::Client,
+        other => Last::Term(format!("{}all", prefix(other))),
     }
 }
 
@@ -200,29 +324,62 @@ impl<T: Ord + Copy> Ranges<T> {
     }
 }
 
-/// The distinct answer records, deduplicated by text.
+/// The distinct answer records, deduplicated by text and whether they name the client.
 #[derive(Default)]
 struct Answers {
-    list: Vec<Vec<String>>,
-    by_text: HashMap<String, u16>,
+    list: Vec<AnswerText>,
+    by_text: HashMap<(String, bool), u16>,
 }
 
 impl Answers {
-    fn index(&mut self, live: &[&str], last: Option<&str>, exp: Option<&str>) -> u16 {
-        let mut words = vec!["v=spf1"];
-        words.extend(live.iter().copied());
-        words.extend(last);
-        words.extend(exp);
-        self.raw(&words.join(" "))
+    fn index(&mut self, live: &[&str], last: &Last, exp: Option<&str>) -> u16 {
+        let mut before = vec!["v=spf1"];
+        before.extend(live.iter().copied());
+        let after: Vec<&str> = match last {
+            Last::Client => ["-all"].into_iter().chain(exp).collect(),
+            Last::Term(term) => {
+                before.push(term);
+                before.extend(exp);
+                Vec::new()
+            }
+            Last::Nothing => {
+                before.extend(exp);
+                Vec::new()
+            }
+        };
+        let client = matches!(last, Last::Client);
+        let text = before.iter().chain(&after).copied().collect::<Vec<_>>().join(" ");
+        let key = (text, client);
+        if let Some(i) = self.by_text.get(&key) {
+            return *i;
+        }
+        let mut strings = txt::split_words(before);
+        let client_at = client.then_some(strings.len());
+        if !after.is_empty() {
+            strings.extend(txt::split_words(after));
+        }
+        self.push(key, AnswerText { strings, client_at })
     }
 
     fn raw(&mut self, text: &str) -> u16 {
-        if let Some(i) = self.by_text.get(text) {
+        let key = (text.to_string(), false);
+        if let Some(i) = self.by_text.get(&key) {
             return *i;
         }
+        let strings = txt::split_words(text.split(' '));
+        self.push(
+            key,
+            AnswerText {
+                strings,
+                client_at: None,
+            },
+        )
+    }
+
+    fn push(&mut self, key: (String, bool), answer: AnswerText) -> u16 {
         let i = u16::try_from(self.list.len()).expect("at most one answer per rule");
-        self.list.push(txt::split_words(text.split(' ')));
-        self.by_text.insert(text.to_string(), i);
+        self.list.push(answer);
+        self.by_text.insert(key, i);
         i
     }
 }
@@ -359,17 +516,22 @@ mod tests {
     }
 
     fn text(t: &MacroTable, ip: &str) -> String {
-        t.strings(t.answer_for(ip.parse().unwrap())).concat()
+        let client: IpAddr = ip.parse().unwrap();
+        let hit = Hit {
+            index: t.answer_for(client),
+            client: Some(client),
+        };
+        t.strings_for(hit).concat()
     }
 
     #[test]
     fn first_static_rule_decides_after_the_live_terms_before_it() {
         let t = table();
         assert_eq!(text(&t, "192.0.2.66"), "v=spf1 -all");
-        assert_eq!(text(&t, "192.0.2.65"), "v=spf1 +all");
-        assert_eq!(text(&t, "192.0.2.67"), "v=spf1 +all");
-        assert_eq!(text(&t, "198.51.100.255"), "v=spf1 +all");
-        assert_eq!(text(&t, "2001:db8:ffff::1"), "v=spf1 +all");
+        assert_eq!(text(&t, "192.0.2.65"), "v=spf1 ip4:192.0.2.65 -all");
+        assert_eq!(text(&t, "192.0.2.67"), "v=spf1 ip4:192.0.2.67 -all");
+        assert_eq!(text(&t, "198.51.100.255"), "v=spf1 ip4:198.51.100.255 -all");
+        assert_eq!(text(&t, "2001:db8:ffff::1"), "v=spf1 ip6:2001:db8:ffff::1 -all");
         assert_eq!(
             text(&t, "203.0.113.9"),
             "v=spf1 exists:%{i}._spf.example.com ?all"
@@ -384,13 +546,102 @@ mod tests {
             "v=spf1 -all",
             "IPv4-mapped is IPv4"
         );
+        assert_eq!(
+            text(&t, "::ffff:192.0.2.5"),
+            "v=spf1 ip4:192.0.2.5 ip6:::ffff:192.0.2.5 -all",
+            "an IPv4-mapped client is named in both forms"
+        );
+    }
+
+    #[test]
+    fn a_pass_never_allows_every_address_and_keeps_the_live_terms_before_it() {
+        let rules = vec![
+            Rule::Dynamic {
+                qualifier: Qualifier::Fail,
+                text: "-exists:%{i}.deny.example.com".into(),
+                lookups: 1,
+            },
+            Rule::Static {
+                qualifier: Qualifier::Pass,
+                v4: set4(&["192.0.2.0/24"]),
+                v6: Ip6Set::new(),
+            },
+        ];
+        // The domain ends with +all: what no rule decides passes too.
+        let t = MacroTable::build(
+            &rules,
+            &Terminal::All(Qualifier::Pass),
+            Some("exp=why.example.com"),
+        );
+        for ip in ["192.0.2.9", "198.51.100.1", "2001:db8::1"] {
+            let got = text(&t, ip);
+            assert!(!got.contains("+all") && !got.ends_with(" all"), "{ip}: {got}");
+            assert_eq!(
+                got,
+                format!(
+                    "v=spf1 -exists:%{{i}}.deny.example.com ip{}:{ip} -all exp=why.example.com",
+                    if ip.contains(':') { 6 } else { 4 }
+                )
+            );
+        }
+        // The client's term is a string of its own, with a space on each side.
+        let hit = t.answer_for_labels(false, [b"9".as_slice(), b"2", b"0", b"192"].into_iter());
+        assert_eq!(
+            t.strings_for(hit),
+            [
+                "v=spf1 -exists:%{i}.deny.example.com",
+                " ip4:192.0.2.9 ",
+                "-all exp=why.example.com"
+            ]
+        );
+        // Passes differ only by the client: one answer for every authorised address.
+        assert_eq!(t.answers().len(), 2, "the pass and the not-an-address answer");
+        // A neutral end without live terms is the not-an-address answer itself.
+        let t = MacroTable::build(&[], &Terminal::All(Qualifier::Neutral), None);
+        assert_eq!(t.answers().len(), 1);
+    }
+
+    #[test]
+    fn client_terms_spell_addresses_as_display_does() {
+        let mut buf = [0u8; CLIENT_TERM_MAX];
+        let mut term = |ip: IpAddr| {
+            let len = client_term(ip, &mut buf);
+            String::from_utf8(buf[..len].to_vec()).unwrap()
+        };
+        for a in (0..=255u8).map(|o| Ipv4Addr::new(o, 255 - o, o / 3, o.wrapping_mul(7))) {
+            assert_eq!(term(IpAddr::V4(a)), format!(" ip4:{a} "));
+            let mapped = a.to_ipv6_mapped();
+            assert_eq!(term(IpAddr::V6(mapped)), format!(" ip4:{a} ip6:{mapped} "));
+        }
+        let v6: Ipv6Addr = "2001:db8::5".parse().unwrap();
+        assert_eq!(term(IpAddr::V6(v6)), " ip6:2001:db8::5 ");
+    }
+
+    #[test]
+    fn the_longest_client_term_fits() {
+        let mut buf = [0u8; CLIENT_TERM_MAX];
+        for ip in [
+            "::ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "255.255.255.255",
+        ] {
+            let len = client_term(ip.parse().unwrap(), &mut buf);
+            let text = std::str::from_utf8(&buf[..len]).unwrap();
+            assert!(
+                text.starts_with(" ip") && text.ends_with(' ') && text.contains(ip),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
     fn names_are_parsed_strictly() {
         let t = table();
         let labels = |s: &'static str| s.split('.').map(str::as_bytes).collect::<Vec<_>>();
-        let ask = |v6, s| t.strings(t.answer_for_labels(v6, labels(s).into_iter())).concat();
+        let ask = |v6, s| {
+            t.strings_for(t.answer_for_labels(v6, labels(s).into_iter()))
+                .concat()
+        };
         assert_eq!(ask(false, "66.2.0.192"), "v=spf1 -all");
         for bad in [
             "66.2.0",
@@ -404,7 +655,7 @@ mod tests {
             assert_eq!(ask(false, bad), NOT_AN_ADDRESS, "{bad:?}");
         }
         let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2";
-        assert_eq!(ask(true, v6), "v=spf1 +all", "upper-case nibbles");
+        assert_eq!(ask(true, v6), "v=spf1 ip6:2001:db8::1 -all", "upper-case nibbles");
         let mapped = "2.4.2.0.0.0.0.c.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0";
         assert_eq!(ask(true, mapped), "v=spf1 -all", "::ffff:192.0.2.66 in nibbles");
         for bad in [

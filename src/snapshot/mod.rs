@@ -208,7 +208,8 @@ pub fn part_name(text: &str) -> Option<Name> {
 }
 
 /// Macro answers before encoding: the table and one record per distinct answer (the
-/// owner name is replaced by the query name when served).
+/// owner name is replaced by the query name, and the client's term written in, when
+/// served).
 #[derive(Debug)]
 pub struct MacroAnswers {
     pub table: Arc<MacroTable>,
@@ -220,7 +221,7 @@ impl MacroAnswers {
         let records = table
             .answers()
             .iter()
-            .map(|strings| Record::from_rdata(apex.clone(), ttl, RData::TXT(TXT::new(strings.clone()))))
+            .map(|a| Record::from_rdata(apex.clone(), ttl, RData::TXT(TXT::new(a.strings.clone()))))
             .collect();
         MacroAnswers { table, records }
     }

@@ -136,6 +136,11 @@ impl Stage {
 /// snapshot carries the answer the published entry gives (not a placeholder, not
 /// an earlier result) when it has a chain, so no test races the reload service's swap.
 pub async fn wait_published(running: &spfd::server::Running) {
+    wait_published_domains(running, DOMAINS).await
+}
+
+/// [`wait_published`] for the flatten and macro mode policies of `domains`.
+pub async fn wait_published_domains(running: &spfd::server::Running, domains: &[&str]) {
     let served = |domain: &str| {
         let Some(entry) = running.published.get(domain) else {
             return false;
@@ -164,12 +169,12 @@ pub async fn wait_published(running: &spfd::server::Running) {
         })
     };
     for _ in 0..1200 {
-        if DOMAINS.iter().all(|d| served(&format!("{d}."))) {
+        if domains.iter().all(|d| served(&format!("{d}."))) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let missing: Vec<&&str> = DOMAINS.iter().filter(|d| !served(&format!("{d}."))).collect();
+    let missing: Vec<&&str> = domains.iter().filter(|d| !served(&format!("{d}."))).collect();
     panic!("not flattened and served within 30 s: {missing:?}");
 }
 

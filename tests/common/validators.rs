@@ -57,6 +57,16 @@ impl Unbound {
     /// Starts unbound validating `anchors`, each zone stubbed to spfd at `spfd`. Nothing
     /// is cached (TTL 0), so every question reaches spfd and is validated again.
     pub async fn start(spfd: SocketAddr, anchors: &[Anchor]) -> Unbound {
+        let mut zones: Vec<&str> = anchors.iter().map(|a| a.zone.as_str()).collect();
+        zones.dedup();
+        let stubs: Vec<(&str, SocketAddr)> = zones.into_iter().map(|zone| (zone, spfd)).collect();
+        Unbound::start_stubs(&stubs, anchors).await
+    }
+
+    /// Starts unbound asking each zone of `stubs` of its own server, validating the
+    /// zones with an anchor in `anchors` (the others are insecure: no chain reaches
+    /// them). Nothing is cached, as with [`Unbound::start`].
+    pub async fn start_stubs(stubs: &[(&str, SocketAddr)], anchors: &[Anchor]) -> Unbound {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::common::free_port();
         let mut conf = format!(
@@ -70,14 +80,12 @@ impl Unbound {
         for a in anchors {
             let _ = writeln!(conf, "  trust-anchor: \"{} DS {}\"", a.zone, a.ds);
         }
-        let mut zones: Vec<&str> = anchors.iter().map(|a| a.zone.as_str()).collect();
-        zones.dedup();
-        for zone in zones {
+        for (zone, server) in stubs {
             let _ = write!(
                 conf,
                 "stub-zone:\n  name: \"{zone}\"\n  stub-addr: {}@{}\n",
-                spfd.ip(),
-                spfd.port()
+                server.ip(),
+                server.port()
             );
         }
         let path = dir.path().join("unbound.conf");
@@ -95,7 +103,7 @@ impl Unbound {
             child,
             _dir: dir,
         };
-        let probe = anchors.first().map_or("test.", |a| a.zone.as_str());
+        let probe = stubs.first().map_or("test.", |(zone, _)| *zone);
         unbound.wait_ready(probe).await;
         unbound
     }

@@ -133,9 +133,10 @@ pub fn udp_answer(data: &[u8]) {
 }
 
 /// The labels left of `in-addr`/`ip6` (the input after its first octet, split on dots;
-/// the first octet's low bit picks IPv6) get the answer of the address they spell when
-/// they spell one as RFC 7208's `%{ir}` writes it, and the "not an address" answer
-/// otherwise; the reference is std's address parser.
+/// the first octet's low bit picks IPv6) get the answer of the address they spell, and
+/// that address as the client to name, when they spell one as RFC 7208's `%{ir}`
+/// writes it, and the "not an address" answer otherwise; the reference is std's
+/// address parser.
 pub fn macro_name(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
@@ -145,7 +146,11 @@ pub fn macro_name(data: &[u8]) {
     let table = macro_table();
     let got = table.answer_for_labels(v6, labels.iter().copied());
     let invalid = table.answer_for_labels(v6, [&b"x"[..]].into_iter());
-    let expected = reference(v6, &labels).map_or(invalid, |ip| table.answer_for(ip));
+    let client = reference(v6, &labels);
+    let expected = spfd::snapshot::macro_table::Hit {
+        index: client.map_or(invalid.index, |ip| table.answer_for(ip)),
+        client,
+    };
     assert_eq!(got, expected, "{labels:?}");
 }
 
