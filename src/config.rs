@@ -16,6 +16,7 @@ use crate::names;
 
 mod dnssec;
 mod reports;
+mod size;
 pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;

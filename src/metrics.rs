@@ -42,6 +42,14 @@ pub const RRL_RESPONSES: &str = "spfd_rrl_responses";
 pub const ZONE_TRANSFERS: &str = "spfd_zone_transfers";
 /// NOTIFY attempts by `result` (acknowledged, unanswered).
 pub const NOTIFY: &str = "spfd_notify";
+/// Bytes held by the cache of DNSSEC signatures made on demand (all zones).
+pub const SIGNATURE_CACHE_BYTES: &str = "spfd_dnssec_signature_cache_bytes";
+/// `[dnssec] signature_cache`: the most it may hold.
+pub const SIGNATURE_CACHE_LIMIT: &str = "spfd_dnssec_signature_cache_limit_bytes";
+/// Signatures dropped from that cache to make room.
+pub const SIGNATURE_CACHE_EVICTIONS: &str = "spfd_dnssec_signature_cache_evictions";
+/// Lookups in that cache by `result` (hit; miss: a signature was made).
+pub const SIGNATURE_CACHE_LOOKUPS: &str = "spfd_dnssec_signature_cache_lookups";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
@@ -61,6 +69,8 @@ pub struct Sources {
     pub rrl: Arc<RrlCounters>,
     /// Zone transfers and NOTIFY, when `[transfer]` is configured.
     pub transfers: Option<Arc<crate::xfr::Counts>>,
+    /// The cache of signatures made on demand, when `[dnssec]` is on.
+    pub signature_cache: Option<Arc<crate::dnssec::SigCache>>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -103,6 +113,9 @@ pub fn render(sources: &Sources) -> String {
     );
     if let Some(counts) = &sources.transfers {
         register_transfers(&mut registry, counts);
+    }
+    if let Some(cache) = &sources.signature_cache {
+        register_signature_cache(&mut registry, &cache.stats());
     }
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
@@ -166,6 +179,36 @@ fn register_transfers(registry: &mut Registry, counts: &crate::xfr::Counts) {
             ("acknowledged", &counts.notify_acknowledged),
             ("unanswered", &counts.notify_unanswered),
         ]),
+    );
+}
+
+fn register_signature_cache(registry: &mut Registry, stats: &crate::dnssec::CacheStats) {
+    let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+    registry.register(
+        SIGNATURE_CACHE_BYTES,
+        "bytes held by the cache of DNSSEC signatures made on demand",
+        gauge(stats.bytes),
+    );
+    registry.register(
+        SIGNATURE_CACHE_LIMIT,
+        "the most the signature cache may hold ([dnssec] signature_cache)",
+        gauge(stats.budget),
+    );
+    registry.register(
+        SIGNATURE_CACHE_EVICTIONS,
+        "signatures dropped from the cache to make room",
+        ConstCounter::new(stats.evictions),
+    );
+    let lookups: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
+        lookups
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc_by(n);
+    }
+    registry.register(
+        SIGNATURE_CACHE_LOOKUPS,
+        "signature cache lookups by result (a miss makes a signature)",
+        lookups,
     );
 }
 

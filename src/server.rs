@@ -151,7 +151,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             &cell,
             &board,
             &upstream,
-            reloader.counters(),
+            &reloader,
             &stats,
             &rrl,
             transfer.as_ref().map(|t| t.counts.clone()),
@@ -358,7 +358,7 @@ fn metrics_renderer(
     cell: &Arc<SnapshotCell>,
     board: &Arc<BoardCell>,
     upstream: &Upstream,
-    counters: Arc<crate::metrics::Counters>,
+    reloader: &Reloader,
     stats: &Arc<QueryStats>,
     rrl: &Arc<RrlCounters>,
     transfers: Option<Arc<crate::xfr::Counts>>,
@@ -368,10 +368,11 @@ fn metrics_renderer(
         snapshot: cell.clone(),
         board: board.clone(),
         upstream: upstream.counts(),
-        counters,
+        counters: reloader.counters(),
         queries: Arc::new(move || stats.sum()),
         rrl: rrl.clone(),
         transfers,
+        signature_cache: reloader.dnssec().map(|signing| signing.cache.clone()),
     };
     Arc::new(move || metrics::render(&sources))
 }
