@@ -243,3 +243,47 @@ fn register_queries(registry: &mut Registry, counts: &QueryCounts) {
     registry.register(DNS_REQUESTS, "DNS queries received", requests);
     registry.register(DNS_RESPONSES, "DNS responses sent by rcode", responses);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dnssec::SigCache;
+    use crate::dnssec::cache::CacheKey;
+
+    #[test]
+    fn the_signature_cache_is_scraped_when_dnssec_is_on() {
+        let cache = Arc::new(SigCache::new(1 << 20));
+        let key = CacheKey {
+            zone: cache.zone_id(),
+            owner: Box::from(&b"\x01a\x04test\x00"[..]),
+            rtype: 47,
+            window: 0,
+        };
+        cache.get_or_make(key.clone(), || Some(Arc::from(Vec::new())));
+        cache.get_or_make(key, || None);
+        let mut sources = Sources {
+            snapshot: Arc::default(),
+            board: Arc::default(),
+            upstream: Arc::default(),
+            counters: Arc::default(),
+            queries: Arc::new(QueryCounts::default),
+            rrl: Arc::default(),
+            transfers: None,
+            signature_cache: None,
+        };
+        assert!(!render(&sources).contains(SIGNATURE_CACHE_BYTES));
+        sources.signature_cache = Some(cache.clone());
+        let text = render(&sources);
+        let bytes = cache.stats().bytes;
+        assert!(bytes > 0);
+        for line in [
+            format!("{SIGNATURE_CACHE_BYTES} {bytes}"),
+            format!("{SIGNATURE_CACHE_LIMIT} 1048576"),
+            format!("{SIGNATURE_CACHE_EVICTIONS}_total 0"),
+            format!("{SIGNATURE_CACHE_LOOKUPS}_total{{result=\"hit\"}} 1"),
+            format!("{SIGNATURE_CACHE_LOOKUPS}_total{{result=\"miss\"}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}
