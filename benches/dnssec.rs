@@ -20,7 +20,7 @@ use spfd::config::DnssecConfig;
 use spfd::diag::SourceFile;
 use spfd::dns::handler::respond_general;
 use spfd::dns::wire::{self, Outcome};
-use spfd::dnssec::{KeyAlgorithm, KeyStore, Prepared, SignedZone, Signer, Window};
+use spfd::dnssec::{KeyAlgorithm, KeyStore, Prepared, SigCache, SignedZone, Signer, Window};
 use spfd::policy;
 use spfd::snapshot::serials::SerialBook;
 use spfd::snapshot::signed::Signing;
@@ -149,7 +149,8 @@ fn answers(c: &mut Criterion) {
 /// cache. Client addresses follow a Zipf-like law (a few senders send most mail).
 fn macro_cache(c: &mut Criterion) {
     let (_dir, signer) = signer(KeyAlgorithm::EcdsaP256Sha256);
-    let zone = SignedZone::new(signer, Vec::new(), NOW, None);
+    let budget = DnssecConfig::default().signature_cache as usize;
+    let zone = SignedZone::new(signer, Vec::new(), NOW, None, Arc::new(SigCache::new(budget)));
     let names: Vec<Vec<Record>> = (0..50_000u32)
         .map(|i| {
             let [a, b, c, d] = (0xc000_0200u32 + i).to_be_bytes();
@@ -168,11 +169,13 @@ fn macro_cache(c: &mut Criterion) {
     for _ in 0..200_000 {
         zone.on_demand(&names[draw()], NOW);
     }
-    let (hits, misses) = zone.cache_stats();
+    let stats = zone.cache().stats();
     eprintln!(
-        "macro signature cache: {:.1}% hits over {} queries (50,000 addresses, Zipf-like)",
-        100.0 * hits as f64 / (hits + misses) as f64,
-        hits + misses
+        "macro signature cache: {:.1}% hits over {} queries (50,000 addresses, Zipf-like), {} entries in {} KiB",
+        100.0 * stats.hits as f64 / (stats.hits + stats.misses) as f64,
+        stats.hits + stats.misses,
+        stats.entries,
+        stats.bytes >> 10
     );
     let warm = &names[0];
     c.bench_function("dnssec/macro_signature/warm_cache", |b| {

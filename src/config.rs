@@ -18,6 +18,7 @@ mod admin;
 mod backend;
 mod dnssec;
 mod reports;
+mod size;
 pub mod transfer;
 
 use crate::dns::rrl::RrlConfig;

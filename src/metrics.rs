@@ -49,6 +49,14 @@ pub const BACKEND_CHECKS: &str = "spfd_backend_checks";
 pub const BACKEND_TRANSFERS: &str = "spfd_backend_transfers";
 /// Admin connections closed at once because a connection cap was reached.
 pub const ADMIN_CONNECTIONS_REFUSED: &str = "spfd_admin_connections_refused";
+/// Bytes held by the cache of DNSSEC signatures made on demand (all zones).
+pub const SIGNATURE_CACHE_BYTES: &str = "spfd_dnssec_signature_cache_bytes";
+/// `[dnssec] signature_cache`: the most it may hold.
+pub const SIGNATURE_CACHE_LIMIT: &str = "spfd_dnssec_signature_cache_limit_bytes";
+/// Signatures dropped from that cache to make room.
+pub const SIGNATURE_CACHE_EVICTIONS: &str = "spfd_dnssec_signature_cache_evictions";
+/// Lookups in that cache by `result` (hit; miss: a signature was made).
+pub const SIGNATURE_CACHE_LOOKUPS: &str = "spfd_dnssec_signature_cache_lookups";
 
 /// Counters the services keep, shared with the scrape.
 #[derive(Debug, Default)]
@@ -72,6 +80,8 @@ pub struct Sources {
     pub transfers: Option<Arc<crate::xfr::Counts>>,
     /// The copies of backend zones and what their transfer tasks did.
     pub backends: Arc<crate::backend::Backends>,
+    /// The cache of signatures made on demand, when `[dnssec]` is on.
+    pub signature_cache: Option<Arc<crate::dnssec::SigCache>>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -122,6 +132,9 @@ pub fn render(sources: &Sources) -> String {
         register_transfers(&mut registry, counts);
     }
     register_backends(&mut registry, sources.backends.counts());
+    if let Some(cache) = &sources.signature_cache {
+        register_signature_cache(&mut registry, &cache.stats());
+    }
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
@@ -187,6 +200,36 @@ fn register_transfers(registry: &mut Registry, counts: &crate::xfr::Counts) {
     );
 }
 
+fn register_signature_cache(registry: &mut Registry, stats: &crate::dnssec::CacheStats) {
+    let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+    registry.register(
+        SIGNATURE_CACHE_BYTES,
+        "bytes held by the cache of DNSSEC signatures made on demand",
+        gauge(stats.bytes),
+    );
+    registry.register(
+        SIGNATURE_CACHE_LIMIT,
+        "the most the signature cache may hold ([dnssec] signature_cache)",
+        gauge(stats.budget),
+    );
+    registry.register(
+        SIGNATURE_CACHE_EVICTIONS,
+        "signatures dropped from the cache to make room",
+        ConstCounter::new(stats.evictions),
+    );
+    let lookups: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
+    for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
+        lookups
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc_by(n);
+    }
+    registry.register(
+        SIGNATURE_CACHE_LOOKUPS,
+        "signature cache lookups by result (a miss makes a signature)",
+        lookups,
+    );
+}
+
 fn register_upstream(registry: &mut Registry, counts: &UpstreamCounts) {
     let family: Family<Labels, prometheus_client::metrics::counter::Counter> = Family::default();
     for (result, counter) in [
@@ -238,4 +281,49 @@ fn register_backends(registry: &mut Registry, counts: &crate::backend::BackendCo
         "zone transfers in from backend primaries by result",
         results,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dnssec::SigCache;
+    use crate::dnssec::cache::CacheKey;
+
+    #[test]
+    fn the_signature_cache_is_scraped_when_dnssec_is_on() {
+        let cache = Arc::new(SigCache::new(1 << 20));
+        let key = CacheKey {
+            zone: cache.zone_id(),
+            owner: Box::from(&b"\x01a\x04test\x00"[..]),
+            rtype: 47,
+            window: 0,
+        };
+        cache.get_or_make(key.clone(), || Some(Arc::from(Vec::new())));
+        cache.get_or_make(key, || None);
+        let mut sources = Sources {
+            snapshot: Arc::default(),
+            board: Arc::default(),
+            upstream: Arc::default(),
+            counters: Arc::default(),
+            queries: Arc::new(QueryCounts::default),
+            rrl: Arc::default(),
+            transfers: None,
+            backends: Arc::default(),
+            signature_cache: None,
+        };
+        assert!(!render(&sources).contains(SIGNATURE_CACHE_BYTES));
+        sources.signature_cache = Some(cache.clone());
+        let text = render(&sources);
+        let bytes = cache.stats().bytes;
+        assert!(bytes > 0);
+        for line in [
+            format!("{SIGNATURE_CACHE_BYTES} {bytes}"),
+            format!("{SIGNATURE_CACHE_LIMIT} 1048576"),
+            format!("{SIGNATURE_CACHE_EVICTIONS}_total 0"),
+            format!("{SIGNATURE_CACHE_LOOKUPS}_total{{result=\"hit\"}} 1"),
+            format!("{SIGNATURE_CACHE_LOOKUPS}_total{{result=\"miss\"}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 }

@@ -387,6 +387,7 @@ fn metrics_renderer(
         queries: Arc::new(move || stats.sum()),
         rrl: rrl.clone(),
         transfers,
+        signature_cache: reloader.dnssec().map(|signing| signing.cache.clone()),
     };
     Arc::new(move || metrics::render(&sources))
 }

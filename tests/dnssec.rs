@@ -427,3 +427,51 @@ async fn the_flattener_validates_provider_answers() {
     }
     upstream.shutdown().await.unwrap();
 }
+
+/// One signature cache for every zone: random names asked with DO=1 across many signed
+/// zones (each denial signs an NSEC) fill it to its bound and no further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signature_cache_stays_within_its_one_bound_across_zones() {
+    const ZONES: usize = 40;
+    const NAMES: usize = 3000;
+    const BOUND: u64 = 64 << 10;
+    let policies: Vec<(String, String)> = (0..ZONES)
+        .map(|i| {
+            let text =
+                format!("domain = \"d{i}.test\"\n[spf]\nrecord = \"v=spf1 -all\"\nmode = \"passthrough\"\n");
+            (format!("d{i}.toml"), text)
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str)> = policies.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let setup = Setup::new(&borrowed);
+    enable_dnssec(&setup);
+    let path = setup.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text + "signature_cache = \"64 KiB\"\n").unwrap();
+    let running = spfd::server::start(&setup.config()).await.unwrap();
+    let addr = running.addrs[0];
+    for i in 0..NAMES {
+        let mut q = query(&format!("r{i}._spf.d{}.test.", i % ZONES), RecordType::TXT);
+        q.edns.as_mut().unwrap().set_dnssec_ok(true);
+        let m = hickory_proto::op::Message::from_vec(&udp_raw(addr, &q.to_vec().unwrap()).await).unwrap();
+        assert_eq!(m.authorities.len(), 4, "a signed denial: {m}");
+    }
+    let snapshot = running.snapshot.load();
+    let signed: Vec<_> = snapshot
+        .zones
+        .values()
+        .filter_map(|z| z.wire.zone.dnssec.clone())
+        .collect();
+    assert_eq!(signed.len(), ZONES);
+    assert!(
+        signed.iter().all(|s| std::ptr::eq(s.cache(), signed[0].cache())),
+        "one cache for every zone"
+    );
+    let stats = signed[0].cache().stats();
+    assert_eq!(stats.budget, BOUND);
+    assert!(stats.misses >= NAMES as u64, "every name signed: {stats:?}");
+    assert!(stats.bytes <= BOUND, "{stats:?}");
+    assert!(stats.bytes > BOUND / 2, "the bound is used: {stats:?}");
+    assert_eq!(stats.evictions + stats.entries, stats.misses, "{stats:?}");
+    running.shutdown().await.unwrap();
+}

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::parse_duration;
+use super::size::{RawSize, parse_size};
 use crate::diag::Diagnostics;
 use crate::dnssec::{KeyAlgorithm, MIN_VALIDITY};
 
@@ -19,6 +20,8 @@ pub(super) struct RawDnssec {
     algorithm: Option<Spanned<String>>,
     #[serde(default)]
     signature_validity: Option<Spanned<String>>,
+    #[serde(default)]
+    signature_cache: Option<Spanned<RawSize>>,
 }
 
 /// `[dnssec]`: whether every zone is signed, with which algorithm, for how long.
@@ -28,6 +31,10 @@ pub struct DnssecConfig {
     /// For keys made from now on; existing keys keep their algorithm.
     pub algorithm: KeyAlgorithm,
     pub signature_validity: Duration,
+    /// Bytes all zones together may hold of signatures made on demand (macro answers,
+    /// denials): names asked faster than the cache keeps them are signed again, memory
+    /// never grows past this.
+    pub signature_cache: u64,
 }
 
 impl Default for DnssecConfig {
@@ -36,11 +43,17 @@ impl Default for DnssecConfig {
             enabled: false,
             algorithm: KeyAlgorithm::EcdsaP256Sha256,
             signature_validity: DEFAULT_VALIDITY,
+            signature_cache: DEFAULT_SIGNATURE_CACHE,
         }
     }
 }
 
 const DEFAULT_VALIDITY: Duration = Duration::from_secs(14 * 86400);
+/// 64 MiB: about 140,000 P-256 signatures.
+pub const DEFAULT_SIGNATURE_CACHE: u64 = 64 << 20;
+/// Below 64 KiB the cache holds too few signatures to spare any signing (and a bare
+/// `64` is more likely a forgotten unit than a wish).
+pub const MIN_SIGNATURE_CACHE: u64 = 64 << 10;
 
 pub(super) fn parse_dnssec(raw: &RawDnssec, diags: &mut Diagnostics) -> DnssecConfig {
     let mut config = DnssecConfig {
@@ -75,6 +88,11 @@ pub(super) fn parse_dnssec(raw: &RawDnssec, diags: &mut Diagnostics) -> DnssecCo
         } else {
             config.signature_validity = d;
         }
+    }
+    if let Some(size) = &raw.signature_cache
+        && let Some(bytes) = parse_size(size, "dnssec signature_cache", MIN_SIGNATURE_CACHE, diags)
+    {
+        config.signature_cache = bytes;
     }
     config
 }
@@ -137,10 +155,14 @@ mod tests {
         assert!(!c.dnssec.enabled);
         assert!(!c.upstream.validate);
         assert_eq!(c.dnssec.signature_validity.as_secs(), 14 * 86400);
+        assert_eq!(c.dnssec.signature_cache, 64 << 20);
         let c = parse(&format!(
-            "{MINIMAL}[dnssec]\nenabled = true\nalgorithm = \"ed25519\"\nsignature_validity = \"7d\"\n[upstream]\ndnssec = \"validate\"\n"
+            "{MINIMAL}[dnssec]\nenabled = true\nalgorithm = \"ed25519\"\nsignature_validity = \"7d\"\nsignature_cache = \"8 MiB\"\n[upstream]\ndnssec = \"validate\"\n"
         ))
         .unwrap();
+        assert_eq!(c.dnssec.signature_cache, 8 << 20);
+        let bytes = parse(&format!("{MINIMAL}[dnssec]\nsignature_cache = 1048576\n")).unwrap();
+        assert_eq!(bytes.dnssec.signature_cache, 1 << 20);
         assert!(c.dnssec.enabled);
         assert_eq!(c.dnssec.algorithm, KeyAlgorithm::Ed25519);
         assert_eq!(c.dnssec.signature_validity.as_secs(), 7 * 86400);
@@ -158,6 +180,12 @@ mod tests {
         assert!(e.contains("below 4h"), "{e}");
         let e = parse(&format!("{MINIMAL}[upstream]\ndnssec = \"yes\"\n")).unwrap_err();
         assert!(e.contains("\"validate\""), "{e}");
+        let e = parse(&format!("{MINIMAL}[dnssec]\nsignature_cache = \"64 MB\"\n")).unwrap_err();
+        assert!(e.contains(":5:") && e.contains("\"64 MiB\""), "{e}");
+        let e = parse(&format!("{MINIMAL}[dnssec]\nsignature_cache = 64\n")).unwrap_err();
+        assert!(e.contains("below") && e.contains("\"64 KiB\""), "{e}");
+        let e = parse(&format!("{MINIMAL}[dnssec]\nsignature_cache = true\n")).unwrap_err();
+        assert!(e.contains("signature_cache"), "{e}");
         let e = parse(&format!("{MINIMAL}[dnssec]\nenable = true\n")).unwrap_err();
         assert!(e.contains("enable"), "{e}");
     }

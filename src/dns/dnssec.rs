@@ -3,6 +3,9 @@
 //! answers and the RFC 8482 HINFO), and a negative answer becomes an RFC 9824 compact
 //! denial: NOERROR, the SOA and one NSEC at the query name, each with its RRSIGs. A
 //! query for the NXNAME meta type to a signed zone gets FORMERR (RFC 9824 3.4).
+//!
+//! In two steps: [`shape`] gives the answer its final records, [`Shaped::sign`] adds
+//! the signatures, and the rate limiter decides in between.
 
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::ResponseCode;
@@ -15,41 +18,76 @@ use crate::dnssec::{SignedZone, TYPE_NXNAME};
 use crate::snapshot::compiled::wire_name;
 use crate::snapshot::{Snapshot, Zone};
 
-/// `answer` as a signed zone gives it: unchanged for unsigned zones and for queries
-/// without DO (apart from the NXNAME FORMERR).
-pub fn secure(
-    snapshot: &Snapshot,
+/// An answer as a signed zone gives it, before its signatures are made: the rate
+/// limiter looks at it first, so an answer it does not send costs no signing.
+#[derive(Debug)]
+pub struct Shaped<'s> {
+    pub answer: Answer,
+    /// The zone that signs it; `None` when nothing is to be signed.
+    signed: Option<&'s SignedZone>,
+}
+
+impl<'s> Shaped<'s> {
+    /// An answer that gets no signatures.
+    pub fn unsigned(answer: Answer) -> Self {
+        Shaped { answer, signed: None }
+    }
+
+    /// The answer with its RRSIGs: after each RRset of the answer section, or of the
+    /// authority section of a denial.
+    pub fn sign(self, now_unix: u64) -> Answer {
+        let Some(signed) = self.signed else {
+            return self.answer;
+        };
+        let answer = self.answer;
+        if answer.answers.is_empty() {
+            Answer {
+                authority: with_signatures(answer.authority, signed, now_unix),
+                ..answer
+            }
+        } else {
+            Answer {
+                answers: with_signatures(answer.answers, signed, now_unix),
+                ..answer
+            }
+        }
+    }
+}
+
+/// `answer` as a signed zone gives it, unsigned yet ([`Shaped::sign`]): unchanged for
+/// unsigned zones and for queries without DO (apart from the NXNAME FORMERR).
+pub fn shape<'s>(
+    snapshot: &'s Snapshot,
     qname: &Name,
     qtype: RecordType,
     answer: Answer,
     dnssec_ok: bool,
-    now_unix: u64,
-) -> Answer {
+) -> Shaped<'s> {
     if !dnssec_ok && u16::from(qtype) != TYPE_NXNAME {
         // Nothing to add: not even the zone is looked up again.
-        return answer;
+        return Shaped::unsigned(answer);
     }
     let Some(zone) = snapshot.find_zone(&LowerName::new(qname)) else {
-        return answer;
+        return Shaped::unsigned(answer);
     };
     let Some(signed) = zone.wire.zone.dnssec.as_deref() else {
-        return answer;
+        return Shaped::unsigned(answer);
     };
     if u16::from(qtype) == TYPE_NXNAME {
-        return Answer::code(ResponseCode::FormErr);
+        return Shaped::unsigned(Answer::code(ResponseCode::FormErr));
     }
     if !dnssec_ok
         || !answer.authoritative
         || !matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain)
     {
-        return answer;
+        return Shaped::unsigned(answer);
     }
     if answer.answers.is_empty() {
-        deny(zone, signed, qname, answer, now_unix)
+        deny(zone, signed, qname, answer)
     } else {
-        Answer {
-            answers: with_signatures(answer.answers, signed, now_unix),
-            ..answer
+        Shaped {
+            answer,
+            signed: Some(signed),
         }
     }
 }
@@ -91,25 +129,25 @@ fn signatures(signed: &SignedZone, set: &[Record], now_unix: u64) -> Vec<Record>
         .collect()
 }
 
-/// NXDOMAIN or NODATA as a compact denial: NOERROR, SOA and NSEC with their RRSIGs.
-fn deny(zone: &Zone, signed: &SignedZone, qname: &Name, answer: Answer, now_unix: u64) -> Answer {
+/// NXDOMAIN or NODATA as a compact denial: NOERROR, the SOA and an NSEC at the query
+/// name (NXNAME in its bitmap for a name that does not exist), to be signed.
+fn deny<'s>(zone: &Zone, signed: &'s SignedZone, qname: &Name, answer: Answer) -> Shaped<'s> {
     let exists = answer.rcode == ResponseCode::NoError;
     let Some(soa) = answer.authority.first().cloned() else {
-        return answer;
+        return Shaped::unsigned(answer);
     };
     let types = if exists { types_at(zone, qname) } else { Vec::new() };
     let Some(nsec) = compact_nsec(qname, &types, exists, soa.ttl) else {
-        return answer;
+        return Shaped::unsigned(answer);
     };
-    let mut authority = vec![soa.clone()];
-    authority.extend(signatures(signed, std::slice::from_ref(&soa), now_unix));
-    let nsec_sigs = signatures(signed, std::slice::from_ref(&nsec), now_unix);
-    authority.push(nsec);
-    authority.extend(nsec_sigs);
-    Answer {
+    let answer = Answer {
         rcode: ResponseCode::NoError,
-        authority,
+        authority: vec![soa, nsec],
         ..answer
+    };
+    Shaped {
+        answer,
+        signed: Some(signed),
     }
 }
 

@@ -2,19 +2,23 @@
 //! opcode (NOTIMP; NOTIFY for backend zones, see [`super::notify`]), question count (FORMERR), EDNS version (BADVERS), the response OPT
 //! with a payload of min(client's, 1232), and TC over UDP when the answer does not fit
 //! (the full answer goes over TCP). Used for every TCP query and for the UDP queries
-//! the fast path ([`super::wire`]) passes on.
+//! the fast path ([`super::wire`]) passes on; over UDP the worker's rate limiter
+//! ([`super::rrl`]) decides on an answer before it is signed.
 
 use std::net::SocketAddr;
 
 use hickory_net::xfer::Protocol;
+use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::Request;
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use super::answer::{Answer, answer};
+use super::dnssec::Shaped;
+use super::rrl::{Class, Limiter, Verdict};
 use super::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
 use crate::dnssec::unix_now;
 use crate::snapshot::Snapshot;
@@ -25,53 +29,32 @@ const HEADER_LEN: usize = 12;
 const OPT_LEN: usize = 11;
 const RR_FIXED_LEN: usize = 10;
 
-/// The response to a request: header, sections (truncation applied for UDP) and our OPT.
-pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option<Edns>) {
+/// The response to a request: header, sections (truncation applied for UDP) and our OPT;
+/// `None` when the rate limiter (UDP only) drops it. The limiter sees the answer before
+/// its signatures are made.
+pub fn plan(
+    snapshot: &Snapshot,
+    request: &Request,
+    limiter: Option<&mut Limiter>,
+) -> Option<(Metadata, Answer, Option<Edns>)> {
     let response_edns = request.edns.as_ref().map(response_edns);
     let mut metadata = Metadata::response_from_request(&request.metadata);
-    let answer = if request.metadata.op_code == OpCode::Notify {
-        match request.request_info() {
-            Ok(info) => super::notify::answer(
-                snapshot,
-                info.query.original().name(),
-                request.src().ip(),
-                request.as_slice(),
-            ),
-            Err(_) => Answer::code(ResponseCode::FormErr),
-        }
-    } else if request.metadata.op_code != OpCode::Query {
-        not_implemented(&mut metadata)
-    } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-        Answer::code(ResponseCode::BADVERS)
-    } else {
-        match request.request_info() {
-            Err(_) => Answer::code(ResponseCode::FormErr),
-            Ok(info) => {
-                let query = info.query.original();
-                let tcp = info.protocol != Protocol::Udp;
-                let a = answer(
-                    snapshot,
-                    query.name(),
-                    query.query_type(),
-                    query.query_class(),
-                    tcp,
-                );
-                let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-                let a = super::dnssec::secure(
-                    snapshot,
-                    query.name(),
-                    query.query_type(),
-                    a,
-                    dnssec_ok,
-                    unix_now(),
-                );
-                debug!(name = %crate::logging::Escaped(query.name()), qtype = %query.query_type(), rcode = %a.rcode, generation = snapshot.generation, "query");
-                a
+    let shaped = decide(snapshot, request, &mut metadata);
+    metadata.response_code = shaped.answer.rcode;
+    metadata.authoritative = shaped.answer.authoritative;
+    if let Some(limiter) = limiter {
+        let mut zone = [0; 255];
+        let class = rrl_class(&shaped.answer, request.queries.as_bytes(), &mut zone);
+        match limiter.check_class(request.src().ip(), class) {
+            Verdict::Send => {}
+            Verdict::Slip => {
+                metadata.truncation = true;
+                return Some((metadata, Answer::code(shaped.answer.rcode), response_edns));
             }
+            Verdict::Drop => return None,
         }
-    };
-    metadata.response_code = answer.rcode;
-    metadata.authoritative = answer.authoritative;
+    }
+    let answer = shaped.sign(unix_now());
     if request.protocol() == Protocol::Udp {
         let limit = response_edns
             .as_ref()
@@ -86,7 +69,7 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
                 ..answer
             };
             if droppable && response_len(question, &without_additional, response_edns.is_some()) <= limit {
-                return (metadata, without_additional, response_edns);
+                return Some((metadata, without_additional, response_edns));
             }
             metadata.truncation = true;
             let empty = Answer {
@@ -94,10 +77,92 @@ pub fn plan(snapshot: &Snapshot, request: &Request) -> (Metadata, Answer, Option
                 authority: Vec::new(),
                 ..without_additional
             };
-            return (metadata, empty, response_edns);
+            return Some((metadata, empty, response_edns));
         }
     }
-    (metadata, answer, response_edns)
+    Some((metadata, answer, response_edns))
+}
+
+/// What the request gets, as its zone gives it but not signed yet.
+fn decide<'s>(snapshot: &'s Snapshot, request: &Request, metadata: &mut Metadata) -> Shaped<'s> {
+    if request.metadata.op_code == OpCode::Notify {
+        let answer = match request.request_info() {
+            Ok(info) => super::notify::answer(
+                snapshot,
+                info.query.original().name(),
+                request.src().ip(),
+                request.as_slice(),
+            ),
+            Err(_) => Answer::code(ResponseCode::FormErr),
+        };
+        return Shaped::unsigned(answer);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return Shaped::unsigned(not_implemented(metadata));
+    }
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Shaped::unsigned(Answer::code(ResponseCode::BADVERS));
+    }
+    let Ok(info) = request.request_info() else {
+        return Shaped::unsigned(Answer::code(ResponseCode::FormErr));
+    };
+    let query = info.query.original();
+    let tcp = info.protocol != Protocol::Udp;
+    let a = answer(
+        snapshot,
+        query.name(),
+        query.query_type(),
+        query.query_class(),
+        tcp,
+    );
+    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    let shaped = super::dnssec::shape(snapshot, query.name(), query.query_type(), a, dnssec_ok);
+    debug!(name = %crate::logging::Escaped(query.name()), qtype = %query.query_type(), rcode = %shaped.answer.rcode, generation = snapshot.generation, "query");
+    shaped
+}
+
+/// The rate limiter's class of an answer not yet signed: a compact denial by what it
+/// denies (NXNAME in its NSEC: a name that does not exist), NXDOMAIN and NODATA by the
+/// zone (the owner of the SOA in authority, copied into `zone`).
+fn rrl_class<'a>(answer: &Answer, question: &'a [u8], zone: &'a mut [u8; 255]) -> Class<'a> {
+    let soa = answer
+        .authority
+        .first()
+        .filter(|r| r.record_type() == RecordType::SOA)
+        .and_then(|soa| wire_into(&soa.name, zone));
+    match answer.rcode {
+        ResponseCode::NXDomain => soa.map_or(Class::Error, Class::NxDomain),
+        ResponseCode::NoError if answer.answers.is_empty() => match soa {
+            Some(zone) if answer.authority.iter().any(denies_name) => Class::NxDomain(zone),
+            Some(zone) => Class::NoData(zone),
+            None => Class::Question(question),
+        },
+        ResponseCode::NoError => Class::Question(question),
+        _ => Class::Error,
+    }
+}
+
+/// An NSEC with NXNAME in its bitmap (RFC 9824: the name does not exist).
+fn denies_name(record: &Record) -> bool {
+    match &record.data {
+        RData::DNSSEC(DNSSECRData::NSEC(nsec)) => nsec
+            .type_bit_maps()
+            .any(|t| u16::from(t) == crate::dnssec::TYPE_NXNAME),
+        _ => false,
+    }
+}
+
+/// `name` in wire format, written into `out`.
+fn wire_into<'o>(name: &Name, out: &'o mut [u8; 255]) -> Option<&'o [u8]> {
+    let mut len = 0;
+    for label in name.iter() {
+        let end = len + 1 + label.len();
+        *out.get_mut(len)? = label.len() as u8;
+        out.get_mut(len + 1..end)?.copy_from_slice(label);
+        len = end;
+    }
+    *out.get_mut(len)? = 0;
+    Some(&out[..len + 1])
 }
 
 /// A referral: no answer, not authoritative, the delegation's NS in authority.
@@ -122,17 +187,42 @@ pub fn respond_general(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
-    if super::scan::defect(bytes).is_some() {
-        return formerr(bytes);
-    }
-    let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
-        Ok(request) => request,
-        Err(_) => return formerr(bytes),
+    respond_with(snapshot, bytes, src, protocol, None)
+}
+
+/// [`respond_general`] over UDP past a UDP worker's rate limiter; `None` also when the
+/// limiter drops the answer.
+pub fn respond_limited(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    src: SocketAddr,
+    limiter: &mut Limiter,
+) -> Option<Vec<u8>> {
+    respond_with(snapshot, bytes, src, Protocol::Udp, Some(limiter))
+}
+
+fn respond_with(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+    limiter: Option<&mut Limiter>,
+) -> Option<Vec<u8>> {
+    let request = match super::scan::defect(bytes) {
+        Some(_) => None,
+        None => Request::from_bytes(bytes.to_vec(), src, protocol).ok(),
+    };
+    let Some(request) = request else {
+        let mut response = formerr(bytes)?;
+        if let Some(limiter) = limiter {
+            limiter.apply(src.ip(), &mut response);
+        }
+        return (!response.is_empty()).then_some(response);
     };
     if request.metadata.message_type == MessageType::Response {
         return None;
     }
-    let (metadata, answer, edns) = plan(snapshot, &request);
+    let (metadata, answer, edns) = plan(snapshot, &request, limiter)?;
     let mut builder = MessageResponseBuilder::from_message_request(&request);
     if let Some(edns) = &edns {
         builder.edns(edns);

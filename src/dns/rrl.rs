@@ -1,9 +1,16 @@
 //! Response rate limiting over UDP, in the style of NSD and Knot RRL: answers to one
-//! source prefix (a /24 for IPv4, a /56 for IPv6) of one answer class (the same name and
-//! type; NXDOMAIN in one zone; errors) are limited to `responses_per_second` by a token
-//! bucket. Past the limit every `slip`-th answer is sent truncated (TC, no records: a
-//! real resolver asks again over TCP, which is never limited) and the others are
-//! dropped, so spfd is no use as an amplifier with forged sources.
+//! source prefix (a /24 for IPv4, a /56 for IPv6) of one answer class ([`Class`]: the
+//! same question; names that do not exist in one zone; NODATA in one zone; errors) are
+//! limited to `responses_per_second` by a token bucket. Past the limit every `slip`-th
+//! answer is sent truncated (TC, no records: a real resolver asks again over TCP, which
+//! is never limited) and the others are dropped, so spfd is no use as an amplifier with
+//! forged sources.
+//!
+//! Signed denials (RFC 9824 compact denial answers NOERROR for a name that does not
+//! exist) are classed by what they deny, not by their response code, so random names
+//! asked with DO=1 are limited as NXDOMAIN is; and answers that carry signatures made
+//! on demand are checked before they are signed, so an answer not sent costs no
+//! signature.
 //!
 //! The cost below the limit is one hash of the question and one look into a table
 //! that each UDP worker owns: nothing is shared, locked or allocated per query; shared
@@ -137,7 +144,27 @@ impl Limiter {
 
     /// Decides whether `response`, about to go to `src`, is sent.
     pub fn check(&mut self, src: IpAddr, response: &[u8]) -> Verdict {
-        let key = self.key(src, response);
+        self.check_hash(src, class_hash(response))
+    }
+
+    /// Decides whether an answer of `class` to `src` is sent, before it is made (so
+    /// that one not sent costs no signature).
+    pub fn check_class(&mut self, src: IpAddr, class: Class<'_>) -> Verdict {
+        self.check_hash(src, class.hash())
+    }
+
+    /// Applies the verdict to a response about to go to `src`: left whole, truncated
+    /// ([`slip`]) or emptied (nothing is sent).
+    pub fn apply(&mut self, src: IpAddr, response: &mut Vec<u8>) {
+        match self.check(src, response) {
+            Verdict::Send => {}
+            Verdict::Slip => slip(response),
+            Verdict::Drop => response.clear(),
+        }
+    }
+
+    fn check_hash(&mut self, src: IpAddr, class: u64) -> Verdict {
+        let key = self.key(src, class);
         let rate = u64::from(self.config.responses_per_second);
         let full = rate * MILLI;
         let bucket = &mut self.buckets[key as usize & (BUCKETS - 1)];
@@ -176,7 +203,7 @@ impl Limiter {
 
     /// The bucket key: the source prefix and the answer class (never 0, which marks an
     /// empty bucket).
-    fn key(&self, src: IpAddr, response: &[u8]) -> u64 {
+    fn key(&self, src: IpAddr, class: u64) -> u64 {
         let prefix = match src {
             IpAddr::V4(v4) => {
                 let bits = u32::from(v4) & mask32(self.config.ipv4_prefix_length);
@@ -186,7 +213,7 @@ impl Limiter {
         };
         let mut h = mix(0x5bd1_e995, prefix as u64);
         h = mix(h, (prefix >> 64) as u64);
-        mix(h, answer_class(response)) | 1
+        mix(h, class) | 1
     }
 }
 
@@ -198,62 +225,143 @@ fn mask128(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0)
 }
 
-/// The answer class of a response, hashed: NOERROR answers by question name and type
-/// (macro mode's per-address names by the `in-addr`/`ip6` name they are under, as NSD
-/// counts a wildcard's answers by the wildcard), NXDOMAIN by the zone (the owner of the
-/// SOA in the authority section), every other code (REFUSED, FORMERR, NOTIMP,
-/// BADVERS...) as one class of errors.
-fn answer_class(response: &[u8]) -> u64 {
-    const ERRORS: u64 = 3;
+/// What an answer counts as: answers to one source prefix are limited per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class<'a> {
+    /// A positive answer or a referral: by the question as in the message (name, type
+    /// and class; macro mode's per-address names by the `in-addr`/`ip6` name they are
+    /// under, as NSD counts a wildcard's answers by the wildcard).
+    Question(&'a [u8]),
+    /// A name that does not exist (NXDOMAIN, or a compact denial with NXNAME in its
+    /// NSEC): by the zone, its apex in wire format, so that random names are one class
+    /// (BIND's and Knot's "imputed name").
+    NxDomain(&'a [u8]),
+    /// No records of the type asked (NODATA, plain or compact denial): by the zone too.
+    NoData(&'a [u8]),
+    /// Every other response code (REFUSED, FORMERR, NOTIMP, BADVERS...), as one class.
+    Error,
+}
+
+impl Class<'_> {
+    fn hash(&self) -> u64 {
+        match self {
+            Class::Question(question) => hash_lower(1, &question[per_address_parent(question)..]),
+            Class::NxDomain(zone) => hash_lower(2, zone),
+            Class::Error => 3,
+            Class::NoData(zone) => hash_lower(5, zone),
+        }
+    }
+}
+
+/// The class of a response as it is sent: NXDOMAIN and NODATA (no answers, an SOA
+/// first in authority) by the SOA's owner. A compact denial is classed before it is
+/// signed and sent, from its records ([`Limiter::check_class`]); its bytes would read
+/// as NODATA here.
+fn class_hash(response: &[u8]) -> u64 {
     let rcode = response.get(3).map_or(0xff, |b| b & 0x0f);
     let Some(end) = question_end(response) else {
-        return ERRORS;
+        return Class::Error.hash();
     };
-    match rcode {
-        0 => hash_lower(1, &response[per_address_parent(response, end)..end]),
-        3 => zone_of_nxdomain(response, end).map_or(ERRORS + 1, |zone| hash_lower(2, zone)),
-        _ => ERRORS,
-    }
+    let question = &response[HEADER..end];
+    let mut zone = [0u8; 255];
+    let class = match rcode {
+        0 => match first_authority(response, end, &mut zone) {
+            Some((zone, TYPE_SOA)) if answer_count(response) == 0 => Class::NoData(zone),
+            _ => Class::Question(question),
+        },
+        3 => {
+            first_authority(response, end, &mut zone).map_or(Class::Error, |(zone, _)| Class::NxDomain(zone))
+        }
+        _ => Class::Error,
+    };
+    class.hash()
+}
+
+const HEADER: usize = 12;
+const TYPE_SOA: u16 = 6;
+/// Compression pointers followed in one name (each must point backwards).
+const MAX_POINTERS: usize = 8;
+
+fn answer_count(response: &[u8]) -> u16 {
+    u16::from_be_bytes([response[6], response[7]])
 }
 
 /// Where the question name's `in-addr` or `ip6` label starts (any case), so that every
 /// per-address name of a macro-mode zone falls in one class; the start of the name
 /// otherwise.
-fn per_address_parent(response: &[u8], question_end: usize) -> usize {
-    let mut at = 12;
-    while at < question_end {
-        let len = usize::from(response[at]);
-        let label = response.get(at + 1..at + 1 + len).unwrap_or_default();
+fn per_address_parent(question: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(&len) = question.get(at) {
+        let len = usize::from(len);
+        let label = question.get(at + 1..at + 1 + len).unwrap_or_default();
         if label.eq_ignore_ascii_case(V4_LABEL) || label.eq_ignore_ascii_case(V6_LABEL) {
             return at;
         }
-        if len == 0 {
+        if len == 0 || len & 0xc0 != 0 {
             break;
         }
         at += 1 + len;
     }
-    12
+    0
 }
 
-/// The SOA owner of an NXDOMAIN (the first authority record; there are no answers),
-/// as the name's bytes; a pointer is followed once, into the question.
-fn zone_of_nxdomain(response: &[u8], question_end: usize) -> Option<&[u8]> {
-    let first = *response.get(question_end)?;
-    let start = if first & 0xc0 == 0xc0 {
-        let at = u16::from_be_bytes([first, *response.get(question_end + 1)?]) & 0x3fff;
-        usize::from(at)
-    } else {
-        question_end
-    };
-    let mut at = start;
+/// The owner (copied into `out`, pointers followed) and type of the first authority
+/// record: the one after the question and the answers.
+fn first_authority<'o>(
+    response: &[u8],
+    question_end: usize,
+    out: &'o mut [u8; 255],
+) -> Option<(&'o [u8], u16)> {
+    let mut at = question_end;
+    for _ in 0..answer_count(response) {
+        let fixed = skip_name(response, at)?;
+        let rdlen = response.get(fixed + 8..fixed + 10)?;
+        at = fixed + 10 + usize::from(u16::from_be_bytes([rdlen[0], rdlen[1]]));
+    }
+    let fixed = skip_name(response, at)?;
+    let rtype = response.get(fixed..fixed + 2)?;
+    let len = read_name(response, at, out)?;
+    Some((&out[..len], u16::from_be_bytes([rtype[0], rtype[1]])))
+}
+
+/// Where the fixed part of a record starts after its owner name at `at`.
+fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
     loop {
-        let len = *response.get(at)?;
-        if len & 0xc0 != 0 {
+        let len = *message.get(at)?;
+        match len & 0xc0 {
+            0 if len == 0 => return Some(at + 1),
+            0 => at += 1 + usize::from(len),
+            0xc0 => return Some(at + 2),
+            _ => return None,
+        }
+    }
+}
+
+/// Copies the name at `at` into `out` in wire format without pointers; its length.
+fn read_name(message: &[u8], mut at: usize, out: &mut [u8; 255]) -> Option<usize> {
+    let mut len = 0;
+    let mut pointers = 0;
+    loop {
+        let label = *message.get(at)?;
+        if label & 0xc0 == 0xc0 {
+            let target = usize::from(u16::from_be_bytes([label, *message.get(at + 1)?]) & 0x3fff);
+            pointers += 1;
+            if pointers > MAX_POINTERS || target >= at {
+                return None;
+            }
+            at = target;
+            continue;
+        }
+        if label & 0xc0 != 0 {
             return None;
         }
-        at += 1 + usize::from(len);
-        if len == 0 {
-            return response.get(start..at);
+        let end = len + 1 + usize::from(label);
+        out.get_mut(len..end)?
+            .copy_from_slice(message.get(at..at + 1 + usize::from(label))?);
+        len = end;
+        at += 1 + usize::from(label);
+        if label == 0 {
+            return Some(len);
         }
     }
 }
@@ -318,6 +426,46 @@ mod tests {
         }
         r.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
         r
+    }
+
+    /// A NODATA response: no answers, the SOA (owner a pointer past the question's
+    /// first label) in authority.
+    fn nodata(name: &[u8]) -> Vec<u8> {
+        let mut r = response(3, name);
+        r[3] = 0;
+        r
+    }
+
+    #[test]
+    fn sent_answers_and_answers_not_yet_made_are_classed_alike() {
+        let zone: &[u8] = b"\x07example\x04test\x00";
+        let nx = response(3, b"\x06random\x07example\x04test\x00");
+        assert_eq!(class_hash(&nx), Class::NxDomain(zone).hash());
+        let nodata1 = nodata(b"\x04_spf\x07example\x04test\x00");
+        let nodata2 = nodata(b"\x06_dmarc\x07EXAMPLE\x04test\x00");
+        assert_eq!(class_hash(&nodata1), Class::NoData(zone).hash());
+        assert_eq!(class_hash(&nodata2), Class::NoData(zone).hash());
+        assert_ne!(Class::NoData(zone).hash(), Class::NxDomain(zone).hash());
+        let answer = response(0, QUERY_NAME);
+        let question = [QUERY_NAME, &[0, 16, 0, 1]].concat();
+        assert_eq!(class_hash(&answer), Class::Question(&question).hash());
+        // An answer record before the authority is skipped; a NOERROR answer with
+        // records is classed by its question, whatever follows.
+        let mut with_answer = nodata1.clone();
+        with_answer[7] = 1;
+        let end = 12 + QUERY_NAME.len() + 4;
+        with_answer.splice(end..end, [0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 1, 0x41]);
+        let mut out = [0; 255];
+        assert_eq!(
+            first_authority(&with_answer, end, &mut out),
+            Some((zone, TYPE_SOA))
+        );
+        assert_eq!(class_hash(&with_answer), Class::Question(&question).hash());
+        // A pointer that does not point backwards is not followed.
+        let mut looped = nx.clone();
+        let at = looped.len() - 12 - 11;
+        looped[at + 1] = at as u8;
+        assert_eq!(class_hash(&looped), Class::Error.hash());
     }
 
     fn limiter(rate: u32, slip: u32) -> Limiter {
@@ -388,9 +536,10 @@ mod tests {
         }
         // The question ends before the SOA's 12 octets and the OPT's 11.
         let end = nx_same_zone.len() - 12 - 11;
+        let mut zone = [0; 255];
         assert_eq!(
-            zone_of_nxdomain(&nx_same_zone, end),
-            Some(&b"\x07Example\x04test\x00"[..])
+            first_authority(&nx_same_zone, end, &mut zone),
+            Some((&b"\x07Example\x04test\x00"[..], TYPE_SOA))
         );
         // Case folded; NXDOMAIN counted per zone; slip 0 drops everything.
         let upper = response(0, b"\x04_SPF\x07EXAMPLE\x04test\x00");

@@ -13,9 +13,9 @@ use std::time::Duration;
 use hickory_net::xfer::Protocol;
 use tracing::warn;
 
-use super::handler::respond_general;
+use super::handler::{respond_general, respond_limited};
 use super::mmsg::Batch;
-use super::rrl::{self, Limiter, RrlConfig, RrlCounters, Verdict};
+use super::rrl::{Limiter, RrlConfig, RrlCounters};
 use super::stats::{Block, Proto, QueryStats};
 use super::wire::{self, Outcome};
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -98,12 +98,7 @@ fn serve(
             let mut answer = std::mem::take(&mut batch.answers[i]);
             answer.clear();
             if let Some((request, src)) = batch.query(i) {
-                respond(&snapshot, request, src, &mut answer, keys);
-                if let Some(limiter) = &mut limiter
-                    && !answer.is_empty()
-                {
-                    limit(limiter, src, &mut answer);
-                }
+                respond(&snapshot, request, src, &mut answer, keys, limiter.as_mut());
                 // Counted as sent: a dropped answer is no response.
                 counts.count_own(Proto::Udp, request, &answer);
             }
@@ -114,27 +109,35 @@ fn serve(
     }
 }
 
-/// Writes the answer to one datagram into `out` (left empty when nothing is sent). A
-/// request with TSIG (never taken by the fast path) gets a signed answer.
-fn respond(snapshot: &Snapshot, request: &[u8], src: SocketAddr, out: &mut Vec<u8>, keys: &Keyring) {
+/// Writes the answer to one datagram into `out` (left empty when nothing is sent),
+/// past the rate limiter when there is one: the fast path's answers as they are, the
+/// general path's before they are signed. A request with TSIG (never taken by the fast
+/// path) gets a signed answer.
+fn respond(
+    snapshot: &Snapshot,
+    request: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    keys: &Keyring,
+    limiter: Option<&mut Limiter>,
+) {
     match wire::respond(snapshot, request, out) {
-        Outcome::Answered => {}
+        Outcome::Answered => {
+            if let Some(limiter) = limiter {
+                limiter.apply(src.ip(), out);
+            }
+        }
         Outcome::Drop => out.clear(),
         Outcome::General => {
             out.clear();
-            if let Some(response) = respond_general(snapshot, request, src, Protocol::Udp) {
+            let response = match limiter {
+                Some(limiter) => respond_limited(snapshot, request, src, limiter),
+                None => respond_general(snapshot, request, src, Protocol::Udp),
+            };
+            if let Some(response) = response {
                 out.extend_from_slice(&response);
                 crate::tsig::sign_reply(request, out, keys);
             }
         }
-    }
-}
-
-/// Applies the rate limiter's verdict to an answer about to be sent.
-fn limit(limiter: &mut Limiter, src: SocketAddr, answer: &mut Vec<u8>) {
-    match limiter.check(src.ip(), answer) {
-        Verdict::Send => {}
-        Verdict::Slip => rrl::slip(answer),
-        Verdict::Drop => answer.clear(),
     }
 }

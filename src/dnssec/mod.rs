@@ -1,7 +1,7 @@
 //! DNSSEC signing: one combined signing key (CSK) per zone kept in `state_dir/keys/`
 //! ([`keys`]), RRSIGs over RRsets prepared once in canonical form ([`sign`]), compact
-//! denial of existence (RFC 9824) for negative answers ([`denial`]), and the bounded
-//! cache of signatures made on demand ([`cache`]).
+//! denial of existence (RFC 9824) for negative answers ([`denial`]), and the cache of
+//! signatures made on demand that every zone shares under one byte budget ([`cache`]).
 //!
 //! This module knows records and keys only, not the snapshot: the snapshot hands it
 //! RRsets when a zone is built, and the query path asks it for signatures.
@@ -14,6 +14,7 @@ pub mod denial;
 pub mod keys;
 pub mod sign;
 
+pub use cache::{CacheStats, SigCache};
 pub use keys::{KeyAlgorithm, KeyError, KeyStore, ZoneKey, ZoneKeys};
 pub use sign::{Prepared, SignedZone, Signer};
 

@@ -2,7 +2,7 @@
 //! when its zone is built ([`Prepared`]); signing it for a window is then one signature
 //! per key over a few copied bytes. A [`SignedZone`] holds a zone's static RRsets and
 //! their signatures, renews them when a new window starts (no rebuild of the zone), and
-//! signs what is synthesised per query through a bounded cache.
+//! signs what is synthesised per query through the cache every zone shares.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,9 +17,6 @@ use tracing::warn;
 use super::cache::{CacheKey, SigCache};
 use super::keys::ZoneKeys;
 use super::{Signatures, Window};
-
-/// Signatures made on demand held per zone (two generations of this many).
-pub const CACHE_ENTRIES: usize = 8192;
 
 /// An RRset in the form signatures cover: owner (lower case), type, original TTL, and
 /// its records as `name | type | class | TTL | length | data`, in canonical order.
@@ -191,13 +188,23 @@ pub struct SignedZone {
     signed: ArcSwap<Signed>,
     /// One renewal at a time; queries meanwhile use the signatures still in place.
     renewing: Mutex<()>,
-    cache: SigCache,
+    /// Signatures made on demand, in the cache every signed zone shares, under this
+    /// zone's own id (new for each build: what an older build signed is never found).
+    cache: Arc<SigCache>,
+    cache_zone: u64,
 }
 
 impl SignedZone {
     /// Signs `sets` for the window of `now`, reusing `previous`'s signatures of RRsets
-    /// that did not change (same records, keys and window).
-    pub fn new(signer: Signer, sets: Vec<Prepared>, now_unix: u64, previous: Option<&SignedZone>) -> Self {
+    /// that did not change (same records, keys and window); what is signed on demand
+    /// goes to `cache`.
+    pub fn new(
+        signer: Signer,
+        sets: Vec<Prepared>,
+        now_unix: u64,
+        previous: Option<&SignedZone>,
+        cache: Arc<SigCache>,
+    ) -> Self {
         let window = signer.window(now_unix);
         let reusable = previous.filter(|p| p.signer.keys.tags() == signer.keys.tags());
         let old = reusable
@@ -227,7 +234,8 @@ impl SignedZone {
             index,
             signed,
             renewing: Mutex::new(()),
-            cache: SigCache::new(CACHE_ENTRIES),
+            cache_zone: cache.zone_id(),
+            cache,
         }
     }
 
@@ -283,18 +291,19 @@ impl SignedZone {
     pub fn on_demand(&self, records: &[Record], now_unix: u64) -> Option<Signatures> {
         let first = records.first()?;
         let window = self.signer.window(now_unix);
-        let key: CacheKey = (
-            lower_wire(&first.name),
-            u16::from(first.record_type()),
-            window.index,
-        );
+        let key = CacheKey {
+            zone: self.cache_zone,
+            owner: lower_wire(&first.name),
+            rtype: u16::from(first.record_type()),
+            window: window.index,
+        };
         self.cache
             .get_or_make(key, || self.signer.sign(&Prepared::new(records)?, window))
     }
 
-    /// (hits, misses) of the on-demand cache.
-    pub fn cache_stats(&self) -> (u64, u64) {
-        self.cache.stats()
+    /// The on-demand cache (shared by every signed zone).
+    pub fn cache(&self) -> &SigCache {
+        &self.cache
     }
 
     pub fn key_tags(&self) -> Vec<u16> {
@@ -364,11 +373,12 @@ mod tests {
         let t0 = 1_700_000_000;
         let set = Prepared::new(&records).unwrap();
         let owner = lower_wire(&set.owner);
-        let zone = SignedZone::new(signer.clone(), vec![set.clone()], t0, None);
+        let cache = Arc::new(SigCache::new(1 << 20));
+        let zone = SignedZone::new(signer.clone(), vec![set.clone()], t0, None, cache.clone());
         let first = zone.signatures(&owner, 16, t0).unwrap();
         // ECDSA signatures differ each time: equal bytes mean the same signature.
         assert_eq!(zone.signatures(&owner, 16, t0 + 3600).unwrap(), first);
-        let rebuilt = SignedZone::new(signer.clone(), vec![set.clone()], t0 + 60, Some(&zone));
+        let rebuilt = SignedZone::new(signer.clone(), vec![set.clone()], t0 + 60, Some(&zone), cache);
         assert_eq!(
             rebuilt.signatures(&owner, 16, t0 + 60).unwrap(),
             first,

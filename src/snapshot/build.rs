@@ -243,13 +243,13 @@ impl Builder {
                 true => summary.changed.push((apex, serial)),
                 false => summary.added.push((apex, serial)),
             }
-            let keys = self
+            let signing = self
                 .signing
-                .as_ref()
-                .and_then(|s| Some((s.keys_for(&policy)?, s.validity)));
+                .as_deref()
+                .and_then(|s| Some((s, s.keys_for(&policy)?)));
             let mut zone = content.into_zone(serial, fingerprint, servers, policy);
-            if let Some((keys, validity)) = keys {
-                sign_zone(&mut zone, keys, validity, previous.map(|z| &**z), now_unix);
+            if let Some((signing, keys)) = signing {
+                sign_zone(&mut zone, signing, keys, previous.map(|z| &**z), now_unix);
             }
             changes.upserts.push(Arc::new(zone));
         }

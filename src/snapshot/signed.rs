@@ -15,7 +15,7 @@ use tracing::error;
 use super::Zone;
 use super::compiled::{WireSet, ZoneWire, encode_set, wire_name};
 use crate::config::DnssecConfig;
-use crate::dnssec::{KeyError, KeyStore, Prepared, SignedZone, Signer, ZoneKeys};
+use crate::dnssec::{KeyError, KeyStore, Prepared, SigCache, SignedZone, Signer, ZoneKeys};
 use crate::policy::ValidPolicy;
 
 /// Signing for every zone whose policy does not opt out.
@@ -24,6 +24,8 @@ pub struct Signing {
     pub store: KeyStore,
     /// `signature_validity` in seconds.
     pub validity: u64,
+    /// Signatures made on demand, for every zone, under `signature_cache` bytes.
+    pub cache: Arc<SigCache>,
 }
 
 impl Signing {
@@ -46,9 +48,11 @@ impl Signing {
             true => KeyStore::open(&dir, config.algorithm)?,
             false => KeyStore::open_existing(&dir, config.algorithm)?,
         };
+        let budget = usize::try_from(config.signature_cache).unwrap_or(usize::MAX);
         Ok(Some(Arc::new(Signing {
             store,
             validity: config.signature_validity.as_secs(),
+            cache: Arc::new(SigCache::new(budget)),
         })))
     }
 
@@ -88,8 +92,8 @@ pub fn fingerprint_mark(keys: Option<&ZoneKeys>) -> u64 {
 /// Adds the key RRsets to `zone`'s apex and signs every RRset of its wire data.
 pub fn sign_zone(
     zone: &mut Zone,
+    signing: &Signing,
     keys: Arc<ZoneKeys>,
-    validity: u64,
     previous: Option<&Zone>,
     now_unix: u64,
 ) {
@@ -106,7 +110,11 @@ pub fn sign_zone(
         }
     }
     let previous = previous.and_then(|p| p.wire.zone.dnssec.as_deref());
-    let signed = SignedZone::new(Signer { keys, validity }, sets, now_unix, previous);
+    let signer = Signer {
+        keys,
+        validity: signing.validity,
+    };
+    let signed = SignedZone::new(signer, sets, now_unix, previous, signing.cache.clone());
     match Arc::get_mut(&mut zone.wire.zone) {
         Some(wire_zone) => wire_zone.dnssec = Some(Arc::new(signed)),
         None => error!(zone = %zone.apex, "zone wire data shared before signing: served unsigned"),
