@@ -5,7 +5,7 @@
 #     -v "$PWD/policies:/etc/spfd/policies:ro" -v spfd-state:/var/lib/spfd spfd
 #
 # Without a registry (the rust image cannot be pulled), build the binary on the host
-# and use Dockerfile.local instead; see the README, "Running it".
+# and use Dockerfile.local instead; see docs/deployment.md.
 
 # Stage 1: a statically linked glibc binary, so the runtime stage needs no libc.
 # (The full name: podman does not guess docker.io for short names.)

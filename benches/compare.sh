@@ -10,7 +10,7 @@
 #                 ip4trie/ip6trie data sets) even when spfd does not answer macro-mode
 #                 names; by default it runs only when a probe (`spfd check` and one query
 #                 on a macro-mode policy) shows that it does.
-#   --saturation  only the saturation cases (issue 15): dnsperf -c 4 unthrottled (SAT_ZONES
+#   --saturation  only the saturation cases : dnsperf -c 4 unthrottled (SAT_ZONES
 #                 policies, 200) against spfd with its default workers and with 1, NSD with
 #                 server-count 1 and 2, Knot with 1 and 2 UDP workers; then macro answers from a
 #                 5,000 + 500 CIDR tree (six includes served by a second spfd) against

@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 
 # ---------------------------------------------------------------------------------------
-# Saturation (--saturation, issue 15): each server alone at full load, dnsperf -c 4 without
+# Saturation (--saturation): each server alone at full load, dnsperf -c 4 without
 # -Q, every peer at each of its efficient settings; CPU per answer is what decides how far
 # one machine goes.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scale check (issue 5, point 4): 100,000 policies, flatten and macro mixed, resolved
+# Scale check: 100,000 policies, flatten and macro mixed, resolved
 # against a loopback upstream (a second spfd serving five provider zones as written),
 # then served under dnsperf load while policy edits force snapshot swaps.
 # Reports resident memory, the time to build and swap a snapshot, and the latency of

@@ -47,7 +47,7 @@ fn query_with_opt_rdata(rdata: &[u8]) -> Vec<u8> {
     q
 }
 
-/// Issue 10, defect 4: a question name that is a pointer into the header was echoed
+/// A question name that is a pointer into the header was echoed
 /// as the same bytes, which in the response point at other header bytes.
 #[tokio::test]
 async fn compression_pointer_in_the_question_is_formerr_not_echoed() {
@@ -70,7 +70,7 @@ async fn compression_pointer_in_the_question_is_formerr_not_echoed() {
     }
 }
 
-/// Issue 10, defect 5: an option whose length (200) runs past the OPT's rdata (12) was
+/// An option whose length (200) runs past the OPT's rdata (12) was
 /// answered NOERROR over UDP (the fast path) and FORMERR over TCP.
 #[tokio::test]
 async fn option_running_past_the_opt_is_formerr_on_both_transports() {
@@ -98,7 +98,7 @@ async fn option_running_past_the_opt_is_formerr_on_both_transports() {
     }
 }
 
-/// Issue 10, defect 6 (ISC genreport, full mode): RD and CD are defined for QUERY only,
+/// ISC genreport, full mode: RD and CD are defined for QUERY only,
 /// so NOTIMP to another opcode must not echo them.
 #[tokio::test]
 async fn notimp_does_not_echo_rd_or_cd() {

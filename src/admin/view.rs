@@ -1,4 +1,4 @@
-//! What `/status` says (stable JSON, documented in the README) and the status page
+//! What `/status` says (stable JSON, documented in docs/operations.md) and the status page
 //! shows: one entry per policy in service, built from the snapshot (what is
 //! published), the flattening service's status board (state, changes, held ranges) and
 //! the reload service's current file errors.

@@ -87,7 +87,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
         domain: String,
-        /// Print the advice as JSON (documented in the README).
+        /// Print the advice as JSON (documented in docs/reports.md).
         #[arg(long)]
         json: bool,
     },
@@ -131,7 +131,7 @@ pub enum ReportsCommand {
         /// Only reports beginning on or after this day (YYYY-MM-DD, UTC).
         #[arg(long)]
         since: Option<String>,
-        /// Print the summary as JSON (documented in the README).
+        /// Print the summary as JSON (documented in docs/reports.md).
         #[arg(long)]
         json: bool,
     },

@@ -336,7 +336,7 @@ fn parse_opt(rr: &[u8]) -> Option<Edns> {
         return None;
     }
     // Options are ignored, but only well-formed ones that hickory would not parse
-    // either: anything else is the general path's to judge (issue 10: an option
+    // either: anything else is the general path's to judge (an option
     // running past the OPT was answered here and refused over TCP).
     if super::scan::options(&rr[11..])? {
         return None;

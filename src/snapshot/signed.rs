@@ -61,7 +61,7 @@ impl Signing {
     pub fn keys_for(&self, policy: &ValidPolicy) -> Option<Arc<ZoneKeys>> {
         // Whole zones (a zone file or a backend) stay unsigned for now: their
         // delegations, glue, CNAME chains and wildcards need proofs the signer does not
-        // make yet (see the README's DNSSEC section).
+        // make yet (see docs/dnssec.md).
         if !policy.dnssec || policy.zone_data.is_some() || policy.backend.is_some() {
             return None;
         }
