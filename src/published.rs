@@ -7,32 +7,22 @@
 //! An entry keeps both forms of one expansion: the packed chain (flatten mode) and the
 //! rules macro answers are built from (macro mode), so switching a policy between the
 //! two modes is one snapshot swap, with no lookup in between.
-//!
-//! What is served always follows the file: an entry is only ever served for the very
-//! version of the record it was computed for. A version with none yet (just edited, or
-//! edited while spfd was down) is composed at once from the per-term last good results
-//! kept here too ([`LastGood`], `flatten-memory.json`), never from another version's
-//! result, so a term removed from the file is not served after the swap, whatever the
-//! upstream does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use rustc_hash::FxHasher;
 use serde::{Deserialize, Serialize};
 
-use crate::flatten::{Chain, ExpandOptions, Expansion, LastGood, Rule, Terminal};
+use crate::flatten::{Rule, Terminal};
 use crate::policy::{SpfMode, ValidPolicy};
 use crate::snapshot::macro_table::{self, MacroTable};
 use crate::snapshot::{SpfAnswer, part_name};
 
 const FILE_NAME: &str = "published.json";
-/// The per-term last good results (see [`LastGood`]).
-pub const MEMORY_FILE: &str = "flatten-memory.json";
 
 pub use crate::snapshot::NamedStrings;
 
@@ -48,17 +38,6 @@ pub struct StoredChain {
     /// before it was renamed).
     #[serde(alias = "generation")]
     pub tag: String,
-}
-
-impl From<Chain> for StoredChain {
-    fn from(c: Chain) -> Self {
-        StoredChain {
-            head: c.head.into(),
-            parts: c.parts.into(),
-            lookups: c.lookups,
-            tag: c.tag,
-        }
-    }
 }
 
 /// The expansion of one policy's SPF record.
@@ -79,15 +58,6 @@ pub struct Entry {
     pub retired: Vec<(u64, Arc<[NamedStrings]>)>,
     /// When this was computed (Unix time).
     pub updated_at: u64,
-    /// Terms were left out to fit the limits (see [`crate::flatten::fail_closed`]):
-    /// it authorises less than the record, so a later expansion that does not fit
-    /// either replaces it rather than keeping it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub fail_closed: bool,
-    /// Composed at a swap from the last good results, with no lookup: the service has
-    /// not expanded this version yet.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub composed: bool,
     /// The answers as published in flatten and in macro mode, built on first use and
     /// shared by every snapshot until the entry changes; never persisted.
     #[serde(skip)]
@@ -117,8 +87,6 @@ impl Entry {
             chain,
             retired: Vec::new(),
             updated_at: now,
-            fail_closed: false,
-            composed: false,
             flatten_answer: OnceLock::new(),
             macro_answer: OnceLock::new(),
             macro_lookups: OnceLock::new(),
@@ -130,8 +98,7 @@ impl Entry {
         self.chain.as_ref().map(|c| c.head.concat())
     }
 
-    /// Whether this was computed for `policy`'s zone and record as they are.
-    pub fn matches(&self, policy: &ValidPolicy) -> bool {
+    fn matches(&self, policy: &ValidPolicy) -> bool {
         policy
             .spf
             .as_ref()
@@ -162,6 +129,35 @@ impl Entry {
             .macro_lookups
             .get_or_init(|| macro_table::answer_lookups(&self.rules, &self.terminal));
         usize::from(policy.zone != policy.domain) + 1 + lookups <= crate::flatten::MAX_LOOKUPS
+    }
+
+    /// This expansion of an earlier version of the policy, published for `policy`'s
+    /// zone and mode: macro answers when they fit, else a chain when it fits.
+    fn repacked_for(&self, policy: &ValidPolicy, mode: SpfMode) -> Option<SpfAnswer> {
+        let owner_redirect = policy.zone != policy.domain;
+        if mode == SpfMode::Macro && self.macro_fits(policy) {
+            let table = MacroTable::build(&self.rules, &self.terminal, self.exp.as_deref());
+            return Some(SpfAnswer {
+                head: Arc::from([macro_table::head(&policy.zone_text)]),
+                parts: Vec::new(),
+                macro_table: Some(Arc::new(table)),
+            });
+        }
+        let expansion = crate::flatten::Expansion {
+            rules: self.rules.clone(),
+            terminal: self.terminal.clone(),
+            exp: self.exp.clone(),
+            details: Vec::new(),
+            warnings: Vec::new(),
+            queried: Vec::new(),
+        };
+        let chain = crate::flatten::pack(&expansion, &policy.zone_text, owner_redirect).ok()?;
+        let parts: Vec<NamedStrings> = chain.parts.into_iter().collect();
+        Some(SpfAnswer {
+            head: chain.head.into(),
+            parts: vec![parts.into()],
+            macro_table: None,
+        })
     }
 
     fn answer(&self, mode: SpfMode) -> Option<Arc<SpfAnswer>> {
@@ -202,8 +198,7 @@ impl Entry {
     }
 }
 
-/// Every expansion, by mail domain (lower case, absolute), and the per-term last good
-/// results they are made of.
+/// Every expansion, by mail domain (lower case, absolute).
 #[derive(Debug, Default)]
 pub struct Published {
     /// FxHash: every swap looks up each changed policy here.
@@ -211,12 +206,6 @@ pub struct Published {
     /// Domains whose entry changed since the snapshot writer last asked: the zones it
     /// rebuilds after an expansion round, and no others.
     dirty: Mutex<rustc_hash::FxHashSet<String>>,
-    /// Shared with the flattening service, which locks it for each read or write, so a
-    /// swap can compose a just-edited record from it at once.
-    memory: Mutex<LastGood>,
-    /// The hold-down and max_stale windows compositions honour: the service's, or the
-    /// defaults until it sets them.
-    windows: Mutex<Option<(Duration, Duration)>>,
 }
 
 /// Shared, so that saving copies pointers under the lock and encodes outside it.
@@ -226,79 +215,37 @@ impl Published {
     /// What the snapshot publishes for a policy's SPF record; `None` only when the
     /// record is published as written (passthrough mode, or no `[spf]`).
     ///
-    /// Always an answer for this very version of the policy: its expansion when there
-    /// is one (in macro mode, when macro answers would exceed the lookup limit, its
-    /// chain); otherwise the record composed now, with no lookup, from the per-term
-    /// last good results (terms never resolved as written), fitted to the limits by
-    /// leaving terms out only in ways that pass fewer addresses, and kept as this
-    /// version's entry until the service expands it. What was served before (`_served`)
-    /// never stands in: it may hold terms the file no longer has.
+    /// A worse record is never published: the answers of an expansion of this very
+    /// version of the policy when they exist; otherwise what is served now (`served`,
+    /// the last good chain or macro table of the same zone), so an edit, a mode switch
+    /// or a failed expansion never falls back to the record as written; otherwise an
+    /// expansion of an earlier version (kept in `state_dir` across an edit made while
+    /// spfd was down, or a renamed zone) re-packed for this zone; and for a policy
+    /// never expanded, a [`placeholder`] within the limits.
     pub fn answer_for(
         &self,
         policy: &ValidPolicy,
-        _served: Option<&Arc<SpfAnswer>>,
+        served: Option<&Arc<SpfAnswer>>,
     ) -> Option<Arc<SpfAnswer>> {
         let mode = policy.spf.as_ref()?.mode;
         if mode == SpfMode::Passthrough {
             return None;
         }
-        let mut entries = self.entries.lock().expect("published lock");
-        let entry = entries.get(&policy.domain_text).filter(|e| e.matches(policy));
-        if let Some(answer) = entry.and_then(|e| {
-            e.answer_within_limits(policy, mode)
-                .or_else(|| e.answer(SpfMode::Flatten))
-        }) {
+        let entries = self.entries.lock().expect("published lock");
+        let entry = entries.get(&policy.domain_text);
+        if let Some(answer) = entry
+            .filter(|e| e.matches(policy))
+            .and_then(|e| e.answer_within_limits(policy, mode))
+        {
             return Some(answer);
         }
-        let now = unix_now();
-        let composed = self.compose(policy, mode, now);
-        let keep = u64::from(policy.ttl) * 2;
-        set_in(&mut entries, &policy.domain_text, composed, now, keep);
-        let answer = entries
-            .get(&policy.domain_text)
-            .and_then(|e| e.answer_within_limits(policy, mode));
-        Some(answer.unwrap_or_else(|| Arc::new(placeholder(policy))))
-    }
-
-    /// `policy`'s record composed from the last good results, fitted to `mode`'s limits.
-    fn compose(&self, policy: &ValidPolicy, mode: SpfMode, now: u64) -> Entry {
-        let spf = policy.spf.as_ref().expect("composed policies have [spf]");
-        let windows = *self.windows.lock().expect("published lock");
-        let defaults = (
-            crate::flatten::DEFAULT_HOLD_DOWN,
-            crate::flatten::DEFAULT_MAX_STALE,
-        );
-        let (hold_down, max_stale) = windows.unwrap_or(defaults);
-        let opts = ExpandOptions {
-            now,
-            hold_down,
-            max_stale,
-        };
-        let domain = &policy.domain_text;
-        let expansion =
-            crate::flatten::compose(domain, &spf.record(), &self.memory, &opts).unwrap_or_else(|_| neutral());
-        let owner_redirect = policy.zone != policy.domain;
-        let pack = |e: &Expansion| crate::flatten::pack(e, &policy.zone_text, owner_redirect);
-        let fits = |e: &Expansion| match mode {
-            SpfMode::Macro => macro_fits(e, owner_redirect),
-            _ => pack(e).is_ok(),
-        };
-        let (expansion, trimmed) = crate::flatten::fail_closed(&expansion, fits);
-        let chain = pack(&expansion).ok().map(StoredChain::from);
-        let mut entry = Entry::new(policy.zone_text.clone(), spf.text.clone(), &expansion, chain, now);
-        entry.fail_closed = trimmed;
-        entry.composed = true;
-        entry
-    }
-
-    /// The per-term last good results, shared with the flattening service.
-    pub fn memory(&self) -> &Mutex<LastGood> {
-        &self.memory
-    }
-
-    /// The windows compositions use (the flattening service's settings).
-    pub fn set_windows(&self, hold_down: Duration, max_stale: Duration) {
-        *self.windows.lock().expect("published lock") = Some((hold_down, max_stale));
+        if let Some(served) = served {
+            return Some(served.clone());
+        }
+        if let Some(answer) = entry.and_then(|e| e.repacked_for(policy, mode)) {
+            return Some(Arc::new(answer));
+        }
+        Some(Arc::new(placeholder(policy)))
     }
 
     pub fn get(&self, domain: &str) -> Option<Arc<Entry>> {
@@ -308,16 +255,37 @@ impl Published {
     /// Records a new result. The parts of a replaced chain stay served until
     /// `now + keep` (the time receivers may cache the old head for); expired ones go.
     /// Returns whether anything served changes.
-    pub fn set(&self, domain: &str, entry: Entry, now: u64, keep: u64) -> bool {
+    pub fn set(&self, domain: &str, mut entry: Entry, now: u64, keep: u64) -> bool {
         let mut entries = self.entries.lock().expect("published lock");
-        let changed = set_in(&mut entries, domain, entry, now, keep);
-        if changed {
-            self.dirty
-                .lock()
-                .expect("published lock")
-                .insert(domain.to_string());
+        if let Some(old) = entries.get(domain) {
+            entry.retired = old
+                .retired
+                .iter()
+                .filter(|(until, _)| *until > now)
+                .cloned()
+                .collect();
+            let old_parts = old
+                .chain
+                .as_ref()
+                .filter(|c| Some(&c.tag) != entry.chain.as_ref().map(|n| &n.tag));
+            if let Some(old_chain) = old_parts.filter(|c| !c.parts.is_empty()) {
+                entry.retired.push((now + keep, old_chain.parts.clone()));
+            }
+            if old.same_content(&entry) {
+                // Keep the original time (and the built answers): the content is what it was.
+                entry.updated_at = old.updated_at;
+                entry.flatten_answer = old.flatten_answer.clone();
+                entry.macro_answer = old.macro_answer.clone();
+                entries.insert(domain.to_string(), Arc::new(entry));
+                return false;
+            }
         }
-        changed
+        entries.insert(domain.to_string(), Arc::new(entry));
+        self.dirty
+            .lock()
+            .expect("published lock")
+            .insert(domain.to_string());
+        true
     }
 
     /// The domains whose entry changed since the last call.
@@ -333,36 +301,12 @@ impl Published {
             .retain(|d, _| keep(d));
     }
 
-    /// The published results and the last good results saved in `state_dir`. Damaged
-    /// last good results are logged and started afresh (they are refetched); damaged
-    /// published results are an error.
     pub fn load(state_dir: &Path) -> io::Result<Published> {
         let entries = crate::state::load_json(state_dir, FILE_NAME)?.unwrap_or_default();
-        let memory = match crate::state::load_json::<LastGood>(state_dir, MEMORY_FILE) {
-            Ok(memory) => memory.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(dir = %state_dir.display(), "cannot read the last good upstream results, starting empty: {e}");
-                LastGood::default()
-            }
-        };
         Ok(Published {
             entries: Mutex::new(entries),
-            memory: Mutex::new(memory),
-            ..Published::default()
+            dirty: Mutex::default(),
         })
-    }
-
-    /// Saves the last good results (encoded under the lock: the service is the one
-    /// writer, and a composition waits for at most one encoding).
-    pub fn save_memory(&self, state_dir: &Path) -> io::Result<()> {
-        let bytes = {
-            let memory = self
-                .memory
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            serde_json::to_vec_pretty(&*memory).map_err(io::Error::other)?
-        };
-        crate::state::write_atomic(state_dir, MEMORY_FILE, &bytes)
     }
 
     pub fn save(&self, state_dir: &Path) -> io::Result<()> {
@@ -378,70 +322,6 @@ impl Published {
             serde_json::to_writer(out, &sorted).map_err(io::Error::other)
         })
     }
-}
-
-/// Records `entry` for `domain` in `entries` (see [`Published::set`]).
-fn set_in(entries: &mut Entries, domain: &str, mut entry: Entry, now: u64, keep: u64) -> bool {
-    if let Some(old) = entries.get(domain) {
-        entry.retired = old
-            .retired
-            .iter()
-            .filter(|(until, _)| *until > now)
-            .cloned()
-            .collect();
-        let old_parts = old
-            .chain
-            .as_ref()
-            .filter(|c| Some(&c.tag) != entry.chain.as_ref().map(|n| &n.tag));
-        if let Some(old_chain) = old_parts.filter(|c| !c.parts.is_empty()) {
-            entry.retired.push((now + keep, old_chain.parts.clone()));
-        }
-        // A chain that comes back (an edit undone) is served as current: kept as
-        // retired too, each of its parts would answer two SPF records (permerror).
-        let current: Vec<&str> = entry
-            .chain
-            .iter()
-            .flat_map(|c| c.parts.iter().map(|(name, _)| name.as_str()))
-            .collect();
-        entry
-            .retired
-            .retain(|(_, parts)| !parts.iter().any(|(name, _)| current.contains(&name.as_str())));
-        if old.same_content(&entry) {
-            // Keep the original time (and the built answers): the content is what it was.
-            entry.updated_at = old.updated_at;
-            entry.flatten_answer = old.flatten_answer.clone();
-            entry.macro_answer = old.macro_answer.clone();
-            entries.insert(domain.to_string(), Arc::new(entry));
-            return false;
-        }
-    }
-    entries.insert(domain.to_string(), Arc::new(entry));
-    true
-}
-
-/// Whether macro answers of `expansion` stay within the lookup limit: the owner's
-/// redirect to the zone, the apex's redirect to the answer, and the live terms.
-pub fn macro_fits(expansion: &Expansion, owner_redirect: bool) -> bool {
-    let live = macro_table::answer_lookups(&expansion.rules, &expansion.terminal);
-    usize::from(owner_redirect) + 1 + live <= crate::flatten::MAX_LOOKUPS
-}
-
-/// An expansion that authorises nothing: `?all`.
-fn neutral() -> Expansion {
-    Expansion {
-        rules: Vec::new(),
-        terminal: Terminal::All(crate::spf::Qualifier::Neutral),
-        exp: None,
-        details: Vec::new(),
-        warnings: Vec::new(),
-        queried: Vec::new(),
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// What a policy that was never expanded publishes until its first expansion: the
@@ -474,55 +354,3 @@ pub fn placeholder(policy: &ValidPolicy) -> SpfAnswer {
 
 /// A record that authorises nothing and gives neutral.
 const NEUTRAL: &str = "v=spf1 ?all";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::flatten::{Expansion, Ip4Set, Ip6Set};
-    use crate::spf::Qualifier;
-
-    /// An entry whose chain has one part named by `tag`.
-    fn entry(tag: &str, range: &str) -> Entry {
-        let expansion = Expansion {
-            rules: vec![Rule::Static {
-                qualifier: Qualifier::Pass,
-                v4: Ip4Set::from_nets([range.parse().unwrap()]),
-                v6: Ip6Set::new(),
-            }],
-            terminal: Terminal::All(Qualifier::Fail),
-            exp: None,
-            details: Vec::new(),
-            warnings: Vec::new(),
-            queried: Vec::new(),
-        };
-        let part = format!("_1-{tag}._spf.example.com");
-        let chain = StoredChain {
-            head: Arc::from([format!("v=spf1 redirect={part}")]),
-            parts: Arc::from([(part, vec![format!("v=spf1 ip4:{range} -all")])]),
-            lookups: 1,
-            tag: tag.to_string(),
-        };
-        let record = format!("v=spf1 ip4:{range} -all");
-        Entry::new("_spf.example.com.".into(), record, &expansion, Some(chain), 0)
-    }
-
-    #[test]
-    fn a_chain_that_comes_back_is_served_once_and_the_other_stays_retired() {
-        let published = Published::default();
-        let domain = "example.com.";
-        published.set(domain, entry("aaaaaaaa", "192.0.2.0/24"), 0, 600);
-        published.set(domain, entry("bbbbbbbb", "198.51.100.0/24"), 10, 600);
-        published.set(domain, entry("aaaaaaaa", "192.0.2.0/24"), 20, 600);
-        let answer = published.get(domain).unwrap().answer(SpfMode::Flatten).unwrap();
-        let mut names: Vec<&str> = answer
-            .parts
-            .iter()
-            .flat_map(|group| group.iter().map(|(name, _)| name.as_str()))
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            ["_1-aaaaaaaa._spf.example.com", "_1-bbbbbbbb._spf.example.com"]
-        );
-    }
-}

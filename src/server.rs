@@ -127,9 +127,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         warn!(dir = %config.state_dir.display(), "cannot read published records, flattening anew: {e}");
         Published::default()
     }));
-    // Before the first swap composes any record from the last good results.
-    let flatten_settings = Settings::new(&config.upstream, &config.state_dir);
-    published.set_windows(flatten_settings.hold_down, flatten_settings.max_stale);
     let mut reloader = Reloader::new(config, cell.clone(), published.clone());
     let (alerts, alert_service) = match &config.alerts {
         Some(alert_config) => {
@@ -192,7 +189,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let flattener = Flattener::new(
         upstream,
         published.clone(),
-        flatten_settings,
+        Settings::new(&config.upstream, &config.state_dir),
         notify_reload(reload_tx.clone()),
     )
     .with_board(board.clone())

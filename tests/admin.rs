@@ -222,13 +222,6 @@ async fn endpoints_follow_traffic_edits_provider_changes_and_outages() {
         flat["error"].as_str().unwrap().contains("spf.prov.test"),
         "{flat}"
     );
-    // Which term comes from its last good result, and since when.
-    let source = &flat["sources"][0];
-    assert_eq!(source["term"], "include:spf.prov.test", "{flat}");
-    assert_eq!(source["source"], "last_good", "{flat}");
-    let fetched_at = source["fetched_at"].as_u64().unwrap();
-    let last_expansion = flat["last_expansion"].as_u64().unwrap();
-    assert!(last_expansion - fetched_at >= 3, "older than max_stale: {flat}");
     let (_, metrics) = get(admin, "/metrics", None).await;
     assert!(metrics.contains("spfd_policies{state=\"stale\"} 1"), "{metrics}");
     assert!(
@@ -246,10 +239,6 @@ async fn endpoints_follow_traffic_edits_provider_changes_and_outages() {
     let (code, page) = get(admin, "/domain/flat.test", None).await;
     assert_eq!(code, 200);
     assert!(page.contains("198.51.100.0/25"), "held range shown");
-    assert!(
-        page.contains("<code>include:spf.prov.test</code> — last good"),
-        "last good result shown"
-    );
     assert_eq!(get(admin, "/domain/nope.test", None).await.0, 404);
     running.shutdown().await.unwrap();
 }

@@ -413,13 +413,7 @@ async fn the_flattener_validates_provider_answers() {
             let text = format!("{entry:?}");
             assert!(text.contains("198.51.100.0/25"), "{text}");
         } else {
-            // Nothing of the answer: at most the include kept as written, for receivers
-            // to evaluate (and validate) themselves.
-            let text = format!("{published:?}");
-            assert!(
-                !text.contains("198.51.100"),
-                "a bogus answer must not be published: {text}"
-            );
+            assert!(published.is_none(), "a bogus answer must not be published");
             let error = status.and_then(|s| s.error.clone()).unwrap_or_default();
             assert!(error.contains("DNSSEC validation failed"), "{error}");
         }

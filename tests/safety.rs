@@ -78,12 +78,10 @@ const PROVIDER_B_CLIENT: &str = "70.100.51.198.in-addr._spf.mac.test.";
 
 /// Edits of a flatten-mode and a macro-mode policy, one whose new include answers
 /// slowly (its expansion takes seconds) and one whose expansion fails for good: every
-/// answer polled meanwhile is flattened (the old version or the new one composed from
-/// last good results, a term never resolved kept as written for receivers) or a macro
-/// answer, never the record as written and never NXDOMAIN; a term the edit removed is
-/// gone at once.
+/// answer polled meanwhile is a flattened record (old or new) or a macro answer, never
+/// the record as written and never NXDOMAIN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_follow_the_file_and_never_serve_the_record_as_written_nor_nxdomain() {
+async fn edits_never_serve_the_record_as_written_nor_take_macro_answers_away() {
     let world = Upstream::start(world_dir()).await;
     let flat_v1 = "v=spf1 include:_spf.provider-a.test ip4:198.51.100.77 -all";
     let mac_v1 = "v=spf1 include:_spf.provider-a.test -all";
@@ -115,19 +113,12 @@ async fn edits_follow_the_file_and_never_serve_the_record_as_written_nor_nxdomai
     s.write_policy("mac.toml", &policy("mac.test", mac_v2, "macro"));
     s.write_policy("flat.toml", &policy("flat.test", flat_v2, "flatten"));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let flat = tcp_text(addr, FLAT_HEAD).await;
-    assert!(old_head.contains("ip4:198.51.100.77"), "{old_head}");
-    assert!(
-        !flat.contains("198.51.100.77"),
-        "the removed term is gone: {flat}"
+    assert_eq!(
+        tcp_text(addr, FLAT_HEAD).await,
+        old_head,
+        "a failed expansion keeps the last good chain"
     );
-    assert!(
-        flat.contains(" include:nothing.provider-b.test "),
-        "as written: {flat}"
-    );
-    // Never resolved yet: left to receivers, who reach provider-b themselves.
-    let mac = tcp_text(addr, PROVIDER_B_CLIENT).await;
-    assert!(mac.contains("include:spf.provider-b.test"), "not yet: {mac}");
+    assert_eq!(tcp_text(addr, PROVIDER_B_CLIENT).await, "v=spf1 -all", "not yet");
     world.clear_failures();
     // The macro policy's new version is served once its expansion exists.
     wait_for(addr, PROVIDER_B_CLIENT, |t| t == "v=spf1 ip4:198.51.100.70 -all").await;
@@ -139,9 +130,8 @@ async fn edits_follow_the_file_and_never_serve_the_record_as_written_nor_nxdomai
         }
     }
     for (answer, count) in &seen {
-        let written = answer.contains("include:_spf.provider-a.test");
         assert!(
-            answer.starts_with("v=spf1") && !written,
+            answer.starts_with("v=spf1") && !answer.contains("include:"),
             "{count} answers were {answer:?}: not a flattened record or a macro answer\nall: {seen:#?}"
         );
     }

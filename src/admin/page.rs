@@ -106,9 +106,7 @@ pub fn domain(p: &PolicyView, view: &StatusView) -> String {
             esc(&r.text)
         );
     }
-    body.push_str("</table>");
-    sources(&mut body, p, view.now);
-    body.push_str("<h2>Upstream changes</h2>");
+    body.push_str("</table><h2>Upstream changes</h2>");
     changes(&mut body, p, view.now);
     body.push_str("<h2>Held down</h2>");
     if p.held.is_empty() {
@@ -131,21 +129,6 @@ pub fn domain(p: &PolicyView, view: &StatusView) -> String {
     );
     reports(&mut body, p);
     document(&format!("spfd: {}", p.domain), &body)
-}
-
-/// Which terms of the record come from last good results, and how old they are.
-fn sources(body: &mut String, p: &PolicyView, now: u64) {
-    if p.sources.is_empty() {
-        return;
-    }
-    body.push_str("<h2>Not fetched fresh</h2>");
-    for s in &p.sources {
-        let how = match s.fetched_at {
-            Some(at) => format!("last good {}", ago(now, at)),
-            None => "never resolved: published as written".to_string(),
-        };
-        let _ = write!(body, "<p><code>{}</code> — {}</p>", esc(&s.term), how);
-    }
 }
 
 /// The DMARC report summary and the advice, when the domain has reports.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::AdminState;
 use crate::policy::{SpfMode, ValidPolicy};
-use crate::refresh::{HeldRange, PolicyStatus, TermSource, UpstreamChange};
+use crate::refresh::{HeldRange, PolicyStatus, UpstreamChange};
 use crate::reports::status::DomainStatus;
 use crate::snapshot::Zone;
 
@@ -56,9 +56,6 @@ pub struct PolicyView {
     pub last_change: Option<u64>,
     pub changes: Vec<UpstreamChange>,
     pub held: Vec<HeldRange>,
-    /// The terms of the published record that come from last good results (with
-    /// when they were fetched) or are kept as written, as of the last expansion.
-    pub sources: Vec<TermSource>,
     /// The current error: the policy file's (file:line:column) or the expansion's
     /// (with its upstream cause).
     pub error: Option<String>,
@@ -164,7 +161,6 @@ impl PolicyView {
             last_change: status.and_then(|s| s.last_change),
             changes: status.map(|s| s.changes.clone()).unwrap_or_default(),
             held: status.map(|s| s.held.clone()).unwrap_or_default(),
-            sources: status.map(|s| s.sources.clone()).unwrap_or_default(),
             error: file_error.or_else(|| status.and_then(|s| s.error.clone())),
             reports: None,
         }

@@ -1,12 +1,10 @@
 //! Expansion: a source record and the DNS behind it turned into ordered rules
 //! (address sets, and terms left for the receiver) with exactly the results of
 //! RFC 7208 check_host() with the lookup limits lifted. Temporary DNS failures fall
-//! back on the last good result kept in [`LastGood`]; a term of the record itself
-//! with none is kept as written, for receivers to evaluate.
+//! back on the last good result kept in [`LastGood`].
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -33,23 +31,6 @@ pub async fn expand<D: DnsLookup>(
     domain: &str,
     record: &Record,
     memory: &mut LastGood,
-    opts: &ExpandOptions,
-) -> Result<Expansion, ExpandError> {
-    let shared = Mutex::new(std::mem::take(memory));
-    let expanded = expand_shared(dns, domain, record, &shared, opts).await;
-    *memory = shared
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    expanded
-}
-
-/// [`expand`] with `memory` shared: it is locked for each read or write, never across
-/// a lookup, so others can compose from it meanwhile.
-pub async fn expand_shared<D: DnsLookup>(
-    dns: &D,
-    domain: &str,
-    record: &Record,
-    memory: &Mutex<LastGood>,
     opts: &ExpandOptions,
 ) -> Result<Expansion, ExpandError> {
     let domain = normalize(domain);
@@ -117,7 +98,7 @@ type BoxFuture<'f, T> = Pin<Box<dyn Future<Output = T> + Send + 'f>>;
 /// The state of one expansion.
 struct Expander<'a, D> {
     dns: &'a D,
-    memory: &'a Mutex<LastGood>,
+    memory: &'a mut LastGood,
     opts: &'a ExpandOptions,
     /// The domains being expanded (include and redirect chain), to catch loops.
     stack: Vec<String>,
@@ -130,7 +111,7 @@ struct Expander<'a, D> {
 }
 
 impl<'a, D: DnsLookup> Expander<'a, D> {
-    fn new(dns: &'a D, memory: &'a Mutex<LastGood>, opts: &'a ExpandOptions) -> Self {
+    fn new(dns: &'a D, memory: &'a mut LastGood, opts: &'a ExpandOptions) -> Self {
         Self {
             dns,
             memory,
@@ -141,14 +122,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
             warnings: Vec::new(),
             queried: Vec::new(),
         }
-    }
-
-    /// The memory, for one read or write (a panic elsewhere leaves it usable: every
-    /// change to it is a whole entry).
-    fn memory(&self) -> MutexGuard<'a, LastGood> {
-        self.memory
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn asked(&mut self, name: &str, rtype: RecordType) {
@@ -180,21 +153,10 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
             None => Terminal::Absent,
             Some(spec) if rewrite::is_fixed(spec) => {
                 let target = rewrite::expand_fixed(spec, domain);
-                match self.redirect(&target, path).await {
-                    Ok(body) => {
-                        rules.extend(body.rules);
-                        live += 1 + body.live;
-                        body.terminal
-                    }
-                    Err(Failure::Temporary { error, .. }) if path.is_empty() => {
-                        let text = rewrite::modifier("redirect", spec, domain)
-                            .map_err(|reason| invalid(path, reason))?;
-                        self.kept_as_written(format!("redirect:{}", normalize(&target)), &text, &error);
-                        live += 1;
-                        Terminal::Redirect { text, lookups: 1 }
-                    }
-                    Err(failure) => return Err(failure),
-                }
+                let body = self.redirect(&target, path).await?;
+                rules.extend(body.rules);
+                live += 1 + body.live;
+                body.terminal
             }
             Some(spec) => {
                 let text =
@@ -212,27 +174,8 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
     }
 
     /// One directive other than `all` as a rule, with what it costs a receiver that
-    /// evaluates it live. A term of the record itself that fails temporarily with no
-    /// last good result is kept as written.
+    /// evaluates it live.
     async fn rule(&mut self, d: &Directive, domain: &str, path: Path<'_>) -> Result<(Rule, usize), Failure> {
-        match self.term(d, domain, path).await {
-            Err(Failure::Temporary { error, .. }) if path.is_empty() => {
-                let q = d.qualifier;
-                let text = rewrite::dynamic_term(q, &d.mechanism, domain).map_err(|r| invalid(path, r))?;
-                let key = term_key(&d.mechanism, domain).unwrap_or_else(|| text.clone());
-                self.kept_as_written(key, &text, &error);
-                let rule = Rule::Dynamic {
-                    qualifier: q,
-                    text,
-                    lookups: 1,
-                };
-                Ok((rule, 1))
-            }
-            other => other,
-        }
-    }
-
-    async fn term(&mut self, d: &Directive, domain: &str, path: Path<'_>) -> Result<(Rule, usize), Failure> {
         let q = d.qualifier;
         let spec = d.mechanism.domain_spec();
         let fixed = spec.is_none_or(rewrite::is_fixed);
@@ -283,7 +226,7 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
             Ok((body, as_of)) => {
                 let (now, hold) = (self.opts.now, self.opts.hold_down);
                 let stored = self
-                    .memory()
+                    .memory
                     .store_include(&key, include_result(&body), as_of, now, hold);
                 self.report(&key, &stored, false);
                 stored
@@ -462,32 +405,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
         ))
     }
 
-    /// A term of the record itself that failed temporarily and has no last good
-    /// result: published as `text`, for receivers to evaluate, and reported as an error
-    /// until it can be expanded.
-    fn kept_as_written(&mut self, key: String, text: &str, error: &str) {
-        self.warnings.push(Warning {
-            level: Level::Error,
-            key: key.clone(),
-            message: format!(
-                "{error}; no earlier result to fall back on: published as written (`{text}`) until it \
-                 can be expanded, its target's own lookups not counted"
-            ),
-        });
-        self.details.push(TermDetail {
-            key,
-            v4: Ip4Set::new(),
-            v6: Ip6Set::new(),
-            kept_live: false,
-            held_v4: Ip4Set::new(),
-            held_v6: Ip6Set::new(),
-            held_until: Vec::new(),
-            from_last_good: false,
-            as_written: Some(text.to_string()),
-            age: 0,
-        });
-    }
-
     /// An include or redirect whose target depends on the message: what the target
     /// costs cannot be known ahead, so only the term itself is counted.
     fn uncounted(&mut self, text: &str) {
@@ -502,9 +419,8 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
 
     /// Stores a fresh result of a term other than an include.
     fn remember(&mut self, key: &str, result: Remembered, fetched_at: u64) -> Recalled {
-        let mut memory = self.memory();
-        memory.store(key, result, fetched_at);
-        let recalled = memory.recall(key, self.opts.now, self.opts.hold_down);
+        self.memory.store(key, result, fetched_at);
+        let recalled = self.memory.recall(key, self.opts.now, self.opts.hold_down);
         recalled.expect("just stored")
     }
 
@@ -514,8 +430,7 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
         let Failure::Temporary { error, .. } = &failure else {
             return Err(failure);
         };
-        let recalled = self.memory().recall(key, self.opts.now, self.opts.hold_down);
-        let Some(recalled) = recalled else {
+        let Some(recalled) = self.memory.recall(key, self.opts.now, self.opts.hold_down) else {
             return Err(failure);
         };
         self.oldest = self.oldest.min(recalled.fetched_at);
@@ -555,7 +470,6 @@ impl<'a, D: DnsLookup> Expander<'a, D> {
             held_v6: recalled.held.1.clone(),
             held_until: recalled.held_until.clone(),
             from_last_good,
-            as_written: None,
             age: self.opts.now.saturating_sub(recalled.fetched_at),
         });
     }
@@ -593,18 +507,6 @@ fn include_rule(qualifier: Qualifier, target: &str, result: Remembered) -> (Rule
         }
         other => unreachable!("an include remembered as {other:?}"),
     }
-}
-
-/// The key a looked-up term's results are remembered by (see [`TermDetail::key`]).
-fn term_key(mechanism: &Mechanism, domain: &str) -> Option<String> {
-    let (kind, spec) = match mechanism {
-        Mechanism::Include(spec) => ("include", Some(spec)),
-        Mechanism::A { domain, .. } => ("a", domain.as_ref()),
-        Mechanism::Mx { domain, .. } => ("mx", domain.as_ref()),
-        _ => return None,
-    };
-    let target = spec.map_or_else(|| domain.to_string(), |spec| rewrite::expand_fixed(spec, domain));
-    Some(format!("{kind}:{}", normalize(&target)))
 }
 
 fn static_rule(qualifier: Qualifier, v4: Ip4Set, v6: Ip6Set) -> Rule {

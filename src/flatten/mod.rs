@@ -40,14 +40,7 @@
 //! - A temporary DNS failure anywhere under an include, redirect, `a` or `mx` term
 //!   makes that term use its last good result from [`LastGood`], reported with its
 //!   age in [`TermDetail`]; older than `max_stale` it is still used and reported as
-//!   an error-level [`Warning`]. Last good results are kept per term
-//!   ([`LastGood`]), whichever record a term was fetched for, never per record: an
-//!   edited record is composed from its own terms. A term of the record itself with
-//!   no last good result is kept as written (`include:<target>`), for receivers to
-//!   evaluate, as an error-level [`Warning`]; [`compose`] builds a record that way
-//!   with no lookup at all.
-//! - A composed record over the limits is made to fit by [`fail_closed`], which only
-//!   ever passes fewer addresses than the record as written.
+//!   an error-level [`Warning`]. No last good result is an error.
 //! - A range a provider drops stays authorised for `hold_down` after it was first
 //!   seen missing.
 //! - More than 10 lookups in total (the domain's `redirect=` to the zone, one per
@@ -59,9 +52,7 @@
 //! receivers (RFC 7208 5), so it meets the IPv4 sets and the IPv6 sets need no case
 //! for it.
 
-mod compose;
 mod expand;
-mod fit;
 pub mod ipset;
 mod last_good;
 mod model;
@@ -71,9 +62,7 @@ mod rewrite;
 #[cfg(test)]
 mod tests;
 
-pub use compose::compose;
-pub use expand::{expand, expand_shared};
-pub use fit::fail_closed;
+pub use expand::expand;
 pub use ipset::{Ip4Set, Ip6Set};
 pub use last_good::LastGood;
 pub use model::{

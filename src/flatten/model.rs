@@ -117,9 +117,6 @@ pub struct TermDetail {
     pub held_until: Vec<(u64, String)>,
     /// The upstream lookup failed temporarily and the last good result was used.
     pub from_last_good: bool,
-    /// The term failed temporarily with no last good result at all: published as this
-    /// text, for receivers to evaluate, until it can be expanded.
-    pub as_written: Option<String>,
     /// Seconds since the result was fetched (0 when fresh).
     pub age: u64,
 }

@@ -7,4 +7,4 @@ mod status;
 
 pub use service::{Flattener, OnPublish};
 pub use settings::{Clock, Settings, Status};
-pub use status::{BoardCell, HeldRange, PolicyStatus, State, StatusBoard, TermSource, UpstreamChange};
+pub use status::{BoardCell, HeldRange, PolicyStatus, State, StatusBoard, UpstreamChange};

@@ -22,7 +22,9 @@ use crate::published::{Entry, Published, StoredChain};
 use crate::upstream::{Source, Upstream};
 
 use super::settings::{Clock, Settings, Status};
-use super::status::{BoardCell, BoardWriter, HeldRange, PolicyStatus, State, TermSource, UpstreamChange};
+use super::status::{BoardCell, BoardWriter, HeldRange, PolicyStatus, State, UpstreamChange};
+
+const LAST_GOOD_FILE: &str = "flatten-memory.json";
 
 struct Scheduled {
     policy: Arc<ValidPolicy>,
@@ -34,8 +36,8 @@ pub type OnPublish = Box<dyn Fn() + Send>;
 
 pub struct Flattener<S: Source> {
     upstream: Arc<Upstream<S>>,
-    /// The published results, and the per-term last good results they are made of.
     published: Arc<Published>,
+    last_good: LastGood,
     settings: Settings,
     clock: Clock,
     schedule: BTreeMap<String, Scheduled>,
@@ -69,10 +71,17 @@ impl<S: Source> Flattener<S> {
         settings: Settings,
         on_publish: OnPublish,
     ) -> Self {
-        published.set_windows(settings.hold_down, settings.max_stale);
+        let last_good = match crate::state::load_json::<LastGood>(&settings.state_dir, LAST_GOOD_FILE) {
+            Ok(m) => m.unwrap_or_default(),
+            Err(e) => {
+                warn!(dir = %settings.state_dir.display(), "cannot read the last good upstream results, starting empty: {e}");
+                LastGood::default()
+            }
+        };
         Flattener {
             upstream,
             published,
+            last_good,
             settings,
             clock: Clock::start(),
             schedule: BTreeMap::new(),
@@ -255,7 +264,7 @@ impl<S: Source> Flattener<S> {
             );
         }
         self.board_writer.publish(&self.board);
-        let remembered = self.last_good().take_changed();
+        let remembered = self.last_good.take_changed();
         if changed > 0 || remembered {
             self.persist();
         }
@@ -280,7 +289,7 @@ impl<S: Source> Flattener<S> {
             Err(panic) => {
                 let why = format!("internal error: {}", crate::os::panic_message(&*panic));
                 // Whatever the expansion touched before it stopped stays remembered.
-                self.last_good().take_touched();
+                self.last_good.take_touched();
                 self.failed(policy.domain_text.clone(), why)
             }
         }
@@ -296,11 +305,11 @@ impl<S: Source> Flattener<S> {
             max_stale: self.settings.max_stale,
         };
         let owner_redirect = policy.zone != policy.domain;
-        let expanded = flatten::expand_shared(
+        let expanded = flatten::expand(
             &*self.upstream,
             &domain,
             &spf.record(),
-            self.published.memory(),
+            &mut self.last_good,
             &opts,
         )
         .await;
@@ -313,16 +322,14 @@ impl<S: Source> Flattener<S> {
         let lookups = match (&chain, spf.mode) {
             (Ok(chain), SpfMode::Flatten) => chain.lookups,
             (Err(e), SpfMode::Flatten) => {
-                let why = format!("cannot publish the flattened SPF record: {e}");
-                return self.does_not_fit(policy, &expansion, why);
+                return self.failed(domain, format!("cannot publish the flattened SPF record: {e}"));
             }
             // Macro mode (passthrough policies are not expanded).
             _ => {
                 let needed = macro_lookups(&expansion, owner_redirect);
                 if needed > flatten::MAX_LOOKUPS {
-                    return self.does_not_fit(
-                        policy,
-                        &expansion,
+                    return self.failed(
+                        domain,
                         format!(
                             "cannot publish macro answers: an answer needs {needed} DNS lookups ({} for \
                              the domain's redirect to the zone, 1 for the zone's redirect to the answer, \
@@ -337,7 +344,12 @@ impl<S: Source> Flattener<S> {
             }
         };
         let stale = self.report(&domain, &expansion);
-        let chain = chain.ok().map(StoredChain::from);
+        let chain = chain.ok().map(|c| StoredChain {
+            head: c.head.into(),
+            parts: c.parts.into(),
+            lookups: c.lookups,
+            tag: c.tag,
+        });
         let now = self.clock.unix_now();
         let entry = Entry::new(policy.zone_text.clone(), spf.text.clone(), &expansion, chain, now);
         let changed = self.published.set(&domain, entry, now, u64::from(policy.ttl) * 2);
@@ -369,63 +381,9 @@ impl<S: Source> Flattener<S> {
         stale
     }
 
-    /// An expansion over the limits. A result of this very version that left nothing
-    /// out stays published; otherwise (none, or one that left terms out already) the
-    /// expansion fitted with [`flatten::fail_closed`] is, so nothing the file no longer
-    /// says is served and nothing more than it says is authorised. Either way an error,
-    /// tried again at `refresh_min`.
-    fn does_not_fit(
-        &mut self,
-        policy: &ValidPolicy,
-        expansion: &flatten::Expansion,
-        why: String,
-    ) -> (bool, Duration) {
-        let domain = policy.domain.to_string();
-        let exact = self
-            .published
-            .get(&domain)
-            .is_some_and(|e| e.matches(policy) && !e.fail_closed);
-        if exact {
-            return self.failed(domain, why);
-        }
-        let spf = policy.spf.as_ref().expect("flatten policies have [spf]");
-        let owner_redirect = policy.zone != policy.domain;
-        let pack = |e: &flatten::Expansion| flatten::pack(e, &policy.zone_text, owner_redirect);
-        let fits = |e: &flatten::Expansion| match spf.mode {
-            SpfMode::Macro => crate::published::macro_fits(e, owner_redirect),
-            _ => pack(e).is_ok(),
-        };
-        let (fitted, _) = flatten::fail_closed(expansion, fits);
-        let chain = pack(&fitted).ok().map(StoredChain::from);
-        let now = self.clock.unix_now();
-        let mut entry = Entry::new(policy.zone_text.clone(), spf.text.clone(), &fitted, chain, now);
-        entry.fail_closed = true;
-        let changed = self.published.set(&domain, entry, now, u64::from(policy.ttl) * 2);
-        if changed {
-            self.last_change.insert(domain.clone(), now);
-        }
-        let left_out: Vec<&str> = fitted.warnings[expansion.warnings.len()..]
-            .iter()
-            .map(|w| w.key.as_str())
-            .collect();
-        let why = format!(
-            "{why}; published with {} left out until it fits (receivers get less than the record authorises)",
-            left_out.join(", ")
-        );
-        error!(domain = %domain, "{why}");
-        let (_, next) = self.post_error(domain, why);
-        (changed, next)
-    }
-
     /// A failed expansion: the published records stay; try again at `refresh_min`.
     fn failed(&mut self, domain: String, why: String) -> (bool, Duration) {
-        error!(domain = %domain, "{why}; the last good record of this version stays published");
-        self.post_error(domain, why)
-    }
-
-    /// Puts an expansion error on the board (and so in alerts); tried again at
-    /// `refresh_min`.
-    fn post_error(&mut self, domain: String, why: String) -> (bool, Duration) {
+        error!(domain = %domain, "{why}; the last good record stays published");
         let board = self.board.load();
         let before = board.policies.get(&domain);
         let mode = self
@@ -443,7 +401,6 @@ impl<S: Source> Flattener<S> {
             held: before.map(|b| b.held.clone()).unwrap_or_default(),
             error: Some(why.clone()),
             changes: self.changes_for(&domain),
-            sources: before.map(|b| b.sources.clone()).unwrap_or_default(),
         };
         self.board_writer.set(status);
         self.status.insert(domain, Status::Failed(why));
@@ -471,37 +428,16 @@ impl<S: Source> Flattener<S> {
                 })
             })
             .collect();
-        let sources: Vec<TermSource> = expansion
-            .details
-            .iter()
-            .filter(|d| d.from_last_good || d.as_written.is_some())
-            .map(|d| TermSource {
-                term: d.key.clone(),
-                source: if d.from_last_good {
-                    "last_good"
-                } else {
-                    "as_written"
-                },
-                fetched_at: d.from_last_good.then(|| now.saturating_sub(d.age)),
-            })
-            .collect();
-        let as_written = sources.iter().any(|s| s.source == "as_written");
-        let state = match (&stale, as_written) {
-            (_, true) => State::Error,
-            (Some(_), false) => State::Stale,
-            (None, false) => State::Ok,
-        };
         let status = PolicyStatus {
             domain: domain.to_string(),
             mode: mode.as_str(),
-            state,
+            state: if stale.is_some() { State::Stale } else { State::Ok },
             lookups,
             last_expansion: now,
             last_change: self.last_change.get(domain).copied(),
             held,
             error: stale,
             changes: self.changes_for(domain),
-            sources,
         };
         self.board_writer.set(status);
     }
@@ -568,7 +504,7 @@ impl<S: Source> Flattener<S> {
     /// results, those as well as every one it used before (the terms it could not
     /// reach still need theirs).
     fn note_used(&mut self, domain: &str, expansion: Option<&flatten::Expansion>) {
-        let touched = self.last_good().take_touched();
+        let touched = self.last_good.take_touched();
         let fresh = expansion.is_some_and(|e| !e.details.iter().any(|d| d.from_last_good));
         let used = self.used.entry(domain.to_string()).or_default();
         if fresh {
@@ -590,13 +526,7 @@ impl<S: Source> Flattener<S> {
             .values()
             .flat_map(|keys| keys.iter().map(String::as_str))
             .collect();
-        self.last_good().prune(|key| keep.contains(key))
-    }
-
-    /// The per-term last good results, for one read or write.
-    fn last_good(&self) -> std::sync::MutexGuard<'_, LastGood> {
-        let memory = self.published.memory();
-        memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.last_good.prune(|key| keep.contains(key))
     }
 
     fn persist(&mut self) {
@@ -608,7 +538,7 @@ impl<S: Source> Flattener<S> {
         if let Err(e) = self.published.save(dir) {
             warn!(dir = %dir.display(), "cannot save published records: {e}");
         }
-        if let Err(e) = self.published.save_memory(dir) {
+        if let Err(e) = crate::state::save_json(dir, LAST_GOOD_FILE, &self.last_good) {
             warn!(dir = %dir.display(), "cannot save the last good upstream results: {e}");
         }
     }

@@ -62,21 +62,6 @@ pub struct PolicyStatus {
     pub error: Option<String>,
     /// The latest upstream changes of the terms this policy uses, newest first.
     pub changes: Vec<UpstreamChange>,
-    /// The terms of what is published that were not fetched fresh by the last
-    /// expansion: from their last good result, or kept as written.
-    pub sources: Vec<TermSource>,
-}
-
-/// Where one term of the published record came from, when not from a fresh answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TermSource {
-    /// `include:_spf.provider.example`, `a:mail.example.com`, `redirect:example.net`.
-    pub term: String,
-    /// `last_good`, or `as_written` (never resolved: published for receivers to
-    /// evaluate).
-    pub source: &'static str,
-    /// Unix time the last good result was fetched (`last_good` only).
-    pub fetched_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

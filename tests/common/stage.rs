@@ -145,10 +145,6 @@ pub async fn wait_published_domains(running: &spfd::server::Running, domains: &[
         let Some(entry) = running.published.get(domain) else {
             return false;
         };
-        if entry.composed {
-            // Composed at the swap from last good results: not expanded yet.
-            return false;
-        }
         if entry.chain.is_none() {
             // Nothing within the limits to publish: what is served stays.
             return true;
