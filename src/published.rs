@@ -271,6 +271,16 @@ impl Published {
             if let Some(old_chain) = old_parts.filter(|c| !c.parts.is_empty()) {
                 entry.retired.push((now + keep, old_chain.parts.clone()));
             }
+            // A chain that comes back (an edit undone) is served as current: kept as
+            // retired too, each of its parts would answer two SPF records (permerror).
+            let current: Vec<&str> = entry
+                .chain
+                .iter()
+                .flat_map(|c| c.parts.iter().map(|(name, _)| name.as_str()))
+                .collect();
+            entry
+                .retired
+                .retain(|(_, parts)| !parts.iter().any(|(name, _)| current.contains(&name.as_str())));
             if old.same_content(&entry) {
                 // Keep the original time (and the built answers): the content is what it was.
                 entry.updated_at = old.updated_at;
@@ -354,3 +364,55 @@ pub fn placeholder(policy: &ValidPolicy) -> SpfAnswer {
 
 /// A record that authorises nothing and gives neutral.
 const NEUTRAL: &str = "v=spf1 ?all";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flatten::{Expansion, Ip4Set, Ip6Set};
+    use crate::spf::Qualifier;
+
+    /// An entry whose chain has one part named by `tag`.
+    fn entry(tag: &str, range: &str) -> Entry {
+        let expansion = Expansion {
+            rules: vec![Rule::Static {
+                qualifier: Qualifier::Pass,
+                v4: Ip4Set::from_nets([range.parse().unwrap()]),
+                v6: Ip6Set::new(),
+            }],
+            terminal: Terminal::All(Qualifier::Fail),
+            exp: None,
+            details: Vec::new(),
+            warnings: Vec::new(),
+            queried: Vec::new(),
+        };
+        let part = format!("_1-{tag}._spf.example.com");
+        let chain = StoredChain {
+            head: Arc::from([format!("v=spf1 redirect={part}")]),
+            parts: Arc::from([(part, vec![format!("v=spf1 ip4:{range} -all")])]),
+            lookups: 1,
+            tag: tag.to_string(),
+        };
+        let record = format!("v=spf1 ip4:{range} -all");
+        Entry::new("_spf.example.com.".into(), record, &expansion, Some(chain), 0)
+    }
+
+    #[test]
+    fn a_chain_that_comes_back_is_served_once_and_the_other_stays_retired() {
+        let published = Published::default();
+        let domain = "example.com.";
+        published.set(domain, entry("aaaaaaaa", "192.0.2.0/24"), 0, 600);
+        published.set(domain, entry("bbbbbbbb", "198.51.100.0/24"), 10, 600);
+        published.set(domain, entry("aaaaaaaa", "192.0.2.0/24"), 20, 600);
+        let answer = published.get(domain).unwrap().answer(SpfMode::Flatten).unwrap();
+        let mut names: Vec<&str> = answer
+            .parts
+            .iter()
+            .flat_map(|group| group.iter().map(|(name, _)| name.as_str()))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["_1-aaaaaaaa._spf.example.com", "_1-bbbbbbbb._spf.example.com"]
+        );
+    }
+}
