@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use super::scan::question_end;
+use super::scan::{question_end, skip_name};
 
 /// The labels macro mode's per-address names are under (`snapshot::macro_table`'s; not
 /// imported, so that the config, which holds [`RrlConfig`], does not depend on the
@@ -322,19 +322,6 @@ fn first_authority<'o>(
     let rtype = response.get(fixed..fixed + 2)?;
     let len = read_name(response, at, out)?;
     Some((&out[..len], u16::from_be_bytes([rtype[0], rtype[1]])))
-}
-
-/// Where the fixed part of a record starts after its owner name at `at`.
-fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *message.get(at)?;
-        match len & 0xc0 {
-            0 if len == 0 => return Some(at + 1),
-            0 => at += 1 + usize::from(len),
-            0xc0 => return Some(at + 2),
-            _ => return None,
-        }
-    }
 }
 
 /// Copies the name at `at` into `out` in wire format without pointers; its length.

@@ -92,7 +92,7 @@ fn plain_name(message: &[u8], mut at: usize) -> Name {
 }
 
 /// The end of a name in a record: plain labels, then the root or one pointer.
-fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+pub(super) fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
     loop {
         let len = *message.get(at)?;
         match len & 0xc0 {
