@@ -214,6 +214,12 @@ impl Dovecot {
     }
 
     fn seen_in_cur(&self) -> usize {
+        self.flagged_in_cur('S')
+    }
+
+    /// Messages in `cur` whose Maildir flags hold `flag` (`S` seen, `a` the first
+    /// keyword).
+    fn flagged_in_cur(&self, flag: char) -> usize {
         std::fs::read_dir(self.mail.join("cur"))
             .unwrap()
             .flatten()
@@ -221,7 +227,7 @@ impl Dovecot {
                 e.file_name()
                     .to_string_lossy()
                     .rsplit_once(":2,")
-                    .is_some_and(|(_, f)| f.contains('S'))
+                    .is_some_and(|(_, f)| f.contains(flag))
             })
             .count()
     }
@@ -396,20 +402,6 @@ async fn imaps_verifies_the_server_certificate() {
     assert_eq!(dovecot.seen_in_cur(), 1);
 }
 
-/// Messages of a Maildir folder whose flags hold the first keyword (`a`).
-fn with_first_keyword(dovecot: &Dovecot) -> usize {
-    std::fs::read_dir(dovecot.mail.join("cur"))
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .rsplit_once(":2,")
-                .is_some_and(|(_, f)| f.contains('a'))
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_is_not_fetched_and_failures_are_flagged() {
     let tmp = tempfile::tempdir().unwrap();
@@ -444,7 +436,7 @@ async fn an_oversized_message_is_not_fetched_and_failures_are_flagged() {
     assert_eq!(s.imported.errors.len(), 2, "{s:?}");
     // Both failures are seen and carry the keyword; the next round meets neither.
     assert_eq!(dovecot.seen_in_cur(), 5);
-    assert_eq!(with_first_keyword(&dovecot), 2);
+    assert_eq!(dovecot.flagged_in_cur('a'), 2, "flagged $SpfdFailed");
     let keywords = std::fs::read_to_string(dovecot.mail.join("dovecot-keywords")).unwrap();
     assert!(keywords.contains("$SpfdFailed"), "{keywords}");
     poller.clone().round().await;

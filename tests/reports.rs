@@ -243,16 +243,23 @@ fn check_sources(json: &Value, list: &[(Sender, &str, &str)], t: &Tally) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn since_limits_the_period_and_check_mentions_the_reports() {
+/// A state directory with the corpus of `days` days (plain senders) imported; the
+/// upstream world its policies resolve through lives as long as the first value.
+async fn imported_corpus(days: i64) -> (Upstream, tempfile::TempDir, Tally) {
     let world = Upstream::start(world_dir()).await;
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &world);
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
     let plain: Vec<Sender> = senders().iter().map(|(s, _, _)| *s).collect();
-    let tally = write_corpus(&inbox, "shop.test", &plain, 4);
+    let tally = write_corpus(&inbox, "shop.test", &plain, days);
     run(import_args(dir.path(), &inbox)).await;
+    (world, dir, tally)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_limits_the_period_and_check_mentions_the_reports() {
+    let (_world, dir, tally) = imported_corpus(4).await;
     let config = dir.path().join("spfd.toml").display().to_string();
     let since = spfd::reports::analysis::day(START + 2 * 86400);
     let args = [
@@ -464,14 +471,7 @@ fn database(dir: &Path) -> rusqlite::Connection {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impossible_counts_in_an_existing_database_are_skipped_everywhere() {
-    let world = Upstream::start(world_dir()).await;
-    let dir = tempfile::tempdir().unwrap();
-    setup(dir.path(), &world);
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir(&inbox).unwrap();
-    let plain: Vec<Sender> = senders().iter().map(|(s, _, _)| *s).collect();
-    let tally = write_corpus(&inbox, "shop.test", &plain, 3);
-    run(import_args(dir.path(), &inbox)).await;
+    let (_world, dir, tally) = imported_corpus(3).await;
     // Two rows of 2^63 - 1 (their SUM overflows) and u64::MAX as an earlier spfd
     // stored it (-1), copied from a stored row.
     for (ip, count) in [
